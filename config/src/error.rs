@@ -1,0 +1,60 @@
+//! Configuration errors: every one carries the place in the file it is about.
+
+use std::fmt;
+
+/// A place in a configuration file, as an operator's editor shows it (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The file as the operator named it.
+    pub file: String,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One thing wrong with a configuration, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    /// Where the problem is.
+    pub location: Location,
+    /// What is wrong and, where we can tell, what to do about it.
+    pub message: String,
+}
+
+/// Every error found in one configuration: validation never stops at the first.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// A single error that is about the whole file (it cannot be read, say).
+    pub fn whole_file(file: &str, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            location: Location {
+                file: file.to_owned(),
+                line: 1,
+                column: 1,
+            },
+            message: message.into(),
+        }])
+    }
+}

@@ -1,0 +1,19 @@
+//! Gatehouse configuration: the model, its YAML parser and validator, and the compiled
+//! routing table. Pure data and pure functions: no sockets, no files, no clocks.
+//!
+//! Flow: YAML text → [`parse`] (every error with file:line:column) → [`Config`] →
+//! [`RoutingTable::compile`] → lookups on the request path.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod decode;
+mod error;
+mod model;
+mod parse;
+pub mod routing;
+pub mod units;
+
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use model::*;
+pub use parse::parse;
+pub use routing::{HostPattern, RouteMatch, RoutingTable};

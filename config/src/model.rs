@@ -1,0 +1,141 @@
+//! The validated configuration: what a file says, in domain types, with nothing left to check.
+
+use std::{net::SocketAddr, time::Duration};
+
+use http::{HeaderName, HeaderValue};
+
+use crate::{error::Location, routing::HostPattern};
+
+/// A whole, valid configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Listen,
+    pub timeouts: Timeouts,
+    pub shutdown: Shutdown,
+    pub access_log: AccessLog,
+    pub workers: Workers,
+    /// Services in file order; routes refer to them by index.
+    pub services: Vec<Service>,
+    pub default_service: Option<ServiceId>,
+    pub routes: Vec<Route>,
+}
+
+/// The sockets Gatehouse listens on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Time bounds on clients and upstreams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Upstream TCP connect.
+    pub connect: Duration,
+    /// The whole request head from the client (slowloris bound).
+    pub request_header: Duration,
+    /// First response byte from the upstream, else 504.
+    pub upstream_response: Duration,
+    /// Keep-alive idle, both sides.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            request_header: Duration::from_secs(10),
+            upstream_response: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a SIGTERM is turned into a clean exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shutdown {
+    /// Time between /readyz turning 503 and the listeners closing.
+    pub drain_delay: Duration,
+    /// Time in-flight requests get after the listeners close.
+    pub grace_period: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            drain_delay: Duration::from_secs(5),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where access log lines go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    #[default]
+    Stdout,
+    Off,
+}
+
+/// Worker threads of the data plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Workers {
+    /// As many as the CPUs this process may use.
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+/// Index of a service in [`Config::services`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId(pub usize);
+
+/// A named pool of endpoints.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub balance: Balance,
+}
+
+/// How a service picks an endpoint for a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Power of two random choices on in-flight requests.
+    LeastRequest,
+}
+
+/// Requests above this body size get 413 unless a route says otherwise (nginx's default).
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+/// Everything that applies to one host.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub host: HostPattern,
+    pub max_body: u64,
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub paths: Vec<PathRule>,
+    /// Where the route is written, for messages about it.
+    pub location: Location,
+}
+
+/// How a path rule compares with the request path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact,
+    /// By path element, as in the Ingress API.
+    Prefix,
+    /// A regular expression anchored at the start of the path.
+    Regex,
+}
+
+/// One `paths` entry of a route.
+#[derive(Clone, Debug)]
+pub struct PathRule {
+    pub path: String,
+    pub kind: PathMatch,
+    pub service: ServiceId,
+    pub rewrite: Option<String>,
+}

@@ -1,0 +1,463 @@
+//! YAML text → validated [`Config`], reporting every error with file:line:column.
+
+use std::net::SocketAddr;
+
+use http::{HeaderName, HeaderValue};
+use saphyr::{LoadableYamlNode, MarkedYaml};
+
+use crate::{
+    decode::{Fields, Reader},
+    error::{ConfigError, ConfigErrors},
+    model::*,
+    routing::{check_regex, HostPattern, RoutingTable, TableError},
+    units::{parse_duration, parse_size},
+};
+
+const NOT_YET_TLS: &str = "TLS termination is not built yet";
+const NOT_YET_POLICY: &str = "allow-lists and forced HTTPS are not built yet";
+const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
+const NOT_YET_K8S: &str = "Kubernetes discovery is not built yet";
+const NOT_YET_L4: &str = "TCP/UDP forwarding is not built yet";
+const NOT_YET_CLIENT_IP: &str = "PROXY protocol and trusted proxies are not built yet";
+
+/// Parses and validates a configuration. `file` is how errors name the source.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let docs = MarkedYaml::load_from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            location: crate::error::Location {
+                file: file.to_owned(),
+                line: e.marker().line().max(1),
+                column: e.marker().col() + 1,
+            },
+            message: format!("YAML syntax error: {}", e.info()),
+        }])
+    })?;
+    let mut r = Reader::new(file);
+    let config = match docs.as_slice() {
+        [] => {
+            return Err(ConfigErrors::whole_file(file, "the configuration is empty"));
+        }
+        [doc] => read_config(&mut r, doc),
+        [_, second, ..] => {
+            r.error(second.span, "only one YAML document is allowed");
+            None
+        }
+    };
+    match config {
+        Some(c) if r.errors.is_empty() => Ok(c),
+        _ => {
+            let mut errors = r.errors;
+            errors.sort_by_key(|e| (e.location.line, e.location.column));
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
+    let top = r.section(
+        doc,
+        "the configuration",
+        &[
+            "listen",
+            "timeouts",
+            "shutdown",
+            "access_log",
+            "workers",
+            "services",
+            "default_service",
+            "routes",
+        ],
+        &[
+            ("trusted_proxies", NOT_YET_CLIENT_IP),
+            ("tls", NOT_YET_TLS),
+            ("l4", NOT_YET_L4),
+        ],
+    )?;
+    let listen = top.get("listen").map(|n| read_listen(r, n)).unwrap_or_default();
+    if listen.http.is_none() {
+        r.error(
+            top.span,
+            "no listener: set `listen.http` (for example \"0.0.0.0:80\")",
+        );
+    }
+    let timeouts = top
+        .get("timeouts")
+        .map(|n| read_timeouts(r, n))
+        .unwrap_or_default();
+    let shutdown = top
+        .get("shutdown")
+        .map(|n| read_shutdown(r, n))
+        .unwrap_or_default();
+    let access_log = top.get("access_log").map_or(AccessLog::Stdout, |n| {
+        r.parsed(n, "access_log", |s| match s {
+            "stdout" => Ok(AccessLog::Stdout),
+            "off" => Ok(AccessLog::Off),
+            _ => Err(format!("`{s}` is not one of `stdout`, `off`")),
+        })
+        .unwrap_or_default()
+    });
+    let workers = top.get("workers").map_or(Workers::Auto, |n| {
+        r.parsed(n, "workers", |s| match s {
+            "auto" => Ok(Workers::Auto),
+            n => match n.parse::<usize>() {
+                Ok(c) if (1..=1024).contains(&c) => Ok(Workers::Count(c)),
+                _ => Err(format!("`{n}` is not `auto` or a number from 1 to 1024")),
+            },
+        })
+        .unwrap_or_default()
+    });
+    let services = top
+        .get("services")
+        .map(|n| read_services(r, n))
+        .unwrap_or_default();
+    let service_id = |r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str| {
+        let name = r.string(node, what)?;
+        match services.iter().position(|(s, _)| s.name == name) {
+            Some(i) => Some(ServiceId(i)),
+            None => {
+                let known: Vec<&str> = services.iter().map(|(s, _)| s.name.as_str()).collect();
+                r.error(
+                    node.span,
+                    format!(
+                        "{what} names service `{name}`, which is not defined under `services` (defined: {})",
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let default_service = top
+        .get("default_service")
+        .and_then(|n| service_id(r, n, "default_service"));
+    let mut routes = Vec::new();
+    let mut route_nodes = Vec::new();
+    if let Some(list) = top.get("routes").and_then(|n| r.sequence(n, "routes")) {
+        for node in list {
+            if let Some(route) = read_route(r, node, &service_id) {
+                routes.push(route);
+                route_nodes.push(node);
+            }
+        }
+    }
+    if let Err(errors) = RoutingTable::compile(&routes) {
+        for e in errors {
+            report_table_error(r, &routes, &route_nodes, e);
+        }
+    }
+    Some(Config {
+        listen,
+        timeouts,
+        shutdown,
+        access_log,
+        workers,
+        services: services.into_iter().map(|(s, _)| s).collect(),
+        default_service,
+        routes,
+    })
+}
+
+fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Listen {
+    let Some(f) = r.section(
+        node,
+        "listen",
+        &["http", "admin"],
+        &[("https", NOT_YET_TLS), ("proxy_protocol", NOT_YET_CLIENT_IP)],
+    ) else {
+        return Listen::default();
+    };
+    let addr = |r: &mut Reader<'_>, key: &str| {
+        f.get(key)
+            .and_then(|n| r.parsed(n, &format!("listen.{key}"), parse_socket_addr))
+    };
+    let listen = Listen {
+        http: addr(r, "http"),
+        admin: addr(r, "admin"),
+    };
+    if let (Some(h), Some(a)) = (listen.http, listen.admin) {
+        if h == a && h.port() != 0 {
+            r.error(f.span, format!("listen.http and listen.admin are both {h}"));
+        }
+    }
+    listen
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address; write IP:port, e.g. \"0.0.0.0:80\" or \"[::]:80\""))
+}
+
+fn read_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Timeouts {
+    let mut t = Timeouts::default();
+    let Some(f) = r.section(
+        node,
+        "timeouts",
+        &["connect", "request_header", "upstream_response", "idle"],
+        &[],
+    ) else {
+        return t;
+    };
+    for (key, slot) in [
+        ("connect", &mut t.connect),
+        ("request_header", &mut t.request_header),
+        ("upstream_response", &mut t.upstream_response),
+        ("idle", &mut t.idle),
+    ] {
+        if let Some(n) = f.get(key) {
+            if let Some(d) = r.parsed(n, &format!("timeouts.{key}"), positive_duration) {
+                *slot = d;
+            }
+        }
+    }
+    t
+}
+
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+fn read_shutdown(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Shutdown {
+    let mut s = Shutdown::default();
+    let Some(f) = r.section(node, "shutdown", &["drain_delay", "grace_period"], &[]) else {
+        return s;
+    };
+    for (key, slot) in [
+        ("drain_delay", &mut s.drain_delay),
+        ("grace_period", &mut s.grace_period),
+    ] {
+        if let Some(n) = f.get(key) {
+            if let Some(d) = r.parsed(n, &format!("shutdown.{key}"), parse_duration) {
+                *slot = d;
+            }
+        }
+    }
+    s
+}
+
+fn read_services<'n, 'i>(
+    r: &mut Reader<'_>,
+    node: &'n MarkedYaml<'i>,
+) -> Vec<(Service, &'n MarkedYaml<'i>)> {
+    let Some(map) = r.map(node, "services") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, body) in map.entries() {
+        let what = format!("service `{name}`");
+        let Some(f) = r.section(
+            body,
+            &what,
+            &["endpoints", "balance", "protocol"],
+            &[("kubernetes", NOT_YET_K8S)],
+        ) else {
+            continue;
+        };
+        let endpoints = read_endpoints(r, &f, &what);
+        let balance = f.get("balance").map_or(Balance::RoundRobin, |n| {
+            r.parsed(n, &format!("{what} balance"), |s| match s {
+                "round_robin" => Ok(Balance::RoundRobin),
+                "least_request" => Ok(Balance::LeastRequest),
+                s if s.starts_with("hash(") => {
+                    Err("hash balancing is not supported yet; use `round_robin` or `least_request`".to_owned())
+                }
+                s => Err(format!("`{s}` is not one of `round_robin`, `least_request`")),
+            })
+            .unwrap_or_default()
+        });
+        if let Some(n) = f.get("protocol") {
+            r.parsed(n, &format!("{what} protocol"), |s| match s {
+                "http1" => Ok(()),
+                "h2" | "https" => Err(format!(
+                    "`{s}` upstreams are not supported yet; only `http1` is"
+                )),
+                s => Err(format!("`{s}` is not one of `http1`, `h2`, `https`")),
+            });
+        }
+        out.push((
+            Service {
+                name: (*name).to_owned(),
+                endpoints,
+                balance,
+            },
+            *body,
+        ));
+    }
+    out
+}
+
+fn read_endpoints(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str) -> Vec<SocketAddr> {
+    let Some(list) = f
+        .get("endpoints")
+        .and_then(|n| r.sequence(n, &format!("{what} endpoints")))
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for n in list {
+        let parsed = r.parsed(n, &format!("{what} endpoint"), |s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("`{s}` is not IP:port (host names are not resolved; write the address, e.g. \"10.1.2.3:8080\")")
+            })
+        });
+        if let Some(addr) = parsed {
+            if out.contains(&addr) {
+                r.error(n.span, format!("{what} lists endpoint {addr} twice"));
+            } else {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
+fn read_route(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<Route> {
+    let f = r.section(
+        node,
+        "a route",
+        &["host", "max_body", "response_headers", "paths"],
+        &[
+            ("allow", NOT_YET_POLICY),
+            ("https_redirect", NOT_YET_POLICY),
+            ("limit_rps", NOT_YET_LIMITS),
+            ("limit_connections", NOT_YET_LIMITS),
+        ],
+    )?;
+    let location = r.location(node.span);
+    let Some(host_node) = f.get("host") else {
+        r.error(node.span, "a route needs a `host`");
+        return None;
+    };
+    let host = r.parsed(host_node, "route host", HostPattern::parse);
+    let what = match &host {
+        Some(h) => format!("route `{h}`"),
+        None => "route".to_owned(),
+    };
+    let max_body = f.get("max_body").map_or(Some(DEFAULT_MAX_BODY), |n| {
+        r.parsed(n, &format!("{what} max_body"), parse_size)
+    });
+    let mut response_headers = Vec::new();
+    if let Some(n) = f.get("response_headers") {
+        if let Some(map) = r.map(n, &format!("{what} response_headers")) {
+            for (name, value) in map.entries() {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a valid header name"));
+                let value = r.string(value, "a header value").map(|v| {
+                    HeaderValue::from_str(&v).map_err(|_| format!("`{v}` is not a valid header value"))
+                });
+                match (name, value) {
+                    (Ok(n), Some(Ok(v))) => response_headers.push((n, v)),
+                    (Err(msg), _) | (_, Some(Err(msg))) => r.error(map.span, format!("{what} response_headers: {msg}")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    match f.get("paths").and_then(|n| r.sequence(n, &format!("{what} paths"))) {
+        Some([]) | None => r.error(node.span, format!("{what} needs at least one entry under `paths`")),
+        Some(list) => {
+            for p in list {
+                if let Some(rule) = read_path_rule(r, p, &what, service_id) {
+                    paths.push(rule);
+                }
+            }
+        }
+    }
+    Some(Route {
+        host: host?,
+        max_body: max_body?,
+        response_headers,
+        paths,
+        location,
+    })
+}
+
+fn read_path_rule(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<PathRule> {
+    let f = r.section(
+        node,
+        &format!("a path of {what}"),
+        &["path", "match", "service", "rewrite"],
+        &[],
+    )?;
+    let kind = f.get("match").map_or(Some(PathMatch::Prefix), |n| {
+        r.parsed(n, "match", |s| match s {
+            "exact" => Ok(PathMatch::Exact),
+            "prefix" => Ok(PathMatch::Prefix),
+            "regex" => Ok(PathMatch::Regex),
+            s => Err(format!("`{s}` is not one of `exact`, `prefix`, `regex`")),
+        })
+    });
+    let path = match f.get("path") {
+        Some(n) => r.parsed(n, "path", |s| match kind {
+            Some(PathMatch::Regex) => check_regex(s)
+                .map(|_| s.to_owned())
+                .map_err(|e| format!("`{s}` is not a valid regex: {e}")),
+            _ if !s.starts_with('/') => Err(format!("`{s}` must start with `/`")),
+            _ => Ok(s.to_owned()),
+        }),
+        None => {
+            r.error(node.span, format!("a path of {what} needs `path`"));
+            None
+        }
+    };
+    let service = match f.get("service") {
+        Some(n) => service_id(r, n, "path"),
+        None => {
+            r.error(node.span, format!("a path of {what} needs `service`"));
+            None
+        }
+    };
+    let rewrite = f.get("rewrite").and_then(|n| {
+        r.parsed(n, "rewrite", |s| {
+            if s.starts_with('/') || s.starts_with('$') {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("`{s}` must start with `/`"))
+            }
+        })
+    });
+    Some(PathRule {
+        path: path?,
+        kind: kind?,
+        service: service?,
+        rewrite,
+    })
+}
+
+fn report_table_error(r: &mut Reader<'_>, routes: &[Route], nodes: &[&MarkedYaml<'_>], e: TableError) {
+    match e {
+        TableError::DuplicateHost { route, first } => r.error(
+            nodes[route].span,
+            format!(
+                "host `{}` is already routed at {}; merge the two routes",
+                routes[route].host, routes[first].location
+            ),
+        ),
+        TableError::DuplicatePath { route, rule, first } => {
+            let p = &routes[route].paths[rule];
+            let f = &routes[route].paths[first];
+            r.error(
+                nodes[route].span,
+                format!(
+                    "route `{}` lists path `{}` ({:?}) twice (the first is `{}`)",
+                    routes[route].host, p.path, p.kind, f.path
+                ),
+            )
+        }
+        TableError::BadRegex { route, message, .. } => {
+            r.error(nodes[route].span, format!("bad regex: {message}"))
+        }
+    }
+}

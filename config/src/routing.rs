@@ -1,0 +1,309 @@
+//! The compiled routing table: Host → route → path rule, built once per configuration and
+//! read by every request without locks or allocation.
+
+use std::{borrow::Cow, collections::HashMap};
+
+use regex::Regex;
+
+use crate::model::{PathMatch, Route};
+
+/// A route's host: an exact name, or `*.parent` covering exactly one more label.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    /// Holds the parent domain (`mydomain.com` for `*.mydomain.com`).
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses a route host as written in a configuration.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        if name.is_empty() || name.contains('*') {
+            return Err(format!(
+                "`{text}` is not a host; write `app.example.com` or `*.example.com` (one label)"
+            ));
+        }
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if name.len() > 253 || !name.split('.').all(valid_label) {
+            return Err(format!("`{text}` is not a valid DNS name"));
+        }
+        Ok(if wild {
+            HostPattern::Wildcard(name.to_owned())
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(p) => write!(f, "*.{p}"),
+        }
+    }
+}
+
+/// Lower-cases a request's Host and strips the port and a trailing dot, allocating only when
+/// the client sent upper-case letters.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let without_port = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop ":port".
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        match host.rfind(':') {
+            Some(i) => &host[..i],
+            None => host,
+        }
+    };
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    }
+}
+
+/// How a request path matched its rule; enough to rewrite the path afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matched {
+    Exact,
+    /// The number of leading path bytes the prefix covered.
+    Prefix(usize),
+    Regex,
+}
+
+/// The result of a routing lookup: indexes into the configuration's routes and path rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub route: usize,
+    pub rule: usize,
+    pub matched: Matched,
+}
+
+#[derive(Debug, Default)]
+struct PathMatcher {
+    exact: HashMap<Box<str>, usize>,
+    /// Prefixes without their trailing slash; the root prefix is stored as "".
+    prefix: HashMap<Box<str>, usize>,
+    regex: Vec<(Regex, usize)>,
+    /// The compiled regex of each rule (None for non-regex rules), for rewrites.
+    rule_regex: Vec<Option<Regex>>,
+}
+
+/// Why a table could not be built; the parser turns these into located errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableError {
+    DuplicateHost { route: usize, first: usize },
+    DuplicatePath { route: usize, rule: usize, first: usize },
+    BadRegex { route: usize, rule: usize, message: String },
+}
+
+/// Host table (exact and wildcard) with a path matcher per route.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    exact: HashMap<Box<str>, usize>,
+    wildcard: HashMap<Box<str>, usize>,
+    matchers: Vec<PathMatcher>,
+}
+
+impl RoutingTable {
+    /// Compiles routes into a table. Reports every conflict, not just the first.
+    pub fn compile(routes: &[Route]) -> Result<Self, Vec<TableError>> {
+        let mut table = RoutingTable::default();
+        let mut errors = Vec::new();
+        for (ri, route) in routes.iter().enumerate() {
+            let (hosts, key) = match &route.host {
+                HostPattern::Exact(h) => (&mut table.exact, h.as_str()),
+                HostPattern::Wildcard(parent) => (&mut table.wildcard, parent.as_str()),
+            };
+            if let Some(first) = hosts.get(key) {
+                errors.push(TableError::DuplicateHost {
+                    route: ri,
+                    first: *first,
+                });
+            } else {
+                hosts.insert(key.into(), ri);
+            }
+            let mut m = PathMatcher::default();
+            for (pi, rule) in route.paths.iter().enumerate() {
+                let mut compiled = None;
+                let existing = match rule.kind {
+                    PathMatch::Exact => m.exact.insert(rule.path.as_str().into(), pi),
+                    PathMatch::Prefix => m.prefix.insert(prefix_key(&rule.path).into(), pi),
+                    PathMatch::Regex => match compile_regex(&rule.path) {
+                        Ok(re) => {
+                            let dup = m.regex.iter().find(|(r, _)| r.as_str() == re.as_str());
+                            let dup = dup.map(|(_, i)| *i);
+                            m.regex.push((re.clone(), pi));
+                            compiled = Some(re);
+                            dup
+                        }
+                        Err(message) => {
+                            errors.push(TableError::BadRegex {
+                                route: ri,
+                                rule: pi,
+                                message,
+                            });
+                            None
+                        }
+                    },
+                };
+                if let Some(first) = existing {
+                    errors.push(TableError::DuplicatePath {
+                        route: ri,
+                        rule: pi,
+                        first,
+                    });
+                }
+                m.rule_regex.push(compiled);
+            }
+            table.matchers.push(m);
+        }
+        if errors.is_empty() {
+            Ok(table)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Finds the route for a normalised host (see [`normalize_host`]).
+    pub fn find_host(&self, host: &str) -> Option<usize> {
+        if let Some(r) = self.exact.get(host) {
+            return Some(*r);
+        }
+        let (_, parent) = host.split_once('.')?;
+        self.wildcard.get(parent).copied()
+    }
+
+    /// Finds the path rule of a route: exact beats the longest element-wise prefix, which
+    /// beats regexes in file order.
+    pub fn find_path(&self, route: usize, path: &str) -> Option<RouteMatch> {
+        let m = self.matchers.get(route)?;
+        let found = |rule, matched| RouteMatch {
+            route,
+            rule,
+            matched,
+        };
+        if let Some(rule) = m.exact.get(path) {
+            return Some(found(*rule, Matched::Exact));
+        }
+        if !m.prefix.is_empty() {
+            let mut candidate = path.trim_end_matches('/');
+            loop {
+                if let Some(rule) = m.prefix.get(candidate) {
+                    return Some(found(*rule, Matched::Prefix(candidate.len())));
+                }
+                if candidate.is_empty() {
+                    break;
+                }
+                candidate = candidate.rfind('/').map_or("", |i| &candidate[..i]);
+            }
+        }
+        m.regex
+            .iter()
+            .find(|(re, _)| re.is_match(path))
+            .map(|(_, rule)| found(*rule, Matched::Regex))
+    }
+
+    /// Host then path, in one call.
+    pub fn find(&self, host: &str, path: &str) -> Option<RouteMatch> {
+        self.find_path(self.find_host(host)?, path)
+    }
+
+    /// The path to send upstream when the matched rule has a `rewrite`.
+    ///
+    /// A prefix rule replaces the matched prefix; an exact rule replaces the whole path; a
+    /// regex rule's rewrite may use `$1`..`$9` for its capture groups.
+    pub fn rewrite(&self, m: &RouteMatch, rewrite: &str, path: &str) -> String {
+        match m.matched {
+            Matched::Exact => rewrite.to_owned(),
+            Matched::Prefix(len) => {
+                let rest = &path[len.min(path.len())..];
+                let mut out = String::with_capacity(rewrite.len() + rest.len());
+                out.push_str(rewrite);
+                if out.ends_with('/') && rest.starts_with('/') {
+                    out.pop();
+                }
+                out.push_str(rest);
+                if out.is_empty() {
+                    out.push('/');
+                }
+                out
+            }
+            Matched::Regex => {
+                let re = self
+                    .matchers
+                    .get(m.route)
+                    .and_then(|pm| pm.rule_regex.get(m.rule))
+                    .and_then(Option::as_ref);
+                let caps = re.and_then(|re| re.captures(path));
+                expand_captures(rewrite, |i| {
+                    caps.as_ref()
+                        .and_then(|c| c.get(i))
+                        .map_or("", |g| g.as_str())
+                })
+            }
+        }
+    }
+
+    /// Number of routes in the table.
+    pub fn len(&self) -> usize {
+        self.matchers.len()
+    }
+
+    /// Whether the table has no routes.
+    pub fn is_empty(&self) -> bool {
+        self.matchers.is_empty()
+    }
+}
+
+fn prefix_key(path: &str) -> &str {
+    path.trim_end_matches('/')
+}
+
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    let anchored = if pattern.starts_with('^') {
+        Cow::Borrowed(pattern)
+    } else {
+        Cow::Owned(format!("^(?:{pattern})"))
+    };
+    Regex::new(&anchored).map_err(|e| e.to_string())
+}
+
+/// Checks a regex path as the table will compile it.
+pub fn check_regex(pattern: &str) -> Result<(), String> {
+    compile_regex(pattern).map(|_| ())
+}
+
+/// Replaces `$1`..`$9` (exactly one digit, as nginx does) with capture groups.
+fn expand_captures<'a>(template: &str, group: impl Fn(usize) -> &'a str) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                chars.next();
+                out.push_str(group(d as usize));
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
+}

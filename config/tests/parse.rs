@@ -1,0 +1,208 @@
+use gatehouse_config::{parse, Balance, PathMatch, RoutingTable};
+
+const FULL: &str = r#"
+listen:
+  http: "127.0.0.1:8080"
+  admin: "127.0.0.1:9901"
+timeouts: { connect: 250ms, request_header: 5s, upstream_response: 30s, idle: 1m }
+shutdown: { drain_delay: 0s, grace_period: 10s }
+access_log: off
+workers: 1
+services:
+  web: { endpoints: ["10.1.2.3:8080", "[::1]:9000"], balance: least_request }
+  api: { endpoints: ["10.1.2.5:8080"] }
+default_service: web
+routes:
+  - host: App1.Example.com
+    max_body: 8m
+    response_headers: { X-Frame-Options: SAMEORIGIN }
+    paths:
+      - { path: /api, match: prefix, service: api, rewrite: /v1 }
+      - { path: /, service: web }
+"#;
+
+#[test]
+fn full_config_parses() {
+    let c = parse(FULL, "gh.yaml").expect("valid");
+    assert_eq!(c.listen.http.unwrap().port(), 8080);
+    assert_eq!(c.timeouts.connect.as_millis(), 250);
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.services[0].balance, Balance::LeastRequest);
+    assert_eq!(c.routes[0].max_body, 8 << 20);
+    assert_eq!(c.routes[0].host.to_string(), "app1.example.com");
+    assert_eq!(c.routes[0].paths[0].kind, PathMatch::Prefix);
+    assert_eq!(c.default_service.map(|s| s.0), Some(0));
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    parse(yaml, "bad.yaml")
+        .expect_err("must be rejected")
+        .0
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn every_error_is_reported_with_its_location() {
+    let yaml = r#"listen:
+  http: "127.0.0.1:8080"
+timeouts:
+  conect: 3s
+  idle: forever
+services:
+  web: { endpoints: ["10.0.0.1:80", "nonsense"] }
+routes:
+  - host: a.example.com
+    alow: "10.0.0.0/8"
+    paths:
+      - { path: /, service: wbe }
+"#;
+    let errs = errors(yaml);
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    assert!(errs[0].starts_with("bad.yaml:4:3: unknown key `conect` in timeouts; did you mean `connect`?"), "{errs:#?}");
+    assert!(errs[1].starts_with("bad.yaml:5:9: timeouts.idle:"), "{errs:#?}");
+    assert!(errs[2].starts_with("bad.yaml:7:37: service `web` endpoint:"), "{errs:#?}");
+    assert!(errs[3].starts_with("bad.yaml:10:5: unknown key `alow` in a route; did you mean `allow`?"), "{errs:#?}");
+    assert!(errs[4].contains("`wbe`, which is not defined"), "{errs:#?}");
+}
+
+#[test]
+fn features_not_built_yet_are_refused_not_ignored() {
+    let yaml = r#"listen: { http: "127.0.0.1:80", https: "127.0.0.1:443" }
+services: { web: { endpoints: ["10.0.0.1:80"] } }
+routes:
+  - host: a.example.com
+    allow: "10.0.0.0/8"
+    https_redirect: true
+    paths: [{ path: /, service: web }]
+"#;
+    let errs = errors(yaml);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs.iter().all(|e| e.contains("not supported yet")), "{errs:#?}");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_location() {
+    let errs = errors("listen:\n  http: [unclosed\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("bad.yaml:"), "{errs:?}");
+    assert!(errs[0].contains("YAML syntax error"), "{errs:?}");
+}
+
+#[test]
+fn conflicts_and_missing_pieces() {
+    let yaml = r#"listen: { admin: "127.0.0.1:9901" }
+services: { web: { endpoints: ["10.0.0.1:80"] } }
+routes:
+  - host: a.example.com
+    paths: [{ path: /x, service: web }, { path: /x/, service: web }]
+  - host: A.example.com
+    paths: [{ path: "(", match: regex, service: web }]
+  - host: "*.*.example.com"
+    paths: []
+"#;
+    let errs = errors(yaml);
+    let all = errs.join("\n");
+    assert!(all.contains("no listener"), "{all}");
+    assert!(all.contains("lists path `/x/`"), "{all}");
+    assert!(all.contains("is not a valid regex"), "{all}");
+    assert!(all.contains("is not a host"), "{all}");
+    assert!(all.contains("needs at least one entry under `paths`"), "{all}");
+}
+
+#[test]
+fn duplicate_hosts_point_at_the_first() {
+    let yaml = r#"listen: { http: "127.0.0.1:80" }
+services: { web: { endpoints: ["10.0.0.1:80"] } }
+routes:
+  - host: a.example.com
+    paths: [{ path: /, service: web }]
+  - host: a.example.com
+    paths: [{ path: /, service: web }]
+"#;
+    let errs = errors(yaml);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("already routed at bad.yaml:4:5"), "{errs:?}");
+}
+
+#[test]
+fn duplicate_yaml_keys_are_errors() {
+    let errs = errors("listen: { http: \"127.0.0.1:80\" }\nlisten: { http: \"127.0.0.1:81\" }\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
+
+fn table(yaml_routes: &str) -> (gatehouse_config::Config, RoutingTable) {
+    let yaml = format!(
+        "listen: {{ http: \"127.0.0.1:80\" }}\nservices: {{ a: {{ endpoints: [\"10.0.0.1:80\"] }}, b: {{ endpoints: [\"10.0.0.2:80\"] }} }}\nroutes:\n{yaml_routes}"
+    );
+    let c = parse(&yaml, "t.yaml").expect("valid");
+    let t = RoutingTable::compile(&c.routes).expect("compiles");
+    (c, t)
+}
+
+#[test]
+fn routing_matrix() {
+    let (c, t) = table(
+        r#"  - host: www.example.com
+    paths:
+      - { path: /, service: a }
+      - { path: /foo, service: b }
+      - { path: /foo/bar/, service: a }
+      - { path: /exact, match: exact, service: b }
+      - { path: "/re/([0-9]+)", match: regex, service: b, rewrite: "/num/$1" }
+      - { path: /re, match: regex, service: a }
+  - host: "*.example.com"
+    paths: [{ path: /, service: b }]
+"#,
+    );
+    let find = |host: &str, path: &str| {
+        let h = gatehouse_config::routing::normalize_host(host);
+        t.find(&h, path).map(|m| (m.route, c.routes[m.route].paths[m.rule].path.clone()))
+    };
+    // Hosts: case-insensitive, port stripped; exact beats wildcard; a wildcard covers one label.
+    assert_eq!(find("WWW.example.com:8080", "/"), Some((0, "/".into())));
+    assert_eq!(find("api.example.com", "/x"), Some((1, "/".into())));
+    assert_eq!(find("a.b.example.com", "/x"), None);
+    assert_eq!(find("example.com", "/x"), None);
+    assert_eq!(find("www.example.com.", "/"), Some((0, "/".into())));
+    // Prefix by element: /foo matches /foo and /foo/x but not /foobar.
+    assert_eq!(find("www.example.com", "/foo"), Some((0, "/foo".into())));
+    assert_eq!(find("www.example.com", "/foo/"), Some((0, "/foo".into())));
+    assert_eq!(find("www.example.com", "/foo/x"), Some((0, "/foo".into())));
+    assert_eq!(find("www.example.com", "/foobar"), Some((0, "/".into())));
+    // Longest prefix wins; a trailing slash in the rule does not matter.
+    assert_eq!(find("www.example.com", "/foo/bar"), Some((0, "/foo/bar/".into())));
+    assert_eq!(find("www.example.com", "/foo/bar/baz"), Some((0, "/foo/bar/".into())));
+    // Exact beats prefix; only the exact path.
+    assert_eq!(find("www.example.com", "/exact"), Some((0, "/exact".into())));
+    assert_eq!(find("www.example.com", "/exact/x"), Some((0, "/".into())));
+    // Regex comes after prefixes: "/" catches everything here, so check a host without "/".
+}
+
+#[test]
+fn regex_in_file_order_and_rewrites() {
+    let (c, t) = table(
+        r#"  - host: r.example.com
+    paths:
+      - { path: "/re/([0-9]+)/(.*)", match: regex, service: b, rewrite: "/num/$1?$2" }
+      - { path: /re, match: regex, service: a }
+      - { path: /api, service: a, rewrite: /v1 }
+      - { path: /root, service: a, rewrite: / }
+      - { path: /same, match: exact, service: a, rewrite: /other }
+"#,
+    );
+    let rw = |path: &str| {
+        let m = t.find("r.example.com", path).expect("match");
+        let rule = &c.routes[m.route].paths[m.rule];
+        (rule.path.clone(), t.rewrite(&m, rule.rewrite.as_deref().unwrap_or(""), path))
+    };
+    assert_eq!(rw("/re/42/rest").1, "/num/42?rest");
+    assert_eq!(rw("/reX").0, "/re");
+    assert_eq!(rw("/api/users").1, "/v1/users");
+    assert_eq!(rw("/api").1, "/v1");
+    assert_eq!(rw("/root/x").1, "/x");
+    assert_eq!(rw("/root").1, "/");
+    assert_eq!(rw("/same").1, "/other");
+    assert!(t.find("r.example.com", "/nothing").is_none());
+}
