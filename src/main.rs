@@ -1,1 +1,192 @@
-fn main() {}
+//! The `gatehouse` binary: command line, logging, signals; everything else is in the crates.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use gatehouse_config::{Config, Workers};
+use gatehouse_discovery::{load_file, FileWatcher};
+use gatehouse_proxy::{demo, Gatehouse, Metrics};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Gatehouse: an edge proxy and Kubernetes ingress data plane.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic: from --config FILE (reloaded on change and SIGHUP), or the built-in demo.
+    Run {
+        /// The configuration file (YAML). Without it, the embedded demo runs.
+        #[arg(long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit: 0 and `ok`, or 2 and every error.
+    Check {
+        /// The configuration file (YAML).
+        #[arg(long, env = "GATEHOUSE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => match load_file(&config) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} error(s) in {}", errors.0.len(), config.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match &path {
+                Some(p) => match load_file(p) {
+                    Ok(c) => Some(c),
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        eprintln!("gatehouse: not starting; fix the configuration and run again");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+                None => None,
+            };
+            let workers = config.as_ref().map_or(Workers::Auto, |c| c.workers);
+            let runtime = match build_runtime(workers) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("gatehouse: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            runtime.block_on(run(config, path))
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var("GATEHOUSE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn build_runtime(workers: Workers) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match workers {
+        Workers::Count(n) => n,
+        Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut builder = if threads == 1 {
+        // One worker: a current-thread runtime has no work-stealing overhead.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build()
+}
+
+async fn run(config: Option<Config>, path: Option<PathBuf>) -> ExitCode {
+    let demo = config.is_none();
+    let config = match config {
+        Some(c) => c,
+        None => match demo_config().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("gatehouse: cannot start the demo: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        },
+    };
+    let gatehouse = match Gatehouse::start(config, Metrics::new()).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if demo {
+        let http = gatehouse.http_addr().await.map(|a| a.port()).unwrap_or(8080);
+        let admin = gatehouse.admin_addr().await.map(|a| a.port()).unwrap_or(9901);
+        eprintln!(
+            "Gatehouse demo is running. Try: curl -s http://localhost:{http}/hello  (metrics: curl -s http://127.0.0.1:{admin}/metrics)"
+        );
+    }
+
+    let stop_watching = CancellationToken::new();
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}); reloads happen on file change only");
+            None
+        }
+    };
+    let mut updates = path.map(|p| {
+        let watcher = FileWatcher::new(p);
+        let reload = watcher.reload_handle();
+        (watcher.spawn(stop_watching.clone()), reload)
+    });
+    let (mut terms, mut ints) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGTERM/SIGINT: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = terms.recv() => break,
+            _ = ints.recv() => break,
+            Some(()) = async { hangups.as_mut()?.recv().await } => {
+                match &updates {
+                    Some((_, reload)) => reload.notify_one(),
+                    None => tracing::info!("SIGHUP ignored: running the embedded demo, there is no file to reload"),
+                }
+            }
+            Some(update) = async { updates.as_mut()?.0.recv().await } => match update {
+                Ok(config) => match gatehouse.apply(config).await {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(e) => tracing::error!("configuration not applied; the previous one keeps serving: {e}"),
+                },
+                Err(errors) => gatehouse.reload_rejected(&errors),
+            },
+        }
+    }
+    stop_watching.cancel();
+    // A second signal during the drain exits at once.
+    let clean = tokio::select! {
+        clean = gatehouse.shutdown() => clean,
+        _ = terms.recv() => { tracing::warn!("second signal: exiting now"); return ExitCode::from(EXIT_RUNTIME) }
+        _ = ints.recv() => { tracing::warn!("second signal: exiting now"); return ExitCode::from(EXIT_RUNTIME) }
+    };
+    tracing::info!(clean, "stopped");
+    ExitCode::SUCCESS
+}
+
+async fn demo_config() -> Result<Config, String> {
+    let upstream = demo::start_echo(([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| format!("demo upstream: {e}"))?;
+    let text = include_str!("demo.yaml").replace("DEMO_UPSTREAM", &upstream.to_string());
+    gatehouse_config::parse(&text, "<embedded demo>").map_err(|e| e.to_string())
+}

@@ -1,0 +1,69 @@
+//! Why a request could not be proxied, and the one place that maps that to a status code.
+
+use std::{net::SocketAddr, time::Duration};
+
+use http::StatusCode;
+
+/// A request that did not get an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for host `{host}` and no default_service")]
+    NoRoute { host: String },
+    #[error("request has no Host header")]
+    MissingHost,
+    #[error("service `{service}` has no endpoint")]
+    NoEndpoint { service: String },
+    #[error("could not connect to any endpoint of service `{service}` (last: {addr})")]
+    ConnectFailed {
+        service: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("endpoint {addr} of service `{service}` sent no response head within {after:?}")]
+    UpstreamTimeout {
+        service: String,
+        addr: SocketAddr,
+        after: Duration,
+    },
+    #[error("endpoint {addr} of service `{service}` failed the request")]
+    Upstream {
+        service: String,
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("endpoint {addr} of service `{service}` switched protocols without being asked")]
+    UnaskedUpgrade { service: String, addr: SocketAddr },
+    #[error("request body is larger than the route's max_body of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnaskedUpgrade { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// Whether the failure is the upstream's (worth a warning to the operator) rather than
+    /// the client's.
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoEndpoint { .. }
+                | ProxyError::ConnectFailed { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::Upstream { .. }
+                | ProxyError::UnaskedUpgrade { .. }
+        )
+    }
+}

@@ -1,0 +1,91 @@
+//! The HTTP listener: accepts clients and serves each connection with hyper (HTTP/1.1 and
+//! cleartext HTTP/2 by prior knowledge), under the connection watchdog.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper_util::rt::TokioIo;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    conn::{ConnInfo, CountingIo, Watchdog},
+    pipeline,
+    runtime::Shared,
+};
+
+/// Accepts until `stop` fires; connections already accepted carry on.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no local address; not serving it");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared2 = shared.clone();
+                shared
+                    .connections
+                    .spawn(serve_connection(shared2, stream, peer, local));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %local, error = %e, "accept failed; check the open-files limit (ulimit -n)");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::info!(listener = %local, "listener closed");
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let info = Arc::new(ConnInfo::new(peer, local));
+    let snapshot = shared.snapshot.load_full();
+    let io = TokioIo::new(CountingIo::new(stream, info.clone()));
+    let (svc_shared, svc_info) = (shared.clone(), info.clone());
+    let service = hyper::service::service_fn(move |req| {
+        pipeline::handle(svc_shared.clone(), svc_info.clone(), req)
+    });
+    let conn = snapshot
+        .server
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    let t = &snapshot.config.timeouts;
+    let mut watchdog = Watchdog::new(t.request_header, t.idle, Instant::now());
+    let period = watchdog.period();
+    drop(snapshot);
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+                }
+                break;
+            }
+            _ = shared.draining.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => {
+                if let Some(cutoff) = watchdog.check(&info.state, Instant::now()) {
+                    tracing::debug!(client = %peer, ?cutoff, "closing client connection");
+                    break;
+                }
+            }
+        }
+    }
+}

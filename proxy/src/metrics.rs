@@ -1,0 +1,152 @@
+//! Prometheus metrics, owned by one injected [`Metrics`] value (no global registry), so
+//! each test gets its own.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric of the data plane.
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) duration: HistogramVec,
+    pub(crate) connect_errors: IntCounterVec,
+    pub(crate) endpoints: IntGaugeVec,
+    pub(crate) config_reloads: IntCounterVec,
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    // Names are fixed and distinct, so registration only fails on a programming error.
+    r.register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+impl Metrics {
+    /// A fresh registry with every Gatehouse metric registered.
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("gatehouse".into()), None).expect("static prefix is valid");
+        let requests = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests by route and status code"),
+                &["route", "code"],
+            )
+            .expect("valid metric"),
+        );
+        let duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from request head to the end of the response body",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0, 60.0,
+                ]),
+                &["route"],
+            )
+            .expect("valid metric"),
+        );
+        let connect_errors = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "upstream_connect_errors_total",
+                    "Failed connects to upstream endpoints, by service",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+        );
+        let endpoints = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("endpoints", "Endpoints that can receive requests, by service"),
+                &["service"],
+            )
+            .expect("valid metric"),
+        );
+        let config_reloads = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("config_reloads_total", "Configuration reloads by result"),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            connect_errors,
+            endpoints,
+            config_reloads,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> (String, Vec<u8>) {
+        let encoder = TextEncoder::new();
+        let mut out = Vec::with_capacity(4096);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        (encoder.format_type().to_owned(), out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Status codes whose counters are resolved when a snapshot is built, so the request path
+/// does not hash label values for them.
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 308, 400, 403, 404, 413, 429, 500, 502, 503, 504,
+];
+
+/// A route's metric handles, resolved off the request path.
+pub(crate) struct RouteStats {
+    label: String,
+    codes: [IntCounter; COMMON_CODES.len()],
+    requests: IntCounterVec,
+    pub(crate) duration: Histogram,
+}
+
+impl RouteStats {
+    pub(crate) fn new(metrics: &Metrics, label: &str) -> Self {
+        RouteStats {
+            label: label.to_owned(),
+            codes: COMMON_CODES.map(|c| {
+                metrics
+                    .requests
+                    .with_label_values(&[label, itoa(c).as_str()])
+            }),
+            requests: metrics.requests.clone(),
+            duration: metrics.duration.with_label_values(&[label]),
+        }
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(crate) fn count(&self, status: u16) {
+        match COMMON_CODES.iter().position(|c| *c == status) {
+            Some(i) => self.codes[i].inc(),
+            None => self
+                .requests
+                .with_label_values(&[self.label.as_str(), itoa(status).as_str()])
+                .inc(),
+        }
+    }
+}
+
+fn itoa(n: u16) -> String {
+    n.to_string()
+}

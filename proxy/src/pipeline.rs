@@ -1,0 +1,236 @@
+//! The request pipeline, in order: find the host and path, check the body size, rewrite
+//! the request for the upstream, forward it, fix up the response.
+
+use std::{convert::Infallible, sync::Arc, time::SystemTime};
+
+use gatehouse_config::{routing::normalize_host, AccessLog, DEFAULT_MAX_BODY};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::{
+    access_log::LogRecord,
+    body::{RequestBody, ResponseBody},
+    completion::Completion,
+    conn::ConnInfo,
+    error::ProxyError,
+    headers,
+    runtime::Shared,
+    snapshot::Snapshot,
+    upstream::{forward::forward, Lease},
+};
+
+/// Serves one request from a client connection. Never fails: every error becomes a response.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    conn.state.request_started();
+    let start = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let mut log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
+        Box::new(LogRecord {
+            time: SystemTime::now(),
+            client: conn.client_ip,
+            method: req.method().clone(),
+            host: request_host(&req).unwrap_or_default().to_owned(),
+            path: req.uri().path().to_owned(),
+            version: req.version(),
+            upstream: None,
+            upstream_time: None,
+        })
+    });
+    let (mut response, stats, lease) = match proxy(&shared, &snapshot, &conn, req).await {
+        Ok(Proxied {
+            response,
+            stats,
+            lease,
+            upstream_time,
+        }) => {
+            if let Some(log) = log.as_mut() {
+                log.upstream = Some(lease.addr());
+                log.upstream_time = Some(upstream_time);
+            }
+            (response, stats, Some(lease))
+        }
+        Err((error, stats)) => {
+            if error.is_upstream() {
+                tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "upstream failed; answering {}", error.status());
+            }
+            (error_response(error.status()), stats, None)
+        }
+    };
+    let status = response.status().as_u16();
+    response.body_mut().complete_with(Box::new(Completion {
+        snapshot,
+        stats,
+        conn,
+        status,
+        bytes: 0,
+        start: start.into_std(),
+        lease,
+        log,
+    }));
+    Ok(response)
+}
+
+struct Proxied {
+    response: Response<ResponseBody>,
+    stats: usize,
+    lease: Lease,
+    upstream_time: std::time::Duration,
+}
+
+/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+async fn proxy(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<Proxied, (ProxyError, usize)> {
+    let none = snapshot.none_stats();
+    let raw_host = request_host(&req).ok_or((ProxyError::MissingHost, none))?;
+    let host = normalize_host(raw_host);
+    let path = req.uri().path();
+    let found = snapshot.table.find(&host, path);
+    let config = &snapshot.config;
+    let (service, stats, max_body, rewritten) = match found {
+        Some(m) => {
+            let route = &config.routes[m.route];
+            let rule = &route.paths[m.rule];
+            let rewritten = rule
+                .rewrite
+                .as_deref()
+                .map(|rw| snapshot.table.rewrite(&m, rw, path));
+            (rule.service, m.route, route.max_body, rewritten)
+        }
+        None => match config.default_service {
+            Some(s) => (s, snapshot.default_stats(), DEFAULT_MAX_BODY, None),
+            None => {
+                return Err((
+                    ProxyError::NoRoute {
+                        host: host.into_owned(),
+                    },
+                    none,
+                ))
+            }
+        },
+    };
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > max_body);
+    if too_large {
+        return Err((ProxyError::BodyTooLarge { limit: max_body }, stats));
+    }
+
+    // The request for the upstream: origin-form URI, HTTP/1.1, forwarded headers.
+    let host_header = match req.headers().get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => HeaderValue::from_str(raw_host).ok(),
+    };
+    let upgrade = headers::upgrade_request(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = upstream_uri(parts.uri, rewritten.as_deref());
+    parts.version = Version::HTTP_11;
+    headers::to_upstream(&mut parts.headers, conn, host_header, upgrade);
+    let upstream_req = Request::from_parts(parts, RequestBody::new(body, max_body));
+
+    let upstream = &snapshot.upstreams[service.0];
+    let forwarded = forward(upstream, upstream_req, &snapshot.limits, &shared.metrics)
+        .await
+        .map_err(|e| (e, stats))?;
+    let (mut parts, body) = forwarded.response.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let extra = found.map_or(&[][..], |m| &config.routes[m.route].response_headers[..]);
+    headers::to_client(&mut parts.headers, switching, extra);
+    let mut lease = forwarded.lease;
+    if switching {
+        let mut upstream_response = Response::from_parts(parts.clone(), body);
+        match client_upgrade {
+            Some(client) => {
+                let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
+                shared.tunnels.spawn(tunnel(client, upstream_upgrade));
+            }
+            None => {
+                return Err((
+                    ProxyError::UnaskedUpgrade {
+                        service: upstream.name().to_owned(),
+                        addr: lease.addr(),
+                    },
+                    stats,
+                ));
+            }
+        }
+        // The upstream connection now belongs to the tunnel; nothing returns to the pool.
+        lease.drop_connection();
+        return Ok(Proxied {
+            response: Response::from_parts(parts, ResponseBody::empty()),
+            stats,
+            lease,
+            upstream_time: forwarded.upstream_time,
+        });
+    }
+    Ok(Proxied {
+        response: Response::from_parts(parts, ResponseBody::upstream(body)),
+        stats,
+        lease,
+        upstream_time: forwarded.upstream_time,
+    })
+}
+
+/// Relays bytes both ways once client and upstream have switched protocols.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// The origin-form URI for the upstream, with the rewritten path if the rule has one.
+fn upstream_uri(uri: Uri, rewritten: Option<&str>) -> Uri {
+    if rewritten.is_none() && uri.scheme().is_none() {
+        return uri;
+    }
+    let path = rewritten.unwrap_or_else(|| uri.path());
+    let built = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    built.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// A response made by the proxy itself.
+pub(crate) fn error_response(status: StatusCode) -> Response<ResponseBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,291 @@
+//! The running proxy: the current snapshot, the listeners it needs, reloads and shutdown.
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use gatehouse_config::{Config, ConfigErrors};
+use tokio::{net::TcpListener, sync::Mutex};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    admin, listener,
+    metrics::Metrics,
+    snapshot::{Snapshot, SnapshotError},
+};
+
+/// State every connection and request reaches through one `Arc`.
+pub(crate) struct Shared {
+    /// The routing snapshot; requests `load` it once and never lock.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) metrics: Metrics,
+    pub(crate) ready: AtomicBool,
+    /// Client connection tasks, waited for at shutdown.
+    pub(crate) connections: TaskTracker,
+    /// Upgraded (WebSocket) tunnels, waited for at shutdown.
+    pub(crate) tunnels: TaskTracker,
+    /// Fires when shutdown starts draining connections.
+    pub(crate) draining: CancellationToken,
+}
+
+/// Why a configuration could not be started or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+struct RunningListener {
+    /// The address as configured (port 0 stays 0, so reloads compare like with like).
+    configured: SocketAddr,
+    bound: SocketAddr,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Listeners {
+    http: Option<RunningListener>,
+    admin: Option<RunningListener>,
+}
+
+/// A running Gatehouse data plane.
+pub struct Gatehouse {
+    shared: Arc<Shared>,
+    listeners: Mutex<Listeners>,
+    maintenance: CancellationToken,
+}
+
+impl Gatehouse {
+    /// Binds the configured listeners and starts serving `config`.
+    pub async fn start(config: Config, metrics: Metrics) -> Result<Self, ApplyError> {
+        let config = Arc::new(config);
+        let snapshot = Snapshot::build(config.clone(), None, &metrics)?;
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            ready: AtomicBool::new(false),
+            connections: TaskTracker::new(),
+            tunnels: TaskTracker::new(),
+            draining: CancellationToken::new(),
+        });
+        let gatehouse = Gatehouse {
+            shared: shared.clone(),
+            listeners: Mutex::new(Listeners::default()),
+            maintenance: CancellationToken::new(),
+        };
+        {
+            let mut listeners = gatehouse.listeners.lock().await;
+            let (http, admin) = bind_changes(&listeners, &config).await?;
+            gatehouse.swap_listeners(&mut listeners, http, admin);
+        }
+        tokio::spawn(evict_idle_connections(shared, gatehouse.maintenance.clone()));
+        gatehouse.shared.ready.store(true, Ordering::Relaxed);
+        Ok(gatehouse)
+    }
+
+    /// The bound address of the HTTP listener.
+    pub async fn http_addr(&self) -> Option<SocketAddr> {
+        self.listeners.lock().await.http.as_ref().map(|l| l.bound)
+    }
+
+    /// The bound address of the admin listener.
+    pub async fn admin_addr(&self) -> Option<SocketAddr> {
+        self.listeners.lock().await.admin.as_ref().map(|l| l.bound)
+    }
+
+    /// The snapshot requests currently use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Replaces the running configuration with a validated one. New listeners are bound
+    /// before anything changes, so a port that cannot be bound leaves everything as it was.
+    pub async fn apply(&self, config: Config) -> Result<(), ApplyError> {
+        let result = self.try_apply(config).await;
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
+        result
+    }
+
+    async fn try_apply(&self, config: Config) -> Result<(), ApplyError> {
+        let config = Arc::new(config);
+        let mut listeners = self.listeners.lock().await;
+        let previous = self.shared.snapshot.load_full();
+        if previous.config.workers != config.workers {
+            tracing::warn!(
+                "`workers` changed from {:?} to {:?}; the thread count is fixed at start-up, so this takes effect at the next restart",
+                previous.config.workers,
+                config.workers
+            );
+        }
+        let snapshot = Snapshot::build(config.clone(), Some(&previous), &self.shared.metrics)?;
+        let (http, admin) = bind_changes(&listeners, &config).await?;
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.swap_listeners(&mut listeners, http, admin);
+        Ok(())
+    }
+
+    /// Counts and logs a configuration that was refused before it reached [`Gatehouse::apply`].
+    pub fn reload_rejected(&self, errors: &ConfigErrors) {
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&["error"])
+            .inc();
+        tracing::error!(
+            "configuration rejected; the previous configuration keeps serving. Fix these and save again:\n{errors}"
+        );
+    }
+
+    fn swap_listeners(
+        &self,
+        listeners: &mut Listeners,
+        http: Option<Change>,
+        admin: Option<Change>,
+    ) {
+        if let Some(change) = http {
+            let old = std::mem::replace(&mut listeners.http, change.start(&self.shared, Kind::Http));
+            if let Some(old) = old {
+                old.stop.cancel();
+            }
+        }
+        if let Some(change) = admin {
+            let old = std::mem::replace(&mut listeners.admin, change.start(&self.shared, Kind::Admin));
+            if let Some(old) = old {
+                old.stop.cancel();
+            }
+        }
+    }
+
+    /// Stops serving: /readyz turns 503 at once; after `drain_delay` the HTTP listener closes;
+    /// in-flight requests and tunnels get up to `grace_period`. Returns whether everything
+    /// finished within the grace period.
+    pub async fn shutdown(&self) -> bool {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        let shutdown = self.shared.snapshot.load().config.shutdown.clone();
+        tracing::info!(
+            "shutting down: /readyz now 503; closing listeners in {:?}, then up to {:?} for in-flight requests",
+            shutdown.drain_delay,
+            shutdown.grace_period
+        );
+        tokio::time::sleep(shutdown.drain_delay).await;
+        let mut listeners = self.listeners.lock().await;
+        if let Some(http) = listeners.http.take() {
+            http.stop.cancel();
+        }
+        self.shared.draining.cancel();
+        self.shared.connections.close();
+        self.shared.tunnels.close();
+        let finished = tokio::time::timeout(shutdown.grace_period, async {
+            self.shared.connections.wait().await;
+            self.shared.tunnels.wait().await;
+        })
+        .await
+        .is_ok();
+        if !finished {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+        if let Some(admin) = listeners.admin.take() {
+            admin.stop.cancel();
+        }
+        self.maintenance.cancel();
+        finished
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Http,
+    Admin,
+}
+
+/// A listener to (re)place: `None` inside means "no listener any more".
+struct Change(Option<(SocketAddr, TcpListener)>);
+
+impl Change {
+    fn start(self, shared: &Arc<Shared>, kind: Kind) -> Option<RunningListener> {
+        let (configured, listener) = self.0?;
+        let bound = listener.local_addr().unwrap_or(configured);
+        let stop = CancellationToken::new();
+        match kind {
+            Kind::Http => {
+                tracing::info!(address = %bound, "HTTP listener ready");
+                tokio::spawn(listener::accept_loop(listener, shared.clone(), stop.clone()));
+            }
+            Kind::Admin => {
+                tracing::info!(address = %bound, "admin listener ready (/healthz /readyz /metrics)");
+                tokio::spawn(admin::accept_loop(listener, shared.clone(), stop.clone()));
+            }
+        }
+        Some(RunningListener {
+            configured,
+            bound,
+            stop,
+        })
+    }
+}
+
+/// Binds the listeners whose address changed. `None` means unchanged.
+async fn bind_changes(
+    current: &Listeners,
+    config: &Config,
+) -> Result<(Option<Change>, Option<Change>), ApplyError> {
+    async fn one(
+        what: &'static str,
+        current: Option<&RunningListener>,
+        wanted: Option<SocketAddr>,
+    ) -> Result<Option<Change>, ApplyError> {
+        if current.map(|l| l.configured) == wanted {
+            return Ok(None);
+        }
+        let Some(addr) = wanted else {
+            return Ok(Some(Change(None)));
+        };
+        // Rebinding the same port a running listener holds is not possible; such a change
+        // (e.g. 0.0.0.0:80 → 127.0.0.1:80) needs a restart, and says so.
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApplyError::Bind { what, addr, source })?;
+        Ok(Some(Change(Some((addr, listener)))))
+    }
+    let http = one("listen.http", current.http.as_ref(), config.listen.http).await?;
+    let admin = one("listen.admin", current.admin.as_ref(), config.listen.admin).await?;
+    Ok((http, admin))
+}
+
+/// Closes pooled upstream connections that sat idle too long, so they do not wait for a
+/// request to find them stale.
+async fn evict_idle_connections(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let snapshot = shared.snapshot.load_full();
+        for upstream in snapshot.upstreams.iter() {
+            for endpoint in upstream.endpoints() {
+                endpoint.evict_idle(snapshot.limits.pool_idle);
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The routing snapshot: everything a request needs, built off the request path from a
+//! validated configuration and swapped in whole.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use gatehouse_config::{Config, RoutingTable};
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+};
+
+use crate::{
+    metrics::{Metrics, RouteStats},
+    upstream::{forward::ForwardLimits, Endpoint, Upstream},
+};
+
+/// Largest request head (request line and headers) accepted; larger gets 431.
+pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
+
+/// Pooled upstream connections are dropped after this idle time, or `timeouts.idle` if
+/// shorter: below the keep-alive timeouts of common upstream servers (Node.js 5 s), so we
+/// close first instead of racing their close.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// An immutable view of the configuration for the request path.
+pub struct Snapshot {
+    pub(crate) config: Arc<Config>,
+    pub(crate) table: RoutingTable,
+    /// One per configured service, indexed by `ServiceId`.
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
+    /// One per route, then the default service's, then the no-route stats.
+    stats: Vec<RouteStats>,
+    pub(crate) limits: ForwardLimits,
+    pub(crate) server: auto::Builder<TokioExecutor>,
+}
+
+/// The snapshot could not be built (the configuration was not validated first).
+#[derive(Debug, thiserror::Error)]
+#[error("routing table does not compile: {0}")]
+pub struct SnapshotError(String);
+
+impl Snapshot {
+    /// Builds a snapshot. Endpoints at addresses the `previous` snapshot had are carried over
+    /// with their pools, in-flight counts and health.
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Result<Self, SnapshotError> {
+        let table = RoutingTable::compile(&config.routes)
+            .map_err(|e| SnapshotError(format!("{e:?}")))?;
+        let known: HashMap<SocketAddr, Arc<Endpoint>> = previous
+            .into_iter()
+            .flat_map(|p| p.upstreams.iter())
+            .flat_map(|u| u.endpoints.iter())
+            .map(|e| (e.addr(), e.clone()))
+            .collect();
+        let upstreams = config
+            .services
+            .iter()
+            .map(|s| {
+                let endpoints = s
+                    .endpoints
+                    .iter()
+                    .map(|a| known.get(a).cloned().unwrap_or_else(|| Arc::new(Endpoint::new(*a))))
+                    .collect();
+                metrics
+                    .endpoints
+                    .with_label_values(&[s.name.as_str()])
+                    .set(s.endpoints.len() as i64);
+                Arc::new(Upstream::new(s.name.clone(), endpoints, s.balance))
+            })
+            .collect();
+        if let Some(prev) = previous {
+            for u in &prev.upstreams {
+                if !config.services.iter().any(|s| s.name == u.name()) {
+                    let _ = metrics.endpoints.remove_label_values(&[u.name()]);
+                }
+            }
+        }
+        let mut stats: Vec<RouteStats> = config
+            .routes
+            .iter()
+            .map(|r| RouteStats::new(metrics, &r.host.to_string()))
+            .collect();
+        stats.push(RouteStats::new(metrics, "default"));
+        stats.push(RouteStats::new(metrics, "none"));
+        let t = &config.timeouts;
+        let limits = ForwardLimits {
+            connect: t.connect,
+            response: t.upstream_response,
+            pool_idle: POOL_IDLE.min(t.idle),
+        };
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            // The connection watchdog enforces request_header and idle separately.
+            .header_read_timeout(None)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .keep_alive(true);
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(MAX_REQUEST_HEAD as u32)
+            .keep_alive_interval(Some(t.idle))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Ok(Snapshot {
+            config,
+            table,
+            upstreams,
+            stats,
+            limits,
+            server,
+        })
+    }
+
+    /// The configuration this snapshot was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The upstream of each configured service.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    pub(crate) fn stats(&self, i: usize) -> &RouteStats {
+        &self.stats[i.min(self.stats.len() - 1)]
+    }
+
+    pub(crate) fn default_stats(&self) -> usize {
+        self.stats.len() - 2
+    }
+
+    pub(crate) fn none_stats(&self) -> usize {
+        self.stats.len() - 1
+    }
+}

@@ -1,0 +1,154 @@
+//! One upstream endpoint (a pod or a VM address): its idle connection pool, in-flight count
+//! and passive health.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use hyper::client::conn::http1::SendRequest;
+
+use crate::body::RequestBody;
+
+/// Consecutive connect failures after which an endpoint is ejected.
+const EJECT_AFTER: u32 = 3;
+/// Longest ejection; doubles from one second per further failure.
+const MAX_EJECTION: Duration = Duration::from_secs(30);
+/// Idle connections kept per endpoint; more are closed.
+const MAX_IDLE: usize = 256;
+
+/// An HTTP/1.1 connection to an endpoint, ready for a request.
+pub(crate) type Sender = SendRequest<RequestBody>;
+
+struct IdleConn {
+    sender: Sender,
+    since: Instant,
+}
+
+/// An upstream endpoint shared by every snapshot that lists its address, so its pool and
+/// health survive reloads; it is freed when no snapshot and no request holds it.
+pub struct Endpoint {
+    addr: SocketAddr,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    /// Milliseconds since [`clock_origin`] until which the endpoint is ejected.
+    ejected_until: AtomicU64,
+    // A short critical section (push or pop); uncontended with one worker, and not the
+    // routing snapshot, which is read lock-free.
+    idle: Mutex<Vec<IdleConn>>,
+}
+
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    clock_origin().elapsed().as_millis() as u64
+}
+
+impl Endpoint {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether passive health checking has taken the endpoint out of rotation.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Records a failed connect; returns the ejection time if this failure ejects it.
+    pub(crate) fn connect_failed(&self) -> Option<Duration> {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < EJECT_AFTER {
+            return None;
+        }
+        let doublings = (n - EJECT_AFTER).min(5);
+        let ejection = Duration::from_secs(1 << doublings).min(MAX_EJECTION);
+        self.ejected_until
+            .store(now_ms() + ejection.as_millis() as u64, Ordering::Relaxed);
+        Some(ejection)
+    }
+
+    pub(crate) fn connect_succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejected_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the most recently used idle connection that is still open and not older than
+    /// `max_idle`; stale ones are closed on the way.
+    pub(crate) fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() && conn.since.elapsed() < max_idle {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response was read completely.
+    pub(crate) fn release(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes idle connections older than `max_idle` (run periodically, off the request path).
+    pub(crate) fn evict_idle(&self, max_idle: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < max_idle);
+    }
+
+    /// Number of idle pooled connections (for tests and debugging).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .field("ejected", &self.is_ejected())
+            .finish()
+    }
+}

@@ -1,0 +1,224 @@
+//! Sending a request to a service: pick an endpoint, reuse or open a connection, retry what
+//! is safe to retry, and bound the wait for the response head.
+
+use std::{io, sync::Arc, time::Duration};
+
+use http::{Method, Request, Response};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, time::Instant};
+
+use super::{Endpoint, Lease, Sender, Upstream, MAX_TRIES};
+use crate::{body::BodyTooLarge, body::RequestBody, error::ProxyError, metrics::Metrics};
+
+/// Time bounds for one forward.
+pub(crate) struct ForwardLimits {
+    pub(crate) connect: Duration,
+    pub(crate) response: Duration,
+    /// Pooled connections idle longer than this are not reused.
+    pub(crate) pool_idle: Duration,
+}
+
+/// An upstream's response head, with the endpoint lease that the response body completes.
+pub(crate) struct Forwarded {
+    pub(crate) response: Response<Incoming>,
+    pub(crate) lease: Lease,
+    pub(crate) upstream_time: Duration,
+}
+
+/// A copy of a bodiless idempotent request's head, so it can be sent again if a reused
+/// connection turns out to have been closed by the upstream.
+struct Replay {
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+fn replay_of(req: &Request<RequestBody>) -> Option<Replay> {
+    use http_body::Body;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    (idempotent && req.body().is_end_stream()).then(|| Replay {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    })
+}
+
+impl Replay {
+    fn into_request(self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// Sends `req` to one of the upstream's endpoints.
+///
+/// A failed connect moves on to another endpoint (at most [`MAX_TRIES`] in all). A request
+/// that fails on a reused connection before any response arrived is sent once more on a
+/// fresh connection, when it was never written or is bodiless and idempotent.
+pub(crate) async fn forward(
+    upstream: &Upstream,
+    mut req: Request<RequestBody>,
+    limits: &ForwardLimits,
+    metrics: &Metrics,
+) -> Result<Forwarded, ProxyError> {
+    let mut tried = [usize::MAX; MAX_TRIES];
+    let mut tries = 0;
+    let mut stale_retry_left = true;
+    let mut again_on: Option<usize> = None;
+    let mut last_connect_error = None;
+    loop {
+        let (idx, fresh_only) = match again_on.take() {
+            Some(idx) => (idx, true),
+            None => {
+                if tries == MAX_TRIES {
+                    break;
+                }
+                match upstream.pick(&tried[..tries]) {
+                    Some(idx) => (idx, false),
+                    None => break,
+                }
+            }
+        };
+        let endpoint = &upstream.endpoints[idx];
+        let mut lease = Lease::new(endpoint.clone());
+        let (mut sender, reused) = match connection(endpoint, limits, fresh_only).await {
+            Ok(c) => c,
+            Err(e) => {
+                metrics
+                    .connect_errors
+                    .with_label_values(&[upstream.name()])
+                    .inc();
+                if let Some(ejected) = endpoint.connect_failed() {
+                    tracing::warn!(
+                        service = upstream.name(),
+                        endpoint = %endpoint.addr(),
+                        error = %e,
+                        "endpoint keeps refusing connections; ejected for {ejected:?}"
+                    );
+                }
+                tried[tries] = idx;
+                tries += 1;
+                last_connect_error = Some((endpoint.addr(), e));
+                continue;
+            }
+        };
+        let replay = if reused && stale_retry_left {
+            replay_of(&req)
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let sent = tokio::time::timeout(limits.response, sender.try_send_request(req)).await;
+        match sent {
+            Ok(Ok(response)) => {
+                lease.keep(sender);
+                return Ok(Forwarded {
+                    response,
+                    lease,
+                    upstream_time: started.elapsed(),
+                });
+            }
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    service: upstream.name().to_owned(),
+                    addr: endpoint.addr(),
+                    after: limits.response,
+                })
+            }
+            Ok(Err(mut e)) => {
+                if let Some(unsent) = e.take_message() {
+                    // Never written: safe to send anywhere. A reused connection was stale;
+                    // a fresh one that closed at once counts as a failed connect.
+                    req = unsent;
+                    if reused && stale_retry_left {
+                        stale_retry_left = false;
+                        again_on = Some(idx);
+                    } else {
+                        tried[tries] = idx;
+                        tries += 1;
+                        last_connect_error = Some((endpoint.addr(), io::Error::other(e.into_error())));
+                    }
+                    continue;
+                }
+                if let Some(replay) = replay {
+                    stale_retry_left = false;
+                    again_on = Some(idx);
+                    req = replay.into_request();
+                    continue;
+                }
+                let error = e.into_error();
+                if let Some(too_large) = find_cause::<BodyTooLarge>(&error) {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: too_large.limit,
+                    });
+                }
+                return Err(ProxyError::Upstream {
+                    service: upstream.name().to_owned(),
+                    addr: endpoint.addr(),
+                    source: error,
+                });
+            }
+        }
+    }
+    match last_connect_error {
+        Some((addr, source)) => Err(ProxyError::ConnectFailed {
+            service: upstream.name().to_owned(),
+            addr,
+            source,
+        }),
+        None => Err(ProxyError::NoEndpoint {
+            service: upstream.name().to_owned(),
+        }),
+    }
+}
+
+/// A connection ready for a request: a pooled one unless `fresh_only`, else a new one.
+async fn connection(
+    endpoint: &Arc<Endpoint>,
+    limits: &ForwardLimits,
+    fresh_only: bool,
+) -> io::Result<(Sender, bool)> {
+    if !fresh_only {
+        while let Some(mut sender) = endpoint.checkout(limits.pool_idle) {
+            // The previous response was read to the end, so the connection is normally ready
+            // at once; a closed one errors, and a wedged one is abandoned.
+            if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
+                return Ok((sender, true));
+            }
+        }
+    }
+    let stream = tokio::time::timeout(limits.connect, TcpStream::connect(endpoint.addr()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        // Errors here surface to the request through the sender; nothing to add.
+        let _ = conn.with_upgrades().await;
+    });
+    endpoint.connect_succeeded();
+    Ok((sender, false))
+}
+
+fn find_cause<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
