@@ -1,0 +1,241 @@
+//! Test harness: real upstream servers, the proxy under test and an HTTP client, all on
+//! 127.0.0.1 with ports chosen by the kernel.
+#![allow(dead_code)]
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use gatehouse_proxy::{Gatehouse, Metrics};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+/// A real HTTP/1.1 upstream. Paths:
+/// - `/delay/<ms>`: waits, then answers like the default;
+/// - `/bytes/<n>`: streams n bytes of body;
+/// - `/upgrade`: switches to an echo protocol;
+/// - anything else: JSON echo of method, uri, headers, body size and the upstream's name.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl TestUpstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (conns, reqs, n) = (connections.clone(), requests.clone(), name.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                conns.fetch_add(1, Ordering::Relaxed);
+                let (reqs, n) = (reqs.clone(), n.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        reqs.fetch_add(1, Ordering::Relaxed);
+                        upstream_handler(n.clone(), req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        TestUpstream { addr, name: name.to_owned(), connections, requests }
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn upstream_handler(name: String, mut req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let total: u64 = n.parse().unwrap_or(0);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_stream(total, chunk);
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert("content-length", total.into());
+        return Ok(resp);
+    }
+    if path == "/upgrade" {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        resp.headers_mut().insert("upgrade", "echo".parse().unwrap());
+        return Ok(resp);
+    }
+    let (parts, body) = req.into_parts();
+    let mut size = 0usize;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => size += f.data_ref().map_or(0, |d| d.len()),
+            Err(_) => break,
+        }
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+        .collect();
+    let json = serde_json::json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "body_bytes": size,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
+    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    Ok(resp)
+}
+
+fn futures_stream(
+    total: u64,
+    chunk: Bytes,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
+    struct Chunks {
+        left: u64,
+        chunk: Bytes,
+    }
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Frame<Bytes>, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let n = self.left.min(self.chunk.len() as u64) as usize;
+            self.left -= n as u64;
+            std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+        }
+    }
+    Chunks { left: total, chunk }
+}
+
+/// The proxy under test, started in-process from YAML (listen on port 0).
+pub struct Proxy {
+    pub gatehouse: Gatehouse,
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    pub async fn start(yaml: &str) -> Self {
+        let config = gatehouse_config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let gatehouse = Gatehouse::start(config, Metrics::new()).await.expect("starts");
+        let addr = gatehouse.http_addr().await.expect("http listener");
+        Proxy { gatehouse, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The value of a metric line (name with labels, as printed) in /metrics text.
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let (_, text) = self.gatehouse.metrics().encode();
+        let text = String::from_utf8(text).unwrap();
+        text.lines()
+            .find(|l| l.starts_with(line_prefix) && l[line_prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A finished response: status, headers and the whole body.
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends a request with the given Host and returns the whole response.
+pub async fn get(client: &TestClient, proxy: &Proxy, host: &str, path: &str) -> Got {
+    let req = Request::get(proxy.url(path))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(client, req).await
+}
+
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Got {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("response within 20 s")
+        .expect("request succeeds");
+    collect(resp).await
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Got {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+/// Waits for `cond` to hold, polling, or fails after `deadline`.
+pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + deadline;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An address nothing listens on (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
