@@ -126,8 +126,16 @@ async fn run(config: Option<Config>, path: Option<PathBuf>) -> ExitCode {
         }
     };
     if demo {
-        let http = gatehouse.http_addr().await.map(|a| a.port()).unwrap_or(8080);
-        let admin = gatehouse.admin_addr().await.map(|a| a.port()).unwrap_or(9901);
+        let http = gatehouse
+            .http_addr()
+            .await
+            .map(|a| a.port())
+            .unwrap_or(8080);
+        let admin = gatehouse
+            .admin_addr()
+            .await
+            .map(|a| a.port())
+            .unwrap_or(9901);
         eprintln!(
             "Gatehouse demo is running. Try: curl -s http://localhost:{http}/hello  (metrics: curl -s http://127.0.0.1:{admin}/metrics)"
         );
@@ -141,35 +149,44 @@ async fn run(config: Option<Config>, path: Option<PathBuf>) -> ExitCode {
             None
         }
     };
-    let mut updates = path.map(|p| {
-        let watcher = FileWatcher::new(p);
-        let reload = watcher.reload_handle();
-        (watcher.spawn(stop_watching.clone()), reload)
-    });
-    let (mut terms, mut ints) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut updates, reload) = match path {
+        Some(p) => {
+            let watcher = FileWatcher::new(p);
+            let reload = watcher.reload_handle();
+            (Some(watcher.spawn(stop_watching.clone())), Some(reload))
+        }
+        None => (None, None),
+    };
+    let (mut terms, mut ints) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!("cannot listen for SIGTERM/SIGINT: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    let follow = async {
+        match updates.as_mut() {
+            Some(rx) => gatehouse.follow(rx).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(follow);
+    let mut watcher_stopped = false;
     loop {
         tokio::select! {
             _ = terms.recv() => break,
             _ = ints.recv() => break,
-            Some(()) = async { hangups.as_mut()?.recv().await } => {
-                match &updates {
-                    Some((_, reload)) => reload.notify_one(),
-                    None => tracing::info!("SIGHUP ignored: running the embedded demo, there is no file to reload"),
-                }
-            }
-            Some(update) = async { updates.as_mut()?.0.recv().await } => match update {
-                Ok(config) => match gatehouse.apply(config).await {
-                    Ok(()) => tracing::info!("configuration reloaded"),
-                    Err(e) => tracing::error!("configuration not applied; the previous one keeps serving: {e}"),
-                },
-                Err(errors) => gatehouse.reload_rejected(&errors),
+            Some(()) = async { hangups.as_mut()?.recv().await } => match &reload {
+                Some(reload) => reload.notify_one(),
+                None => tracing::info!("SIGHUP ignored: running the embedded demo, there is no file to reload"),
             },
+            _ = &mut follow, if !watcher_stopped => {
+                watcher_stopped = true;
+                tracing::error!("the configuration watcher stopped; no further reloads");
+            }
         }
     }
     stop_watching.cancel();

@@ -37,25 +37,47 @@ async fn no_route_is_404_and_no_endpoint_is_503() {
     let c = client();
     assert_eq!(get(&c, &proxy, "other.example.com", "/").await.status, 404);
     assert_eq!(get(&c, &proxy, "t.example.com", "/").await.status, 503);
-    assert_eq!(proxy.metric(r#"gatehouse_http_requests_total{code="503",route="t.example.com"}"#), 1.0);
-    assert_eq!(proxy.metric(r#"gatehouse_http_requests_total{code="404",route="none"}"#), 1.0);
+    assert_eq!(
+        proxy.metric(r#"gatehouse_http_requests_total{code="503",route="t.example.com"}"#),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric(r#"gatehouse_http_requests_total{code="404",route="none"}"#),
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn connect_failure_on_every_endpoint_is_502_after_retries() {
-    let (d1, d2, d3, d4) = (dead_addr().await, dead_addr().await, dead_addr().await, dead_addr().await);
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{d1}\", \"{d2}\", \"{d3}\", \"{d4}\"] }}"), "")).await;
+    let (d1, d2, d3, d4) = (
+        dead_addr().await,
+        dead_addr().await,
+        dead_addr().await,
+        dead_addr().await,
+    );
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{d1}\", \"{d2}\", \"{d3}\", \"{d4}\"] }}"),
+        "",
+    ))
+    .await;
     let got = get(&client(), &proxy, "t.example.com", "/").await;
     assert_eq!(got.status, 502);
     // One try and at most two retries.
-    assert_eq!(proxy.metric(r#"gatehouse_upstream_connect_errors_total{service="main"}"#), 3.0);
+    assert_eq!(
+        proxy.metric(r#"gatehouse_upstream_connect_errors_total{service="main"}"#),
+        3.0
+    );
 }
 
 #[tokio::test]
 async fn a_dead_endpoint_is_retried_elsewhere_and_then_ejected() {
     let live = TestUpstream::start("live").await;
     let dead = dead_addr().await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{dead}\", \"{}\"] }}", live.addr), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{dead}\", \"{}\"] }}", live.addr),
+        "",
+    ))
+    .await;
     let c = client();
     for _ in 0..40 {
         let got = get(&c, &proxy, "t.example.com", "/").await;
@@ -72,34 +94,56 @@ async fn a_dead_endpoint_is_retried_elsewhere_and_then_ejected() {
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let slow = TestUpstream::start("slow").await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{}\"] }}", slow.addr), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{}\"] }}", slow.addr),
+        "",
+    ))
+    .await;
     let started = std::time::Instant::now();
     let got = get(&client(), &proxy, "t.example.com", "/delay/3000").await;
     assert_eq!(got.status, 504);
-    assert!(started.elapsed() < Duration::from_secs(2), "504 comes at upstream_response, not later");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "504 comes at upstream_response, not later"
+    );
     // A fast request still works afterwards.
-    assert_eq!(get(&client(), &proxy, "t.example.com", "/delay/10").await.status, 200);
+    assert_eq!(
+        get(&client(), &proxy, "t.example.com", "/delay/10")
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn bodies_above_max_body_are_413_whether_declared_or_streamed() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
+        "",
+    ))
+    .await;
     let c = client();
     // Declared with Content-Length: refused before the upstream is contacted.
-    let req = Request::post(proxy.url("/")).header("host", "t.example.com")
-        .body(Full::new(Bytes::from(vec![b'a'; 2048]))).unwrap();
+    let req = Request::post(proxy.url("/"))
+        .header("host", "t.example.com")
+        .body(Full::new(Bytes::from(vec![b'a'; 2048])))
+        .unwrap();
     assert_eq!(send(&c, req).await.status, 413);
     assert_eq!(up.requests.load(Ordering::Relaxed), 0);
     // Within the limit: passes.
-    let req = Request::post(proxy.url("/")).header("host", "t.example.com")
-        .body(Full::new(Bytes::from(vec![b'a'; 1000]))).unwrap();
+    let req = Request::post(proxy.url("/"))
+        .header("host", "t.example.com")
+        .body(Full::new(Bytes::from(vec![b'a'; 1000])))
+        .unwrap();
     let got = send(&c, req).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["body_bytes"], 1000);
     // Chunked, no length: cut off when it passes the limit.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nHost: t.example.com\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t.example.com\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
     for _ in 0..4 {
         s.write_all(b"200\r\n").await.unwrap();
         s.write_all(&[b'b'; 0x200]).await.unwrap();
@@ -107,7 +151,10 @@ async fn bodies_above_max_body_are_413_whether_declared_or_streamed() {
     }
     s.write_all(b"0\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
@@ -115,23 +162,48 @@ async fn bodies_above_max_body_are_413_whether_declared_or_streamed() {
 #[tokio::test]
 async fn request_heads_above_32k_are_431_and_missing_host_is_400() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
+        "",
+    ))
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let big = "x".repeat(40 * 1024);
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: t.example.com\r\nX-Big: {big}\r\n\r\n").as_bytes()).await.unwrap_or(());
+    s.write_all(
+        format!("GET / HTTP/1.1\r\nHost: t.example.com\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap_or(());
     let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // A 30 KiB head is still fine.
     let ok = "y".repeat(30 * 1024);
-    let req = Request::get(proxy.url("/")).header("host", "t.example.com").header("x-big", ok)
-        .body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get(proxy.url("/"))
+        .header("host", "t.example.com")
+        .header("x-big", ok)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     assert_eq!(send(&client(), req).await.status, 200);
 
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.0 400"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.0 400"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// Reads until the peer closes, or fails after `deadline`.
@@ -150,12 +222,18 @@ async fn closed_within(s: &mut TcpStream, deadline: Duration) -> bool {
 #[tokio::test]
 async fn slowloris_clients_are_cut_off_at_request_header() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
+        "",
+    ))
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let started = std::time::Instant::now();
     // One header byte every 100 ms keeps the socket busy but never finishes the head.
     let trickle = async {
-        for b in b"GET / HTTP/1.1\r\nHost: t.example.com\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        for b in
+            b"GET / HTTP/1.1\r\nHost: t.example.com\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
             if s.write_all(&[*b]).await.is_err() {
                 break;
             }
@@ -163,7 +241,10 @@ async fn slowloris_clients_are_cut_off_at_request_header() {
         }
     };
     trickle.await;
-    assert!(closed_within(&mut s, Duration::from_secs(3)).await, "slow head must be cut off");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)).await,
+        "slow head must be cut off"
+    );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "cut off after {took:?}");
     assert_eq!(up.requests.load(Ordering::Relaxed), 0);
@@ -172,41 +253,66 @@ async fn slowloris_clients_are_cut_off_at_request_header() {
 #[tokio::test]
 async fn idle_keepalive_connections_close_after_idle_not_request_header() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
+        "",
+    ))
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t.example.com\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t.example.com\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // request_header is 400 ms, idle 2 s: still open after 1 s, closed by ~3 s.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t.example.com\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t.example.com\r\n\r\n")
+        .await
+        .unwrap();
     let n = s.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "keep-alive connection still usable after 1 s idle");
-    assert!(closed_within(&mut s, Duration::from_secs(4)).await, "idle connection closed");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "keep-alive connection still usable after 1 s idle"
+    );
+    assert!(
+        closed_within(&mut s, Duration::from_secs(4)).await,
+        "idle connection closed"
+    );
 }
 
 /// An upstream that answers one request per connection without saying it will close, then
 /// closes as soon as the next request arrives: the race of an upstream keep-alive timeout.
-async fn one_shot_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn one_shot_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a = answered.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             let a = a.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
                 while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 { return; }
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
                     got.extend_from_slice(&buf[..n]);
                 }
                 a.fetch_add(1, Ordering::Relaxed);
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
                 // Wait for the next request, then drop the connection without answering.
                 let _ = s.read(&mut buf).await;
             });
@@ -218,7 +324,11 @@ async fn one_shot_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync:
 #[tokio::test]
 async fn a_request_that_hits_a_stale_pooled_connection_is_replayed_once() {
     let (addr, answered) = one_shot_upstream().await;
-    let proxy = Proxy::start(&config(&format!("  main: {{ endpoints: [\"{addr}\"] }}"), "")).await;
+    let proxy = Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{addr}\"] }}"),
+        "",
+    ))
+    .await;
     let c = client();
     for i in 0..5 {
         let got = get(&c, &proxy, "t.example.com", "/").await;
@@ -226,8 +336,10 @@ async fn a_request_that_hits_a_stale_pooled_connection_is_replayed_once() {
     }
     assert_eq!(answered.load(Ordering::Relaxed), 5);
     // A POST with a body that was already sent is not replayed: 502, never a duplicate.
-    let req = Request::post(proxy.url("/")).header("host", "t.example.com")
-        .body(Full::new(Bytes::from_static(b"payload"))).unwrap();
+    let req = Request::post(proxy.url("/"))
+        .header("host", "t.example.com")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
     assert_eq!(send(&c, req).await.status, 502);
     assert_eq!(answered.load(Ordering::Relaxed), 5);
 }

@@ -46,11 +46,23 @@ routes:
         ("www.example.com", "/", 200, "a", "/"),
         ("WWW.Example.COM:8080", "/x?q=1", 200, "a", "/x?q=1"),
         ("www.example.com", "/api", 200, "b", "/v1"),
-        ("www.example.com", "/api/users?id=7", 200, "b", "/v1/users?id=7"),
+        (
+            "www.example.com",
+            "/api/users?id=7",
+            200,
+            "b",
+            "/v1/users?id=7",
+        ),
         ("www.example.com", "/apix", 200, "a", "/apix"),
         ("www.example.com", "/api/admin", 200, "c", "/api/admin"),
         ("www.example.com", "/api/admin/x", 200, "b", "/v1/admin/x"),
-        ("www.example.com", "/users/42/profile", 200, "a", "/users/42/profile"),
+        (
+            "www.example.com",
+            "/users/42/profile",
+            200,
+            "a",
+            "/users/42/profile",
+        ),
         ("shop.example.com", "/anything", 200, "b", "/anything"),
         ("a.shop.example.com", "/", 404, "", ""),
         ("example.com", "/", 404, "", ""),
@@ -140,7 +152,10 @@ routes:
     assert_eq!(h["x-forwarded-port"], proxy.addr.port().to_string());
     assert_eq!(h["x-end-to-end"], "kept");
     for hop in ["x-secret-hop", "keep-alive", "proxy-connection", "te"] {
-        assert!(h.get(hop).is_none(), "{hop} must not reach the upstream: {h}");
+        assert!(
+            h.get(hop).is_none(),
+            "{hop} must not reach the upstream: {h}"
+        );
     }
     // Upstream's hop-by-hop response header removed, the route's header added.
     assert!(got.headers.get("keep-alive").is_none());
@@ -221,5 +236,9 @@ async fn upstream_connections_are_reused() {
         assert_eq!(get(&client, &proxy, "p.example.com", "/").await.status, 200);
     }
     assert_eq!(a.requests.load(std::sync::atomic::Ordering::Relaxed), 50);
-    assert_eq!(a.connections.load(std::sync::atomic::Ordering::Relaxed), 1, "one pooled connection serves sequential requests");
+    assert_eq!(
+        a.connections.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one pooled connection serves sequential requests"
+    );
 }

@@ -64,7 +64,10 @@ impl<'f> Reader<'f> {
         what: &str,
     ) -> Option<Fields<'n, 'i>> {
         let YamlData::Mapping(map) = &node.data else {
-            self.error(node.span, format!("{what} must be a mapping of `key: value` entries"));
+            self.error(
+                node.span,
+                format!("{what} must be a mapping of `key: value` entries"),
+            );
             return None;
         };
         let mut entries = Vec::with_capacity(map.len());
@@ -102,8 +105,11 @@ impl<'f> Reader<'f> {
                     format!("`{key}` in {what} is not supported yet ({why}); remove it"),
                 );
             } else {
-                let candidates: Vec<&str> =
-                    known.iter().chain(pending.iter().map(|(k, _)| k)).copied().collect();
+                let candidates: Vec<&str> = known
+                    .iter()
+                    .chain(pending.iter().map(|(k, _)| k))
+                    .copied()
+                    .collect();
                 let hint = closest(key, &candidates)
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();

@@ -73,8 +73,11 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             ("l4", NOT_YET_L4),
         ],
     )?;
-    let listen = top.get("listen").map(|n| read_listen(r, n)).unwrap_or_default();
-    if listen.http.is_none() {
+    let (listen, http_given) = top
+        .get("listen")
+        .map(|n| read_listen(r, n))
+        .unwrap_or_default();
+    if !http_given {
         r.error(
             top.span,
             "no listener: set `listen.http` (for example \"0.0.0.0:80\")",
@@ -157,14 +160,18 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
     })
 }
 
-fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Listen {
+/// The listeners, and whether `http` was written at all (a bad address is its own error).
+fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> (Listen, bool) {
     let Some(f) = r.section(
         node,
         "listen",
         &["http", "admin"],
-        &[("https", NOT_YET_TLS), ("proxy_protocol", NOT_YET_CLIENT_IP)],
+        &[
+            ("https", NOT_YET_TLS),
+            ("proxy_protocol", NOT_YET_CLIENT_IP),
+        ],
     ) else {
-        return Listen::default();
+        return (Listen::default(), true);
     };
     let addr = |r: &mut Reader<'_>, key: &str| {
         f.get(key)
@@ -179,12 +186,14 @@ fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Listen {
             r.error(f.span, format!("listen.http and listen.admin are both {h}"));
         }
     }
-    listen
+    let http_given = f.get("http").is_some();
+    (listen, http_given)
 }
 
 fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an address; write IP:port, e.g. \"0.0.0.0:80\" or \"[::]:80\""))
+    s.parse().map_err(|_| {
+        format!("`{s}` is not an address; write IP:port, e.g. \"0.0.0.0:80\" or \"[::]:80\"")
+    })
 }
 
 fn read_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Timeouts {
@@ -260,10 +269,13 @@ fn read_services<'n, 'i>(
             r.parsed(n, &format!("{what} balance"), |s| match s {
                 "round_robin" => Ok(Balance::RoundRobin),
                 "least_request" => Ok(Balance::LeastRequest),
-                s if s.starts_with("hash(") => {
-                    Err("hash balancing is not supported yet; use `round_robin` or `least_request`".to_owned())
-                }
-                s => Err(format!("`{s}` is not one of `round_robin`, `least_request`")),
+                s if s.starts_with("hash(") => Err(
+                    "hash balancing is not supported yet; use `round_robin` or `least_request`"
+                        .to_owned(),
+                ),
+                s => Err(format!(
+                    "`{s}` is not one of `round_robin`, `least_request`"
+                )),
             })
             .unwrap_or_default()
         });
@@ -349,19 +361,28 @@ fn read_route(
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("`{name}` is not a valid header name"));
                 let value = r.string(value, "a header value").map(|v| {
-                    HeaderValue::from_str(&v).map_err(|_| format!("`{v}` is not a valid header value"))
+                    HeaderValue::from_str(&v)
+                        .map_err(|_| format!("`{v}` is not a valid header value"))
                 });
                 match (name, value) {
                     (Ok(n), Some(Ok(v))) => response_headers.push((n, v)),
-                    (Err(msg), _) | (_, Some(Err(msg))) => r.error(map.span, format!("{what} response_headers: {msg}")),
+                    (Err(msg), _) | (_, Some(Err(msg))) => {
+                        r.error(map.span, format!("{what} response_headers: {msg}"))
+                    }
                     _ => {}
                 }
             }
         }
     }
     let mut paths = Vec::new();
-    match f.get("paths").and_then(|n| r.sequence(n, &format!("{what} paths"))) {
-        Some([]) | None => r.error(node.span, format!("{what} needs at least one entry under `paths`")),
+    match f
+        .get("paths")
+        .and_then(|n| r.sequence(n, &format!("{what} paths")))
+    {
+        Some([]) | None => r.error(
+            node.span,
+            format!("{what} needs at least one entry under `paths`"),
+        ),
         Some(list) => {
             for p in list {
                 if let Some(rule) = read_path_rule(r, p, &what, service_id) {
@@ -436,7 +457,12 @@ fn read_path_rule(
     })
 }
 
-fn report_table_error(r: &mut Reader<'_>, routes: &[Route], nodes: &[&MarkedYaml<'_>], e: TableError) {
+fn report_table_error(
+    r: &mut Reader<'_>,
+    routes: &[Route],
+    nodes: &[&MarkedYaml<'_>],
+    e: TableError,
+) {
     match e {
         TableError::DuplicateHost { route, first } => r.error(
             nodes[route].span,

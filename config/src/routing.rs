@@ -31,7 +31,8 @@ impl HostPattern {
         let valid_label = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.len() > 253 || !name.split('.').all(valid_label) {
             return Err(format!("`{text}` is not a valid DNS name"));
@@ -106,9 +107,20 @@ struct PathMatcher {
 /// Why a table could not be built; the parser turns these into located errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TableError {
-    DuplicateHost { route: usize, first: usize },
-    DuplicatePath { route: usize, rule: usize, first: usize },
-    BadRegex { route: usize, rule: usize, message: String },
+    DuplicateHost {
+        route: usize,
+        first: usize,
+    },
+    DuplicatePath {
+        route: usize,
+        rule: usize,
+        first: usize,
+    },
+    BadRegex {
+        route: usize,
+        rule: usize,
+        message: String,
+    },
 }
 
 /// Host table (exact and wildcard) with a path matcher per route.

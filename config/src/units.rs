@@ -29,7 +29,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "k" => 1 << 10,
         "m" => 1 << 20,
         "g" => 1 << 30,
-        _ => return Err(format!("`{text}` is not a size; write e.g. `512k`, `8m`, `1g`")),
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size; write e.g. `512k`, `8m`, `1g`"
+            ))
+        }
     };
     let n: u64 = digits
         .parse()

@@ -60,10 +60,23 @@ routes:
 "#;
     let errs = errors(yaml);
     assert_eq!(errs.len(), 5, "{errs:#?}");
-    assert!(errs[0].starts_with("bad.yaml:4:3: unknown key `conect` in timeouts; did you mean `connect`?"), "{errs:#?}");
-    assert!(errs[1].starts_with("bad.yaml:5:9: timeouts.idle:"), "{errs:#?}");
-    assert!(errs[2].starts_with("bad.yaml:7:37: service `web` endpoint:"), "{errs:#?}");
-    assert!(errs[3].starts_with("bad.yaml:10:5: unknown key `alow` in a route; did you mean `allow`?"), "{errs:#?}");
+    assert!(
+        errs[0]
+            .starts_with("bad.yaml:4:3: unknown key `conect` in timeouts; did you mean `connect`?"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("bad.yaml:5:9: timeouts.idle:"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("bad.yaml:7:37: service `web` endpoint:"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[3].starts_with("bad.yaml:10:5: unknown key `alow` in a route; did you mean `allow`?"),
+        "{errs:#?}"
+    );
     assert!(errs[4].contains("`wbe`, which is not defined"), "{errs:#?}");
 }
 
@@ -79,7 +92,10 @@ routes:
 "#;
     let errs = errors(yaml);
     assert_eq!(errs.len(), 3, "{errs:#?}");
-    assert!(errs.iter().all(|e| e.contains("not supported yet")), "{errs:#?}");
+    assert!(
+        errs.iter().all(|e| e.contains("not supported yet")),
+        "{errs:#?}"
+    );
 }
 
 #[test]
@@ -108,7 +124,10 @@ routes:
     assert!(all.contains("lists path `/x/`"), "{all}");
     assert!(all.contains("is not a valid regex"), "{all}");
     assert!(all.contains("is not a host"), "{all}");
-    assert!(all.contains("needs at least one entry under `paths`"), "{all}");
+    assert!(
+        all.contains("needs at least one entry under `paths`"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -123,7 +142,10 @@ routes:
 "#;
     let errs = errors(yaml);
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].contains("already routed at bad.yaml:4:5"), "{errs:?}");
+    assert!(
+        errs[0].contains("already routed at bad.yaml:4:5"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -158,7 +180,8 @@ fn routing_matrix() {
     );
     let find = |host: &str, path: &str| {
         let h = gatehouse_config::routing::normalize_host(host);
-        t.find(&h, path).map(|m| (m.route, c.routes[m.route].paths[m.rule].path.clone()))
+        t.find(&h, path)
+            .map(|m| (m.route, c.routes[m.route].paths[m.rule].path.clone()))
     };
     // Hosts: case-insensitive, port stripped; exact beats wildcard; a wildcard covers one label.
     assert_eq!(find("WWW.example.com:8080", "/"), Some((0, "/".into())));
@@ -172,10 +195,19 @@ fn routing_matrix() {
     assert_eq!(find("www.example.com", "/foo/x"), Some((0, "/foo".into())));
     assert_eq!(find("www.example.com", "/foobar"), Some((0, "/".into())));
     // Longest prefix wins; a trailing slash in the rule does not matter.
-    assert_eq!(find("www.example.com", "/foo/bar"), Some((0, "/foo/bar/".into())));
-    assert_eq!(find("www.example.com", "/foo/bar/baz"), Some((0, "/foo/bar/".into())));
+    assert_eq!(
+        find("www.example.com", "/foo/bar"),
+        Some((0, "/foo/bar/".into()))
+    );
+    assert_eq!(
+        find("www.example.com", "/foo/bar/baz"),
+        Some((0, "/foo/bar/".into()))
+    );
     // Exact beats prefix; only the exact path.
-    assert_eq!(find("www.example.com", "/exact"), Some((0, "/exact".into())));
+    assert_eq!(
+        find("www.example.com", "/exact"),
+        Some((0, "/exact".into()))
+    );
     assert_eq!(find("www.example.com", "/exact/x"), Some((0, "/".into())));
     // Regex comes after prefixes: "/" catches everything here, so check a host without "/".
 }
@@ -195,7 +227,10 @@ fn regex_in_file_order_and_rewrites() {
     let rw = |path: &str| {
         let m = t.find("r.example.com", path).expect("match");
         let rule = &c.routes[m.route].paths[m.rule];
-        (rule.path.clone(), t.rewrite(&m, rule.rewrite.as_deref().unwrap_or(""), path))
+        (
+            rule.path.clone(),
+            t.rewrite(&m, rule.rewrite.as_deref().unwrap_or(""), path),
+        )
     };
     assert_eq!(rw("/re/42/rest").1, "/num/42?rest");
     assert_eq!(rw("/reX").0, "/re");

@@ -1,6 +1,6 @@
 //! The admin listener: /healthz, /readyz and /metrics.
 
-use std::{convert::Infallible, sync::Arc, sync::atomic::Ordering};
+use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Shared;
 
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => break,

@@ -20,7 +20,7 @@ pub(crate) struct Completion {
 
 impl Completion {
     /// `clean` says the whole body went through, so the upstream connection can be reused.
-    pub(crate) fn finish(mut self: Box<Self>, clean: bool) {
+    pub(crate) fn finish(mut self, clean: bool) {
         if let Some(lease) = self.lease.take() {
             lease.finish(clean);
         }

@@ -102,7 +102,11 @@ pub(crate) fn to_upstream(
 }
 
 /// Rewrites an upstream response's headers for the client.
-pub(crate) fn to_client(headers: &mut HeaderMap, switching: bool, extra: &[(HeaderName, HeaderValue)]) {
+pub(crate) fn to_client(
+    headers: &mut HeaderMap,
+    switching: bool,
+    extra: &[(HeaderName, HeaderValue)],
+) {
     let upgrade = if switching {
         headers.get(header::UPGRADE).cloned()
     } else {

@@ -17,7 +17,11 @@ use crate::{
 };
 
 /// Accepts until `stop` fires; connections already accepted carry on.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -47,7 +51,12 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop
     tracing::info!(listener = %local, "listener closed");
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let info = Arc::new(ConnInfo::new(peer, local));
     let snapshot = shared.snapshot.load_full();

@@ -31,7 +31,10 @@ impl Metrics {
         let requests = register(
             &registry,
             IntCounterVec::new(
-                Opts::new("http_requests_total", "HTTP requests by route and status code"),
+                Opts::new(
+                    "http_requests_total",
+                    "HTTP requests by route and status code",
+                ),
                 &["route", "code"],
             )
             .expect("valid metric"),
@@ -44,8 +47,8 @@ impl Metrics {
                     "Time from request head to the end of the response body",
                 )
                 .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0, 60.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0,
                 ]),
                 &["route"],
             )
@@ -65,7 +68,10 @@ impl Metrics {
         let endpoints = register(
             &registry,
             IntGaugeVec::new(
-                Opts::new("endpoints", "Endpoints that can receive requests, by service"),
+                Opts::new(
+                    "endpoints",
+                    "Endpoints that can receive requests, by service",
+                ),
                 &["service"],
             )
             .expect("valid metric"),

@@ -8,7 +8,10 @@ use std::{
 
 use arc_swap::ArcSwap;
 use gatehouse_config::{Config, ConfigErrors};
-use tokio::{net::TcpListener, sync::Mutex};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, Mutex},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -88,7 +91,10 @@ impl Gatehouse {
             let (http, admin) = bind_changes(&listeners, &config).await?;
             gatehouse.swap_listeners(&mut listeners, http, admin);
         }
-        tokio::spawn(evict_idle_connections(shared, gatehouse.maintenance.clone()));
+        tokio::spawn(evict_idle_connections(
+            shared,
+            gatehouse.maintenance.clone(),
+        ));
         gatehouse.shared.ready.store(true, Ordering::Relaxed);
         Ok(gatehouse)
     }
@@ -144,6 +150,22 @@ impl Gatehouse {
         Ok(())
     }
 
+    /// Applies every configuration that arrives, valid or not, until the sender goes away.
+    /// A rejected or unappliable one is logged and counted and changes nothing.
+    pub async fn follow(&self, updates: &mut mpsc::Receiver<Result<Config, ConfigErrors>>) {
+        while let Some(update) = updates.recv().await {
+            match update {
+                Ok(config) => match self.apply(config).await {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(e) => tracing::error!(
+                        "configuration not applied; the previous one keeps serving: {e}"
+                    ),
+                },
+                Err(errors) => self.reload_rejected(&errors),
+            }
+        }
+    }
+
     /// Counts and logs a configuration that was refused before it reached [`Gatehouse::apply`].
     pub fn reload_rejected(&self, errors: &ConfigErrors) {
         self.shared
@@ -163,13 +185,17 @@ impl Gatehouse {
         admin: Option<Change>,
     ) {
         if let Some(change) = http {
-            let old = std::mem::replace(&mut listeners.http, change.start(&self.shared, Kind::Http));
+            let old =
+                std::mem::replace(&mut listeners.http, change.start(&self.shared, Kind::Http));
             if let Some(old) = old {
                 old.stop.cancel();
             }
         }
         if let Some(change) = admin {
-            let old = std::mem::replace(&mut listeners.admin, change.start(&self.shared, Kind::Admin));
+            let old = std::mem::replace(
+                &mut listeners.admin,
+                change.start(&self.shared, Kind::Admin),
+            );
             if let Some(old) = old {
                 old.stop.cancel();
             }
@@ -229,7 +255,11 @@ impl Change {
         match kind {
             Kind::Http => {
                 tracing::info!(address = %bound, "HTTP listener ready");
-                tokio::spawn(listener::accept_loop(listener, shared.clone(), stop.clone()));
+                tokio::spawn(listener::accept_loop(
+                    listener,
+                    shared.clone(),
+                    stop.clone(),
+                ));
             }
             Kind::Admin => {
                 tracing::info!(address = %bound, "admin listener ready (/healthz /readyz /metrics)");

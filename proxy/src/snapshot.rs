@@ -47,8 +47,8 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         metrics: &Metrics,
     ) -> Result<Self, SnapshotError> {
-        let table = RoutingTable::compile(&config.routes)
-            .map_err(|e| SnapshotError(format!("{e:?}")))?;
+        let table =
+            RoutingTable::compile(&config.routes).map_err(|e| SnapshotError(format!("{e:?}")))?;
         let known: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .into_iter()
             .flat_map(|p| p.upstreams.iter())
@@ -62,7 +62,12 @@ impl Snapshot {
                 let endpoints = s
                     .endpoints
                     .iter()
-                    .map(|a| known.get(a).cloned().unwrap_or_else(|| Arc::new(Endpoint::new(*a))))
+                    .map(|a| {
+                        known
+                            .get(a)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(Endpoint::new(*a)))
+                    })
                     .collect();
                 metrics
                     .endpoints

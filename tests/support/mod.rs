@@ -47,7 +47,9 @@ impl TestUpstream {
         let (conns, reqs, n) = (connections.clone(), requests.clone(), name.to_owned());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (reqs, n) = (reqs.clone(), n.clone());
                 tokio::spawn(async move {
@@ -62,13 +64,21 @@ impl TestUpstream {
                 });
             }
         });
-        TestUpstream { addr, name: name.to_owned(), connections, requests }
+        TestUpstream {
+            addr,
+            name: name.to_owned(),
+            connections,
+            requests,
+        }
     }
 }
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn upstream_handler(name: String, mut req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+async fn upstream_handler(
+    name: String,
+    mut req: Request<Incoming>,
+) -> Result<Response<UpBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
@@ -96,8 +106,10 @@ async fn upstream_handler(name: String, mut req: Request<Incoming>) -> Result<Re
         });
         let mut resp = Response::new(Full::new(Bytes::new()).boxed());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut().insert("connection", "upgrade".parse().unwrap());
-        resp.headers_mut().insert("upgrade", "echo".parse().unwrap());
+        resp.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        resp.headers_mut()
+            .insert("upgrade", "echo".parse().unwrap());
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
@@ -112,7 +124,12 @@ async fn upstream_handler(name: String, mut req: Request<Incoming>) -> Result<Re
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+            )
+        })
         .collect();
     let json = serde_json::json!({
         "upstream": name,
@@ -122,8 +139,10 @@ async fn upstream_handler(name: String, mut req: Request<Incoming>) -> Result<Re
         "body_bytes": size,
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
-    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    resp.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
     Ok(resp)
 }
 
@@ -161,7 +180,9 @@ pub struct Proxy {
 impl Proxy {
     pub async fn start(yaml: &str) -> Self {
         let config = gatehouse_config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-        let gatehouse = Gatehouse::start(config, Metrics::new()).await.expect("starts");
+        let gatehouse = Gatehouse::start(config, Metrics::new())
+            .await
+            .expect("starts");
         let addr = gatehouse.http_addr().await.expect("http listener");
         Proxy { gatehouse, addr }
     }
@@ -222,14 +243,21 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Got {
 pub async fn collect(resp: Response<Incoming>) -> Got {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Got { status: parts.status, headers: parts.headers, body }
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// Waits for `cond` to hold, polling, or fails after `deadline`.
 pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + deadline;
     while !cond() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

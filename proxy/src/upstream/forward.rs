@@ -143,7 +143,8 @@ pub(crate) async fn forward(
                     } else {
                         tried[tries] = idx;
                         tries += 1;
-                        last_connect_error = Some((endpoint.addr(), io::Error::other(e.into_error())));
+                        last_connect_error =
+                            Some((endpoint.addr(), io::Error::other(e.into_error())));
                     }
                     continue;
                 }

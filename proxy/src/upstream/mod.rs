@@ -88,7 +88,11 @@ mod tests {
 
     fn upstream(n: usize, balance: Balance) -> Upstream {
         let eps = (0..n)
-            .map(|i| Arc::new(Endpoint::new(format!("127.0.0.1:{}", 1000 + i).parse().unwrap())))
+            .map(|i| {
+                Arc::new(Endpoint::new(
+                    format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                ))
+            })
             .collect();
         Upstream::new("t".into(), eps, balance)
     }

@@ -1,0 +1,259 @@
+//! The `gatehouse` binary as an operator runs it: `check`, exit codes, SIGHUP, SIGTERM.
+
+mod support;
+
+use std::{process::Stdio, time::Duration};
+
+use support::*;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gatehouse.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn check_accepts_a_valid_file_and_lists_every_error_of_a_bad_one() {
+    let good = temp_file(
+        "good",
+        "listen: { http: \"127.0.0.1:0\" }\nservices: {}\nroutes: []\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    let bad = temp_file("bad", "listen: { http: \"nowhere\" }\ntimeouts: { conect: 1s }\nroutes: [{ host: a.example.com, paths: [{ path: /, service: nope }] }]\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = bad.display().to_string();
+    assert!(err.contains(&format!("{name}:1:")), "{err}");
+    assert!(err.contains(&format!("{name}:2:")), "{err}");
+    assert!(err.contains(&format!("{name}:3:")), "{err}");
+    assert!(err.contains("3 error(s)"), "{err}");
+
+    // `run` with a bad file refuses to start, with the same exit code.
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Usage errors exit 2 as well.
+    let out = Command::new(BIN)
+        .args(["run", "--no-such-flag"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+struct Running {
+    child: Child,
+    http: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
+/// Starts the binary and reads the bound addresses from its start-up log.
+async fn run(config: &std::path::Path) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut http, mut admin) = (None, None);
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let addr = line
+                .split("address=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next()?.parse().ok());
+            if line.contains("HTTP listener ready") {
+                http = addr;
+            } else if line.contains("admin listener ready") {
+                admin = addr;
+            }
+            if http.is_some() && admin.is_some() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "the binary announced its listeners");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running {
+        child,
+        http: http.unwrap(),
+        admin: admin.unwrap(),
+    }
+}
+
+async fn admin_get(c: &TestClient, admin: std::net::SocketAddr, path: &str) -> Got {
+    let req = http::Request::get(format!("http://{admin}{path}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    send(c, req).await
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let up = TestUpstream::start("up").await;
+    let config = temp_file(
+        "term",
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 300ms, grace_period: 10s }}\nservices: {{ a: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ host: s.example.com, paths: [{{ path: /, service: a }}] }}]\n",
+            up.addr
+        ),
+    );
+    let mut running = run(&config).await;
+    let c = client();
+    assert_eq!(admin_get(&c, running.admin, "/readyz").await.status, 200);
+    assert_eq!(admin_get(&c, running.admin, "/healthz").await.status, 200);
+
+    let http = running.http;
+    let slow = tokio::spawn(async move {
+        let req = http::Request::get(format!("http://{http}/delay/1500"))
+            .header("host", "s.example.com")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        send(&client(), req).await
+    });
+    eventually(
+        "the slow request reached the upstream",
+        Duration::from_secs(10),
+        || up.requests.load(std::sync::atomic::Ordering::Relaxed) == 1,
+    )
+    .await;
+    signal(&running.child, "-TERM");
+    // Readiness drops at once so load balancers stop sending.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if admin_get(&client(), running.admin, "/readyz").await.status == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = slow.await.unwrap();
+    assert_eq!(got.status, 200, "the in-flight request completed");
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
+    let up = TestUpstream::start("up").await;
+    let text = |header: &str, extra: &str| {
+        format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\nservices: {{ a: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ host: h.example.com, response_headers: {{ X-Gen: \"{header}\" }}, paths: [{{ path: /, service: a }}] }}]\n{extra}",
+            up.addr
+        )
+    };
+    let config = temp_file("hup", &text("one", ""));
+    let mut running = run(&config).await;
+    let c = client();
+    let proxy_get = |c: TestClient, http| async move {
+        let req = http::Request::get(format!("http://{http}/"))
+            .header("host", "h.example.com")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        send(&c, req).await
+    };
+    assert_eq!(
+        proxy_get(c.clone(), running.http).await.headers["x-gen"],
+        "one"
+    );
+
+    // SIGHUP reloads even an unchanged file.
+    signal(&running.child, "-HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin_get(&c, running.admin, "/metrics").await;
+        if String::from_utf8_lossy(&metrics.body)
+            .contains("gatehouse_config_reloads_total{result=\"success\"} 1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP reload not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A broken file is refused; the running configuration keeps serving.
+    std::fs::write(&config, text("two", "bogus: true\n")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin_get(&c, running.admin, "/metrics").await;
+        if String::from_utf8_lossy(&metrics.body)
+            .contains("gatehouse_config_reloads_total{result=\"error\"} 1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bad file not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        proxy_get(c.clone(), running.http).await.headers["x-gen"],
+        "one"
+    );
+
+    // Fixing the file applies it.
+    std::fs::write(&config, text("three", "")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while proxy_get(c.clone(), running.http).await.headers["x-gen"] != "three" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fixed file not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&running.child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
