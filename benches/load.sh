@@ -100,7 +100,7 @@ HZ=$(getconf CLK_TCK)
 
 declare -A PORT=([direct]=$UP [gatehouse]=$GH [nginx]=$NG [haproxy]=$HA)
 declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID)
-targets=(direct gatehouse nginx haproxy)
+read -r -a targets <<<"${TARGETS:-direct gatehouse nginx haproxy}"
 
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
@@ -125,7 +125,8 @@ done
 
 # Idle connections: RSS growth per held keep-alive connection.
 declare -A IDLE_KIB
-for t in gatehouse nginx haproxy; do
+for t in "${targets[@]}"; do
+  [ "$t" = direct ] && continue
   before=$(rss_kib "${PID[$t]}")
   coproc HOLD { taskset -c 1 python3 "$here/load/idle_conns.py" 127.0.0.1 "${PORT[$t]}" "$IDLE" "$VHOST"; }
   read -r ready n <&"${HOLD[0]}"
