@@ -106,12 +106,13 @@ impl Endpoint {
     }
 
     /// Takes the most recently used idle connection that is still open and not older than
-    /// `max_idle`; stale ones are closed on the way.
-    pub(crate) fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+    /// `max_idle`, with how long it sat idle; stale ones are closed on the way.
+    pub(crate) fn checkout(&self, max_idle: Duration) -> Option<(Sender, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < max_idle {
-                return Some(conn.sender);
+            let idle_for = conn.since.elapsed();
+            if !conn.sender.is_closed() && idle_for < max_idle {
+                return Some((conn.sender, idle_for));
             }
         }
         None

@@ -26,6 +26,12 @@ pub(crate) struct Forwarded {
     pub(crate) upstream_time: Duration,
 }
 
+/// A pooled connection idle for less than this is not copied for a replay: upstream servers
+/// close idle keep-alive connections after a second or more (gunicorn 2 s, Node.js 5 s,
+/// nginx 75 s), so one that carried a response this recently is not about to be closed for
+/// idleness, and copying every request's headers would cost every request.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// A copy of a bodiless idempotent request's head, so it can be sent again if a reused
 /// connection turns out to have been closed by the upstream.
 struct Replay {
@@ -88,7 +94,7 @@ pub(crate) async fn forward(
         };
         let endpoint = &upstream.endpoints[idx];
         let mut lease = Lease::new(endpoint.clone());
-        let (mut sender, reused) = match connection(endpoint, limits, fresh_only).await {
+        let (mut sender, idle_for) = match connection(endpoint, limits, fresh_only).await {
             Ok(c) => c,
             Err(e) => {
                 metrics
@@ -109,10 +115,10 @@ pub(crate) async fn forward(
                 continue;
             }
         };
-        let replay = if reused && stale_retry_left {
-            replay_of(&req)
-        } else {
-            None
+        let reused = idle_for.is_some();
+        let replay = match idle_for {
+            Some(idle) if stale_retry_left && idle >= REPLAY_AFTER_IDLE => replay_of(&req),
+            _ => None,
         };
         let started = Instant::now();
         let sent = tokio::time::timeout(limits.response, sender.try_send_request(req)).await;
@@ -180,18 +186,22 @@ pub(crate) async fn forward(
     }
 }
 
-/// A connection ready for a request: a pooled one unless `fresh_only`, else a new one.
+/// A connection ready for a request: a pooled one (with how long it was idle) unless
+/// `fresh_only`, else a new one.
 async fn connection(
     endpoint: &Arc<Endpoint>,
     limits: &ForwardLimits,
     fresh_only: bool,
-) -> io::Result<(Sender, bool)> {
+) -> io::Result<(Sender, Option<Duration>)> {
     if !fresh_only {
-        while let Some(mut sender) = endpoint.checkout(limits.pool_idle) {
+        while let Some((mut sender, idle_for)) = endpoint.checkout(limits.pool_idle) {
             // The previous response was read to the end, so the connection is normally ready
             // at once; a closed one errors, and a wedged one is abandoned.
+            if sender.is_ready() {
+                return Ok((sender, Some(idle_for)));
+            }
             if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
-                return Ok((sender, true));
+                return Ok((sender, Some(idle_for)));
             }
         }
     }
@@ -208,7 +218,7 @@ async fn connection(
         let _ = conn.with_upgrades().await;
     });
     endpoint.connect_succeeded();
-    Ok((sender, false))
+    Ok((sender, None))
 }
 
 fn find_cause<'a, E: std::error::Error + 'static>(
