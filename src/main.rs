@@ -57,6 +57,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => {
+            // The watcher notes the file before it is loaded, so no change slips between.
+            let watcher = path.as_ref().map(FileWatcher::new);
             let config = match &path {
                 Some(p) => match load_file(p) {
                     Ok(c) => Some(c),
@@ -76,7 +78,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
-            runtime.block_on(run(config, path))
+            runtime.block_on(run(config, watcher))
         }
     }
 }
@@ -111,7 +113,7 @@ fn build_runtime(workers: Workers) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-async fn run(config: Option<Config>, path: Option<PathBuf>) -> ExitCode {
+async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
     let demo = config.is_none();
     let config = match config {
         Some(c) => c,
@@ -154,9 +156,8 @@ async fn run(config: Option<Config>, path: Option<PathBuf>) -> ExitCode {
             None
         }
     };
-    let (mut updates, reload) = match path {
-        Some(p) => {
-            let watcher = FileWatcher::new(p);
+    let (mut updates, reload) = match watcher {
+        Some(watcher) => {
             let reload = watcher.reload_handle();
             (Some(watcher.spawn(stop_watching.clone())), Some(reload))
         }

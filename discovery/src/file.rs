@@ -47,13 +47,20 @@ pub struct FileWatcher {
     path: PathBuf,
     interval: Duration,
     reload_now: Arc<Notify>,
+    seen: Option<Stamp>,
+    last_text: Option<Vec<u8>>,
 }
 
 impl FileWatcher {
-    /// Watches `path`, checking it once a second.
+    /// Watches `path`, checking it once a second. The file as it is now counts as already
+    /// published: create the watcher *before* loading the file, so a change made between
+    /// the two is published rather than missed.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
         FileWatcher {
-            path: path.into(),
+            seen: stamp(&path),
+            last_text: std::fs::read(&path).ok(),
+            path,
             interval: Duration::from_secs(1),
             reload_now: Arc::new(Notify::new()),
         }
@@ -70,13 +77,13 @@ impl FileWatcher {
         self.reload_now.clone()
     }
 
-    /// Publishes every changed version of the file until `stop` fires. The version that was
-    /// current when this starts is taken as already loaded.
+    /// Publishes every version of the file that differs from the one seen at
+    /// [`FileWatcher::new`], until `stop` fires.
     pub fn spawn(self, stop: CancellationToken) -> mpsc::Receiver<Result<Config, ConfigErrors>> {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let mut seen = stamp(&self.path);
-            let mut last_text = std::fs::read(&self.path).ok();
+            let mut seen = self.seen;
+            let mut last_text = self.last_text;
             loop {
                 let forced = tokio::select! {
                     _ = stop.cancelled() => return,
