@@ -75,10 +75,14 @@ struct Running {
 
 /// Starts the binary and reads the bound addresses from its start-up log.
 async fn run(config: &std::path::Path) -> Running {
+    run_with_stdout(config, Stdio::null()).await
+}
+
+async fn run_with_stdout(config: &std::path::Path, stdout: Stdio) -> Running {
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(config)
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -250,6 +254,55 @@ async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    signal(&running.child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn access_log_is_one_json_line_per_request_on_stdout_without_query_strings() {
+    let up = TestUpstream::start("up").await;
+    let config = temp_file(
+        "log",
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\nservices: {{ a: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ host: log.example.com, paths: [{{ path: /, service: a }}] }}]\n",
+            up.addr
+        ),
+    );
+    let mut running = run_with_stdout(&config, Stdio::piped()).await;
+    let mut stdout = BufReader::new(running.child.stdout.take().unwrap()).lines();
+    let req = http::Request::post(format!("http://{}/login?token=s3cret", running.http))
+        .header("host", "log.example.com")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"hello",
+        )))
+        .unwrap();
+    let got = send(&client(), req).await;
+    assert_eq!(got.status, 200);
+    let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+        .await
+        .expect("an access log line within 10 s")
+        .unwrap()
+        .unwrap();
+    assert!(
+        !line.contains("s3cret"),
+        "query strings must not reach the log: {line}"
+    );
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    assert_eq!(entry["client"], "127.0.0.1");
+    assert_eq!(entry["method"], "POST");
+    assert_eq!(entry["host"], "log.example.com");
+    assert_eq!(entry["path"], "/login");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["bytes"].as_u64(), Some(got.body.len() as u64));
+    assert_eq!(entry["upstream"], up.addr.to_string());
+    assert_eq!(entry["route"], "log.example.com");
+    assert!(entry["duration"].as_f64().is_some_and(|d| d > 0.0));
+    assert!(entry["upstream_time"].as_f64().is_some_and(|d| d > 0.0));
+    assert!(entry["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     signal(&running.child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
         .await
