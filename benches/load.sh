@@ -46,7 +46,7 @@ timeouts: { idle: 300s }
 services: { up: { endpoints: ["127.0.0.1:$UP"] } }
 routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
 CONF
-taskset -c 0 "$root/target/release/gatehouse" run --config "$work/gatehouse.yaml" 2>"$work/gatehouse.log" & pids+=($!)
+taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gatehouse.yaml" 2>"$work/gatehouse.log" & pids+=($!)
 GH_PID=$!
 
 cat > "$work/ng/nginx.conf" <<CONF

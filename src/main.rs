@@ -33,11 +33,6 @@ enum Command {
     },
 }
 
-// mimalloc: the request path allocates many small, short-lived buffers (header maps, body
-// frames, boxed futures), where it costs measurably less CPU than glibc malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
