@@ -123,6 +123,14 @@ async fn admin_get(c: &TestClient, admin: std::net::SocketAddr, path: &str) -> G
     send(c, req).await
 }
 
+async fn wait_for_metric(c: &TestClient, admin: std::net::SocketAddr, line: &str, what: &str) {
+    eventually_async(what, Duration::from_secs(10), || async {
+        let metrics = admin_get(c, admin, "/metrics").await;
+        String::from_utf8_lossy(&metrics.body).contains(line)
+    })
+    .await;
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &child.id().unwrap().to_string()])
@@ -208,37 +216,23 @@ async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
 
     // SIGHUP reloads even an unchanged file.
     signal(&running.child, "-HUP");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = admin_get(&c, running.admin, "/metrics").await;
-        if String::from_utf8_lossy(&metrics.body)
-            .contains("gatehouse_config_reloads_total{result=\"success\"} 1")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGHUP reload not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(
+        &c,
+        running.admin,
+        "gatehouse_config_reloads_total{result=\"success\"} 1",
+        "SIGHUP reload not counted",
+    )
+    .await;
 
     // A broken file is refused; the running configuration keeps serving.
     std::fs::write(&config, text("two", "bogus: true\n")).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = admin_get(&c, running.admin, "/metrics").await;
-        if String::from_utf8_lossy(&metrics.body)
-            .contains("gatehouse_config_reloads_total{result=\"error\"} 1")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bad file not noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(
+        &c,
+        running.admin,
+        "gatehouse_config_reloads_total{result=\"error\"} 1",
+        "bad file not noticed",
+    )
+    .await;
     assert_eq!(
         proxy_get(c.clone(), running.http).await.headers["x-gen"],
         "one"

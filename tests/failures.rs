@@ -31,6 +31,15 @@ routes:
     )
 }
 
+/// A proxy whose one route goes to `up`.
+async fn proxy_to(up: &TestUpstream) -> Proxy {
+    Proxy::start(&config(
+        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
+        "",
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn no_route_is_404_and_no_endpoint_is_503() {
     let proxy = Proxy::start(&config("  main: { endpoints: [] }", "")).await;
@@ -94,11 +103,7 @@ async fn a_dead_endpoint_is_retried_elsewhere_and_then_ejected() {
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let slow = TestUpstream::start("slow").await;
-    let proxy = Proxy::start(&config(
-        &format!("  main: {{ endpoints: [\"{}\"] }}", slow.addr),
-        "",
-    ))
-    .await;
+    let proxy = proxy_to(&slow).await;
     let started = std::time::Instant::now();
     let got = get(&client(), &proxy, "t.example.com", "/delay/3000").await;
     assert_eq!(got.status, 504);
@@ -118,11 +123,7 @@ async fn slow_upstream_is_504() {
 #[tokio::test]
 async fn bodies_above_max_body_are_413_whether_declared_or_streamed() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(
-        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
-        "",
-    ))
-    .await;
+    let proxy = proxy_to(&up).await;
     let c = client();
     // Declared with Content-Length: refused before the upstream is contacted.
     let req = Request::post(proxy.url("/"))
@@ -162,11 +163,7 @@ async fn bodies_above_max_body_are_413_whether_declared_or_streamed() {
 #[tokio::test]
 async fn request_heads_above_32k_are_431_and_missing_host_is_400() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(
-        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
-        "",
-    ))
-    .await;
+    let proxy = proxy_to(&up).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let big = "x".repeat(40 * 1024);
     s.write_all(
@@ -222,11 +219,7 @@ async fn closed_within(s: &mut TcpStream, deadline: Duration) -> bool {
 #[tokio::test]
 async fn slowloris_clients_are_cut_off_at_request_header() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(
-        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
-        "",
-    ))
-    .await;
+    let proxy = proxy_to(&up).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let started = std::time::Instant::now();
     // One header byte every 100 ms keeps the socket busy but never finishes the head.
@@ -253,11 +246,7 @@ async fn slowloris_clients_are_cut_off_at_request_header() {
 #[tokio::test]
 async fn idle_keepalive_connections_close_after_idle_not_request_header() {
     let up = TestUpstream::start("up").await;
-    let proxy = Proxy::start(&config(
-        &format!("  main: {{ endpoints: [\"{}\"] }}", up.addr),
-        "",
-    ))
-    .await;
+    let proxy = proxy_to(&up).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t.example.com\r\n\r\n")
         .await

@@ -31,6 +31,18 @@ pub async fn start_echo(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
+/// Request headers as a JSON object (name → value), as the echo upstream reports them.
+pub fn headers_json(headers: &http::HeaderMap) -> serde_json::Value {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.as_str().to_owned(), serde_json::Value::from(value))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
@@ -38,16 +50,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
-            )
-        })
-        .collect();
+    let headers = headers_json(&parts.headers);
     let json = serde_json::json!({
         "method": parts.method.as_str(),
         "uri": parts.uri.to_string(),

@@ -121,16 +121,7 @@ async fn upstream_handler(
             Err(_) => break,
         }
     }
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
-            )
-        })
-        .collect();
+    let headers = gatehouse_proxy::demo::headers_json(&parts.headers);
     let json = serde_json::json!({
         "upstream": name,
         "method": parts.method.as_str(),
@@ -259,6 +250,22 @@ pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits for an async condition to hold, polling, or fails after `deadline`.
+pub async fn eventually_async<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
