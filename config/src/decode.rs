@@ -138,6 +138,16 @@ impl<'f> Reader<'f> {
         }
     }
 
+    pub(crate) fn boolean(&mut self, node: &MarkedYaml<'_>, what: &str) -> Option<bool> {
+        match &node.data {
+            YamlData::Value(Scalar::Boolean(b)) => Some(*b),
+            _ => {
+                self.error(node.span, format!("{what} must be `true` or `false`"));
+                None
+            }
+        }
+    }
+
     pub(crate) fn sequence<'n, 'i>(
         &mut self,
         node: &'n MarkedYaml<'i>,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod cidr;
 mod decode;
 mod error;
 mod model;
@@ -13,6 +14,7 @@ mod parse;
 pub mod routing;
 pub mod units;
 
+pub use cidr::CidrSet;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use parse::parse;

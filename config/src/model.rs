@@ -4,12 +4,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
-use crate::{error::Location, routing::HostPattern};
+use crate::{cidr::CidrSet, error::Location, routing::HostPattern};
 
 /// A whole, valid configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: Listen,
+    /// Peers whose PROXY header, X-Forwarded-For and X-Forwarded-Proto are believed.
+    pub trusted_proxies: CidrSet,
     pub timeouts: Timeouts,
     pub shutdown: Shutdown,
     pub access_log: AccessLog,
@@ -25,6 +27,8 @@ pub struct Config {
 pub struct Listen {
     pub http: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Expect a PROXY protocol (v1 or v2) header on client connections.
+    pub proxy_protocol: bool,
 }
 
 /// Time bounds on clients and upstreams.
@@ -114,6 +118,8 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct Route {
     pub host: HostPattern,
+    /// Client networks allowed; empty allows everyone.
+    pub allow: CidrSet,
     pub max_body: u64,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub paths: Vec<PathRule>,

@@ -6,6 +6,7 @@ use http::{HeaderName, HeaderValue};
 use saphyr::{LoadableYamlNode, MarkedYaml};
 
 use crate::{
+    cidr::{parse_cidr, CidrSet},
     decode::{Fields, Reader},
     error::{ConfigError, ConfigErrors},
     model::*,
@@ -14,11 +15,10 @@ use crate::{
 };
 
 const NOT_YET_TLS: &str = "TLS termination is not built yet";
-const NOT_YET_POLICY: &str = "allow-lists and forced HTTPS are not built yet";
+const NOT_YET_REDIRECT: &str = "forced HTTPS is not built yet";
 const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
 const NOT_YET_K8S: &str = "Kubernetes discovery is not built yet";
 const NOT_YET_L4: &str = "TCP/UDP forwarding is not built yet";
-const NOT_YET_CLIENT_IP: &str = "PROXY protocol and trusted proxies are not built yet";
 
 /// Parses and validates a configuration. `file` is how errors name the source.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
@@ -66,17 +66,24 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "services",
             "default_service",
             "routes",
+            "trusted_proxies",
         ],
-        &[
-            ("trusted_proxies", NOT_YET_CLIENT_IP),
-            ("tls", NOT_YET_TLS),
-            ("l4", NOT_YET_L4),
-        ],
+        &[("tls", NOT_YET_TLS), ("l4", NOT_YET_L4)],
     )?;
     let (listen, http_given) = top
         .get("listen")
         .map(|n| read_listen(r, n))
         .unwrap_or_default();
+    let trusted_proxies = top
+        .get("trusted_proxies")
+        .map(|n| read_cidrs(r, n, "trusted_proxies"))
+        .unwrap_or_default();
+    if listen.proxy_protocol && trusted_proxies.is_empty() {
+        r.error(
+            top.span,
+            "listen.proxy_protocol is on but trusted_proxies is empty, so every connection would be refused; list the load balancers' addresses under trusted_proxies",
+        );
+    }
     if !http_given {
         r.error(
             top.span,
@@ -150,6 +157,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
     }
     Some(Config {
         listen,
+        trusted_proxies,
         timeouts,
         shutdown,
         access_log,
@@ -165,11 +173,8 @@ fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> (Listen, bool) {
     let Some(f) = r.section(
         node,
         "listen",
-        &["http", "admin"],
-        &[
-            ("https", NOT_YET_TLS),
-            ("proxy_protocol", NOT_YET_CLIENT_IP),
-        ],
+        &["http", "admin", "proxy_protocol"],
+        &[("https", NOT_YET_TLS)],
     ) else {
         return (Listen::default(), true);
     };
@@ -180,6 +185,10 @@ fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> (Listen, bool) {
     let listen = Listen {
         http: addr(r, "http"),
         admin: addr(r, "admin"),
+        proxy_protocol: f
+            .get("proxy_protocol")
+            .and_then(|n| r.boolean(n, "listen.proxy_protocol"))
+            .unwrap_or(false),
     };
     if let (Some(h), Some(a)) = (listen.http, listen.admin) {
         if h == a && h.port() != 0 {
@@ -333,10 +342,9 @@ fn read_route(
     let f = r.section(
         node,
         "a route",
-        &["host", "max_body", "response_headers", "paths"],
+        &["host", "allow", "max_body", "response_headers", "paths"],
         &[
-            ("allow", NOT_YET_POLICY),
-            ("https_redirect", NOT_YET_POLICY),
+            ("https_redirect", NOT_YET_REDIRECT),
             ("limit_rps", NOT_YET_LIMITS),
             ("limit_connections", NOT_YET_LIMITS),
         ],
@@ -351,6 +359,10 @@ fn read_route(
         Some(h) => format!("route `{h}`"),
         None => "route".to_owned(),
     };
+    let allow = f
+        .get("allow")
+        .map(|n| read_cidrs(r, n, &format!("{what} allow")))
+        .unwrap_or_default();
     let max_body = f.get("max_body").map_or(Some(DEFAULT_MAX_BODY), |n| {
         r.parsed(n, &format!("{what} max_body"), parse_size)
     });
@@ -393,11 +405,41 @@ fn read_route(
     }
     Some(Route {
         host: host?,
+        allow,
         max_body: max_body?,
         response_headers,
         paths,
         location,
     })
+}
+
+/// A CIDR list: a comma-separated string ("10.0.0.0/8,192.0.2.7") or a YAML list. Empty
+/// means "everyone"; every malformed entry is an error at its place.
+fn read_cidrs(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> CidrSet {
+    let mut nets = Vec::new();
+    let mut one = |r: &mut Reader<'_>, text: &str, n: &MarkedYaml<'_>| {
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match parse_cidr(entry) {
+                Ok(net) => nets.push(net),
+                Err(msg) => r.error(n.span, format!("{what}: {msg}")),
+            }
+        }
+    };
+    match &node.data {
+        saphyr::YamlData::Sequence(items) => {
+            for item in items {
+                if let Some(text) = r.string(item, what) {
+                    one(r, &text, item);
+                }
+            }
+        }
+        _ => {
+            if let Some(text) = r.string(node, what) {
+                one(r, &text, node);
+            }
+        }
+    }
+    CidrSet::new(nets)
 }
 
 fn read_path_rule(

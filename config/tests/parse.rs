@@ -86,8 +86,8 @@ fn features_not_built_yet_are_refused_not_ignored() {
 services: { web: { endpoints: ["10.0.0.1:80"] } }
 routes:
   - host: a.example.com
-    allow: "10.0.0.0/8"
     https_redirect: true
+    limit_rps: 10
     paths: [{ path: /, service: web }]
 "#;
     let errs = errors(yaml);
@@ -240,4 +240,55 @@ fn regex_in_file_order_and_rewrites() {
     assert_eq!(rw("/root").1, "/");
     assert_eq!(rw("/same").1, "/other");
     assert!(t.find("r.example.com", "/nothing").is_none());
+}
+
+#[test]
+fn allow_lists_and_trusted_proxies_as_strings_or_lists() {
+    let yaml = r#"listen: { http: "127.0.0.1:80", proxy_protocol: true }
+trusted_proxies: ["10.0.0.0/8", "fd00::/8"]
+services: { web: { endpoints: ["10.0.0.1:80"] } }
+routes:
+  - host: a.example.com
+    allow: "111.111.111.0/24,222.222.222.222/32, 2001:db8::/32"
+    paths: [{ path: /, service: web }]
+  - host: b.example.com
+    allow: ["192.0.2.7"]
+    paths: [{ path: /, service: web }]
+  - host: c.example.com
+    allow: ""
+    paths: [{ path: /, service: web }]
+"#;
+    let c = parse(yaml, "t.yaml").expect("valid");
+    assert!(c.listen.proxy_protocol);
+    assert_eq!(c.trusted_proxies.entries().len(), 2);
+    assert_eq!(c.routes[0].allow.entries().len(), 3);
+    assert!(c.routes[1].allow.contains("192.0.2.7".parse().unwrap()));
+    assert!(c.routes[2].allow.is_empty(), "empty means everyone");
+}
+
+#[test]
+fn malformed_cidrs_are_located_errors_never_ignored() {
+    let yaml = r#"listen: { http: "127.0.0.1:80", proxy_protocol: true }
+services: { web: { endpoints: ["10.0.0.1:80"] } }
+routes:
+  - host: a.example.com
+    allow: "111.111.111.0/24,222.222.222.2222/32"
+    paths: [{ path: /, service: web }]
+  - host: b.example.com
+    allow: ["10.1.2.3/8", "nonsense"]
+    paths: [{ path: /, service: web }]
+"#;
+    let errs = errors(yaml);
+    let all = errs.join("\n");
+    assert_eq!(errs.len(), 4, "{all}");
+    assert!(
+        all.contains("proxy_protocol is on but trusted_proxies is empty"),
+        "{all}"
+    );
+    assert!(
+        all.contains("bad.yaml:5:12: route `a.example.com` allow: `222.222.222.2222/32`"),
+        "{all}"
+    );
+    assert!(all.contains("did you mean `10.0.0.0/8`"), "{all}");
+    assert!(all.contains("`nonsense` is not an IP address"), "{all}");
 }

@@ -20,19 +20,20 @@ use tokio::{
 
 /// Who is on the other end of a client connection, fixed at accept.
 pub(crate) struct ConnInfo {
-    pub(crate) client_ip: IpAddr,
-    /// The client IP as a header value, formatted once per connection.
-    pub(crate) client_ip_header: HeaderValue,
+    /// The TCP peer, or the source a trusted proxy gave in its PROXY protocol header.
+    pub(crate) peer_ip: IpAddr,
+    /// `peer_ip` as a header value, formatted once per connection.
+    pub(crate) peer_ip_header: HeaderValue,
     pub(crate) local_port_header: HeaderValue,
     pub(crate) state: ConnState,
 }
 
 impl ConnInfo {
     pub(crate) fn new(peer: SocketAddr, local: SocketAddr) -> Self {
-        let client_ip = canonical_ip(peer.ip());
+        let peer_ip = canonical_ip(peer.ip());
         ConnInfo {
-            client_ip,
-            client_ip_header: HeaderValue::from_str(&client_ip.to_string())
+            peer_ip,
+            peer_ip_header: HeaderValue::from_str(&peer_ip.to_string())
                 .expect("an IP address is a valid header value"),
             local_port_header: HeaderValue::from(local.port()),
             state: ConnState::default(),

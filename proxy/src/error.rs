@@ -9,6 +9,11 @@ use http::StatusCode;
 pub enum ProxyError {
     #[error("no route for host `{host}` and no default_service")]
     NoRoute { host: String },
+    #[error("client {client} is not in the allow-list of `{route}`")]
+    NotAllowed {
+        client: std::net::IpAddr,
+        route: String,
+    },
     #[error("request has no Host header")]
     MissingHost,
     #[error("service `{service}` has no endpoint")]
@@ -45,6 +50,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. }
             | ProxyError::Upstream { .. }

@@ -5,10 +5,11 @@ use http::{
     HeaderMap, HeaderValue,
 };
 
-use crate::conn::ConnInfo;
+use crate::{
+    client::{Client, X_FORWARDED_FOR, X_FORWARDED_PROTO},
+    conn::ConnInfo,
+};
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -68,9 +69,14 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Rewrites a client request's headers for the upstream.
+///
+/// X-Forwarded-For and X-Forwarded-Proto from a trusted proxy are kept (the peer is
+/// appended to X-Forwarded-For); from anyone else they are replaced, so an upstream that
+/// reads the left-most X-Forwarded-For is not fooled by what a client made up.
 pub(crate) fn to_upstream(
     headers: &mut HeaderMap,
     conn: &ConnInfo,
+    client: &Client,
     host: Option<HeaderValue>,
     upgrade: Option<HeaderValue>,
 ) {
@@ -79,22 +85,22 @@ pub(crate) fn to_upstream(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    // Append to what earlier proxies recorded; the upstream must trust only the right-most
-    // entries it knows to be ours.
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip_header.len());
+        Some(prev) if client.via_trusted_proxy && !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + conn.peer_ip_header.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.client_ip_header.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.client_ip_header.clone())
+            v.extend_from_slice(conn.peer_ip_header.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.peer_ip_header.clone())
         }
-        _ => conn.client_ip_header.clone(),
+        _ => conn.peer_ip_header.clone(),
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !(client.via_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
     headers.insert(&X_FORWARDED_PORT, conn.local_port_header.clone());
-    headers.insert(&X_REAL_IP, conn.client_ip_header.clone());
+    headers.insert(&X_REAL_IP, client.ip_header.clone());
     if let Some(host) = host {
         headers.insert(&X_FORWARDED_HOST, host.clone());
         if !headers.contains_key(header::HOST) {

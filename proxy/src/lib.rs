@@ -11,6 +11,7 @@
 mod access_log;
 mod admin;
 mod body;
+mod client;
 mod completion;
 mod conn;
 pub mod demo;

@@ -10,8 +10,11 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use proxy_header::{io::ProxiedStream, ParseConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::{
-    conn::{ConnInfo, CountingIo, Watchdog},
+    conn::{canonical_ip, ConnInfo, CountingIo, Watchdog},
     pipeline,
     runtime::Shared,
 };
@@ -51,6 +54,8 @@ pub(crate) async fn accept_loop(
     tracing::info!(listener = %local, "listener closed");
 }
 
+/// Reads the PROXY protocol header when the listener expects one (only trusted proxies may
+/// connect then), and serves the connection.
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -58,7 +63,48 @@ async fn serve_connection(
     local: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let info = Arc::new(ConnInfo::new(peer, local));
+    let snapshot = shared.snapshot.load_full();
+    let config = &snapshot.config;
+    if !config.listen.proxy_protocol {
+        return serve(shared, stream, ConnInfo::new(peer, local)).await;
+    }
+    if !config.trusted_proxies.contains(canonical_ip(peer.ip())) {
+        shared.metrics.deny("untrusted_proxy");
+        tracing::debug!(client = %peer, "refused: the listener expects the PROXY protocol and this peer is not in trusted_proxies");
+        return;
+    }
+    let parse = ParseConfig {
+        include_tlvs: false,
+        ..ParseConfig::default()
+    };
+    let limit = config.timeouts.request_header;
+    drop(snapshot);
+    match tokio::time::timeout(limit, ProxiedStream::create_from_tokio(stream, parse)).await {
+        Ok(Ok(proxied)) => {
+            // LOCAL (health check) connections carry no address: the peer is the client.
+            let source = proxied
+                .proxy_header()
+                .proxied_address()
+                .map_or(peer, |a| a.source);
+            serve(shared, proxied, ConnInfo::new(source, local)).await
+        }
+        Ok(Err(e)) => {
+            shared.metrics.deny("proxy_header");
+            tracing::warn!(proxy = %peer, error = %e, "closed a connection without a valid PROXY protocol header; check that the load balancer sends PROXY v1 or v2");
+        }
+        Err(_) => {
+            shared.metrics.deny("proxy_header");
+            tracing::debug!(proxy = %peer, "no PROXY protocol header within request_header; closed");
+        }
+    }
+}
+
+async fn serve<IO>(shared: Arc<Shared>, stream: IO, info: ConnInfo)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer_ip;
+    let info = Arc::new(info);
     let snapshot = shared.snapshot.load_full();
     let io = TokioIo::new(CountingIo::new(stream, info.clone()));
     let (svc_shared, svc_info) = (shared.clone(), info.clone());

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub(crate) connect_errors: IntCounterVec,
     pub(crate) endpoints: IntGaugeVec,
     pub(crate) config_reloads: IntCounterVec,
+    pub(crate) denied: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -84,14 +85,31 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let denied = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "denied_total",
+                    "Requests and connections refused by policy, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             registry,
+            denied,
             requests,
             duration,
             connect_errors,
             endpoints,
             config_reloads,
         }
+    }
+
+    /// Counts one refusal (`allowlist`, `untrusted_proxy`, `proxy_header`).
+    pub(crate) fn deny(&self, reason: &str) {
+        self.denied.with_label_values(&[reason]).inc();
     }
 
     /// The registry in Prometheus text format.

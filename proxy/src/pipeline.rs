@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::{
     access_log::LogRecord,
     body::{RequestBody, ResponseBody},
+    client::Client,
     completion::Completion,
     conn::ConnInfo,
     error::ProxyError,
@@ -30,10 +31,11 @@ pub(crate) async fn handle(
     conn.state.request_started();
     let start = Instant::now();
     let snapshot = shared.snapshot.load_full();
+    let client = Client::resolve(&conn, req.headers(), &snapshot.config.trusted_proxies);
     let mut log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
         Box::new(LogRecord {
             time: SystemTime::now(),
-            client: conn.client_ip,
+            client: client.ip,
             method: req.method().clone(),
             host: request_host(&req).unwrap_or_default().to_owned(),
             path: req.uri().path().to_owned(),
@@ -42,7 +44,7 @@ pub(crate) async fn handle(
             upstream_time: None,
         })
     });
-    let (mut response, stats, lease) = match proxy(&shared, &snapshot, &conn, req).await {
+    let (mut response, stats, lease) = match proxy(&shared, &snapshot, &conn, &client, req).await {
         Ok(Proxied {
             response,
             stats,
@@ -96,6 +98,7 @@ async fn proxy(
     shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
+    client: &Client,
     mut req: Request<Incoming>,
 ) -> Result<Proxied, (ProxyError, usize)> {
     let none = snapshot.none_stats();
@@ -107,6 +110,17 @@ async fn proxy(
     let (service, stats, max_body, rewritten) = match found {
         Some(m) => {
             let route = &config.routes[m.route];
+            // The allow-list comes before anything else the route does.
+            if !route.allow.is_empty() && !route.allow.contains(client.ip) {
+                shared.metrics.deny("allowlist");
+                return Err((
+                    ProxyError::NotAllowed {
+                        client: client.ip,
+                        route: route.host.to_string(),
+                    },
+                    m.route,
+                ));
+            }
             let rule = &route.paths[m.rule];
             let rewritten = rule
                 .rewrite
@@ -146,7 +160,7 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
     parts.uri = upstream_uri(parts.uri, rewritten.as_deref());
     parts.version = Version::HTTP_11;
-    headers::to_upstream(&mut parts.headers, conn, host_header, upgrade);
+    headers::to_upstream(&mut parts.headers, conn, client, host_header, upgrade);
     let upstream_req = Request::from_parts(parts, RequestBody::new(body, max_body));
 
     let upstream = &snapshot.upstreams[service.0];

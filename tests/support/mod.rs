@@ -274,3 +274,43 @@ pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
 }
+
+/// Sends one request from a chosen local address (127.0.0.2, 127.0.0.3, ::1, ... play
+/// different clients), after `preface` bytes (a PROXY protocol header, say). `None` means
+/// the proxy closed the connection without answering.
+pub async fn request_from(
+    local_ip: &str,
+    proxy: SocketAddr,
+    preface: &[u8],
+    req: Request<Full<Bytes>>,
+) -> Option<Got> {
+    let local: std::net::IpAddr = local_ip.parse().unwrap();
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4().unwrap()
+    } else {
+        tokio::net::TcpSocket::new_v6().unwrap()
+    };
+    socket.bind(SocketAddr::new(local, 0)).unwrap();
+    let mut stream = socket.connect(proxy).await.unwrap();
+    if !preface.is_empty() {
+        stream.write_all(preface).await.ok()?;
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("an answer or a close within 10 s")
+        .ok()?;
+    Some(collect(resp).await)
+}
+
+/// A GET for `host` with extra headers.
+pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}
