@@ -92,5 +92,36 @@ fn compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookup, compile);
+fn allow_list(c: &mut Criterion) {
+    use gatehouse_config::{cidr::parse_cidr, CidrSet};
+    // Realistic lists: mostly /24s and single addresses, a few wider ranges, some IPv6.
+    let list = |n: u32| {
+        CidrSet::new((0..n).map(|i| {
+            let text = match i % 10 {
+                0 => format!("2001:db8:{:x}::/48", i),
+                1 => format!("10.{}.0.0/16", i % 256),
+                2..=5 => format!("100.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+                _ => format!("172.{}.{}.0/24", 16 + (i >> 16) % 16, (i >> 8) & 255),
+            };
+            parse_cidr(&text).expect("valid cidr")
+        }))
+    };
+    let mut g = c.benchmark_group("allow_list_check");
+    for n in [10u32, 10_000] {
+        let set = list(n);
+        for (name, ip) in [
+            ("hit", "10.3.4.5"),
+            ("miss_v4", "8.8.8.8"),
+            ("miss_v6", "2001:db9::1"),
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter(|| black_box(&set).contains(black_box(ip)))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookup, compile, allow_list);
 criterion_main!(benches);
