@@ -41,6 +41,11 @@ impl<'f> Reader<'f> {
         }
     }
 
+    /// The file as errors name it.
+    pub(crate) fn file(&self) -> &'f str {
+        self.file
+    }
+
     pub(crate) fn location(&self, span: Span) -> Location {
         Location {
             file: self.file.to_owned(),

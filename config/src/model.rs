@@ -1,6 +1,6 @@
 //! The validated configuration: what a file says, in domain types, with nothing left to check.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
@@ -12,6 +12,8 @@ pub struct Config {
     pub listen: Listen,
     /// Peers whose PROXY header, X-Forwarded-For and X-Forwarded-Proto are believed.
     pub trusted_proxies: CidrSet,
+    /// Certificates for the HTTPS listener.
+    pub tls: Vec<TlsEntry>,
     pub timeouts: Timeouts,
     pub shutdown: Shutdown,
     pub access_log: AccessLog,
@@ -26,9 +28,55 @@ pub struct Config {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listen {
     pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     /// Expect a PROXY protocol (v1 or v2) header on client connections.
     pub proxy_protocol: bool,
+}
+
+/// Where a certificate and its key come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files, relative paths already resolved against the configuration file.
+    Files { cert: PathBuf, key: PathBuf },
+    /// PEM text held in memory (the embedded demo's generated certificate).
+    Inline { cert: String, key: String },
+}
+
+/// One `tls` entry.
+#[derive(Clone, Debug)]
+pub struct TlsEntry {
+    pub source: TlsSource,
+    /// Names this certificate serves; `None` means the certificate's DNS SANs.
+    pub hosts: Option<Vec<HostPattern>>,
+    /// Served when the client sends no SNI or an unknown name.
+    pub default: bool,
+    pub location: Location,
+}
+
+impl TlsEntry {
+    /// How the entry is named in logs and metrics: its certificate file, or `inline`.
+    pub fn label(&self) -> String {
+        match &self.source {
+            TlsSource::Files { cert, .. } => cert.display().to_string(),
+            TlsSource::Inline { .. } => "inline".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Every file the configuration reads besides itself (certificates and keys), so a
+    /// watcher can reload when one changes.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        self.tls
+            .iter()
+            .filter_map(|t| match &t.source {
+                TlsSource::Files { cert, key } => Some([cert.clone(), key.clone()]),
+                TlsSource::Inline { .. } => None,
+            })
+            .flatten()
+            .collect()
+    }
 }
 
 /// Time bounds on clients and upstreams.

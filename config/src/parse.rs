@@ -1,6 +1,9 @@
 //! YAML text → validated [`Config`], reporting every error with file:line:column.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use http::{HeaderName, HeaderValue};
 use saphyr::{LoadableYamlNode, MarkedYaml};
@@ -14,7 +17,6 @@ use crate::{
     units::{parse_duration, parse_size},
 };
 
-const NOT_YET_TLS: &str = "TLS termination is not built yet";
 const NOT_YET_REDIRECT: &str = "forced HTTPS is not built yet";
 const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
 const NOT_YET_K8S: &str = "Kubernetes discovery is not built yet";
@@ -67,8 +69,9 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "default_service",
             "routes",
             "trusted_proxies",
+            "tls",
         ],
-        &[("tls", NOT_YET_TLS), ("l4", NOT_YET_L4)],
+        &[("l4", NOT_YET_L4)],
     )?;
     let (listen, http_given) = top
         .get("listen")
@@ -87,7 +90,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
     if !http_given {
         r.error(
             top.span,
-            "no listener: set `listen.http` (for example \"0.0.0.0:80\")",
+            "no listener: set `listen.http` and/or `listen.https` (for example \"0.0.0.0:80\")",
         );
     }
     let timeouts = top
@@ -155,9 +158,20 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             report_table_error(r, &routes, &route_nodes, e);
         }
     }
+    let tls = top
+        .get("tls")
+        .map(|n| read_tls(r, n, file_dir(r.file())))
+        .unwrap_or_default();
+    if listen.https.is_some() && tls.is_empty() {
+        r.error(top.span, "listen.https is set but `tls` lists no certificate");
+    }
+    if tls.iter().filter(|t| t.default).count() > 1 {
+        r.error(top.span, "more than one `tls` entry says `default: true`");
+    }
     Some(Config {
         listen,
         trusted_proxies,
+        tls,
         timeouts,
         shutdown,
         access_log,
@@ -173,8 +187,8 @@ fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> (Listen, bool) {
     let Some(f) = r.section(
         node,
         "listen",
-        &["http", "admin", "proxy_protocol"],
-        &[("https", NOT_YET_TLS)],
+        &["http", "https", "admin", "proxy_protocol"],
+        &[],
     ) else {
         return (Listen::default(), true);
     };
@@ -184,18 +198,24 @@ fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> (Listen, bool) {
     };
     let listen = Listen {
         http: addr(r, "http"),
+        https: addr(r, "https"),
         admin: addr(r, "admin"),
         proxy_protocol: f
             .get("proxy_protocol")
             .and_then(|n| r.boolean(n, "listen.proxy_protocol"))
             .unwrap_or(false),
     };
-    if let (Some(h), Some(a)) = (listen.http, listen.admin) {
-        if h == a && h.port() != 0 {
-            r.error(f.span, format!("listen.http and listen.admin are both {h}"));
+    let named = [("http", listen.http), ("https", listen.https), ("admin", listen.admin)];
+    for (i, (a_name, a)) in named.iter().enumerate() {
+        for (b_name, b) in &named[i + 1..] {
+            if let (Some(a), Some(b)) = (a, b) {
+                if a == b && a.port() != 0 {
+                    r.error(f.span, format!("listen.{a_name} and listen.{b_name} are both {a}"));
+                }
+            }
         }
     }
-    let http_given = f.get("http").is_some();
+    let http_given = f.get("http").is_some() || f.get("https").is_some();
     (listen, http_given)
 }
 
@@ -411,6 +431,53 @@ fn read_route(
         paths,
         location,
     })
+}
+
+fn file_dir(file: &str) -> PathBuf {
+    Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn read_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, dir: PathBuf) -> Vec<TlsEntry> {
+    let Some(list) = r.sequence(node, "tls") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in list {
+        let Some(f) = r.section(item, "a tls entry", &["cert", "key", "hosts", "default"], &[])
+        else {
+            continue;
+        };
+        let path = |r: &mut Reader<'_>, key: &str| match f.get(key) {
+            Some(n) => r.string(n, &format!("tls {key}")).map(|p| dir.join(p)),
+            None => {
+                r.error(item.span, format!("a tls entry needs `{key}` (a PEM file)"));
+                None
+            }
+        };
+        let (cert, key) = (path(r, "cert"), path(r, "key"));
+        let hosts = f.get("hosts").and_then(|n| r.sequence(n, "tls hosts")).map(|items| {
+            items
+                .iter()
+                .filter_map(|h| r.parsed(h, "tls host", HostPattern::parse))
+                .collect()
+        });
+        let default = f
+            .get("default")
+            .and_then(|n| r.boolean(n, "tls default"))
+            .unwrap_or(false);
+        if let (Some(cert), Some(key)) = (cert, key) {
+            out.push(TlsEntry {
+                source: TlsSource::Files { cert, key },
+                hosts,
+                default,
+                location: r.location(item.span),
+            });
+        }
+    }
+    out
 }
 
 /// A CIDR list: a comma-separated string ("10.0.0.0/8,192.0.2.7") or a YAML list. Empty

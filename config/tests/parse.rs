@@ -82,7 +82,8 @@ routes:
 
 #[test]
 fn features_not_built_yet_are_refused_not_ignored() {
-    let yaml = r#"listen: { http: "127.0.0.1:80", https: "127.0.0.1:443" }
+    let yaml = r#"listen: { http: "127.0.0.1:80" }
+l4: []
 services: { web: { endpoints: ["10.0.0.1:80"] } }
 routes:
   - host: a.example.com
@@ -291,4 +292,31 @@ routes:
     );
     assert!(all.contains("did you mean `10.0.0.0/8`"), "{all}");
     assert!(all.contains("`nonsense` is not an IP address"), "{all}");
+}
+
+#[test]
+fn tls_entries_resolve_paths_against_the_config_file() {
+    let yaml = r#"listen: { https: "127.0.0.1:443" }
+tls:
+  - { cert: certs/a.crt, key: certs/a.key, default: true }
+  - { cert: /abs/b.crt, key: /abs/b.key, hosts: [b.example.com, "*.b.example.com"] }
+services: {}
+routes: []
+"#;
+    let c = parse(yaml, "/etc/gatehouse/gatehouse.yaml").expect("valid");
+    assert_eq!(c.tls.len(), 2);
+    assert!(c.tls[0].default);
+    assert_eq!(
+        c.tls[0].source,
+        gatehouse_config::TlsSource::Files {
+            cert: "/etc/gatehouse/certs/a.crt".into(),
+            key: "/etc/gatehouse/certs/a.key".into()
+        }
+    );
+    assert_eq!(c.tls[1].hosts.as_ref().map(Vec::len), Some(2));
+    assert_eq!(c.referenced_files().len(), 4);
+    let errs = errors("listen: { https: \"127.0.0.1:443\" }\ntls: [{ cert: a.crt }, { cert: b, key: b, default: true }, { cert: c, key: c, default: true }]\n");
+    let all = errs.join("\n");
+    assert!(all.contains("needs `key`"), "{all}");
+    assert!(all.contains("more than one `tls` entry says `default: true`"), "{all}");
 }
