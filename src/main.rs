@@ -3,9 +3,9 @@
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use gatehouse_config::{Config, Workers};
+use gatehouse_config::{Config, TlsEntry, TlsSource, Workers};
 use gatehouse_discovery::{load_file, FileWatcher};
-use gatehouse_proxy::{demo, Gatehouse, Metrics};
+use gatehouse_proxy::{demo, ApplyError, Gatehouse, Metrics};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +41,19 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => match load_file(&config) {
-            Ok(_) => {
-                println!("ok");
-                ExitCode::SUCCESS
-            }
+            Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded) {
+                Ok(_) => {
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{} error(s) in {}", errors.len(), config.display());
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            },
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("{} error(s) in {}", errors.0.len(), config.display());
@@ -124,7 +133,11 @@ async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
         Ok(g) => g,
         Err(e) => {
             tracing::error!("cannot start: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
+            let code = match e {
+                ApplyError::Snapshot(_) => EXIT_CONFIG,
+                ApplyError::Bind { .. } => EXIT_RUNTIME,
+            };
+            return ExitCode::from(code);
         }
     };
     if demo {
@@ -206,5 +219,21 @@ async fn demo_config() -> Result<Config, String> {
         .await
         .map_err(|e| format!("demo upstream: {e}"))?;
     let text = include_str!("demo.yaml").replace("DEMO_UPSTREAM", &upstream.to_string());
-    gatehouse_config::parse(&text, "<embedded demo>").map_err(|e| e.to_string())
+    let mut config =
+        gatehouse_config::parse(&text, "<embedded demo>").map_err(|e| e.to_string())?;
+    // The HTTPS listener serves a certificate made at start-up, so it exists only in memory.
+    let (cert, key) = gatehouse_proxy::tls::self_signed_localhost()
+        .map_err(|e| format!("demo certificate: {e}"))?;
+    config.listen.https = Some(([127, 0, 0, 1], 8443).into());
+    config.tls.push(TlsEntry {
+        source: TlsSource::Inline { cert, key },
+        hosts: None,
+        default: true,
+        location: gatehouse_config::Location {
+            file: "<embedded demo>".into(),
+            line: 1,
+            column: 1,
+        },
+    });
+    Ok(config)
 }

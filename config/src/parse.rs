@@ -163,7 +163,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .map(|n| read_tls(r, n, file_dir(r.file())))
         .unwrap_or_default();
     if listen.https.is_some() && tls.is_empty() {
-        r.error(top.span, "listen.https is set but `tls` lists no certificate");
+        r.error(
+            top.span,
+            "listen.https is set but `tls` lists no certificate",
+        );
     }
     if tls.iter().filter(|t| t.default).count() > 1 {
         r.error(top.span, "more than one `tls` entry says `default: true`");
@@ -205,12 +208,19 @@ fn read_listen(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> (Listen, bool) {
             .and_then(|n| r.boolean(n, "listen.proxy_protocol"))
             .unwrap_or(false),
     };
-    let named = [("http", listen.http), ("https", listen.https), ("admin", listen.admin)];
+    let named = [
+        ("http", listen.http),
+        ("https", listen.https),
+        ("admin", listen.admin),
+    ];
     for (i, (a_name, a)) in named.iter().enumerate() {
         for (b_name, b) in &named[i + 1..] {
             if let (Some(a), Some(b)) = (a, b) {
                 if a == b && a.port() != 0 {
-                    r.error(f.span, format!("listen.{a_name} and listen.{b_name} are both {a}"));
+                    r.error(
+                        f.span,
+                        format!("listen.{a_name} and listen.{b_name} are both {a}"),
+                    );
                 }
             }
         }
@@ -446,8 +456,12 @@ fn read_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, dir: PathBuf) -> Vec<TlsE
     };
     let mut out = Vec::new();
     for item in list {
-        let Some(f) = r.section(item, "a tls entry", &["cert", "key", "hosts", "default"], &[])
-        else {
+        let Some(f) = r.section(
+            item,
+            "a tls entry",
+            &["cert", "key", "hosts", "default"],
+            &[],
+        ) else {
             continue;
         };
         let path = |r: &mut Reader<'_>, key: &str| match f.get(key) {
@@ -458,12 +472,15 @@ fn read_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, dir: PathBuf) -> Vec<TlsE
             }
         };
         let (cert, key) = (path(r, "cert"), path(r, "key"));
-        let hosts = f.get("hosts").and_then(|n| r.sequence(n, "tls hosts")).map(|items| {
-            items
-                .iter()
-                .filter_map(|h| r.parsed(h, "tls host", HostPattern::parse))
-                .collect()
-        });
+        let hosts = f
+            .get("hosts")
+            .and_then(|n| r.sequence(n, "tls hosts"))
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|h| r.parsed(h, "tls host", HostPattern::parse))
+                    .collect()
+            });
         let default = f
             .get("default")
             .and_then(|n| r.boolean(n, "tls default"))

@@ -45,6 +45,18 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// Whether a normalised host is covered: equal, or one label below a wildcard's parent.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(parent) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+        }
+    }
+}
+
 impl std::fmt::Display for HostPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

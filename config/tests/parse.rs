@@ -318,5 +318,8 @@ routes: []
     let errs = errors("listen: { https: \"127.0.0.1:443\" }\ntls: [{ cert: a.crt }, { cert: b, key: b, default: true }, { cert: c, key: c, default: true }]\n");
     let all = errs.join("\n");
     assert!(all.contains("needs `key`"), "{all}");
-    assert!(all.contains("more than one `tls` entry says `default: true`"), "{all}");
+    assert!(
+        all.contains("more than one `tls` entry says `default: true`"),
+        "{all}"
+    );
 }

@@ -42,31 +42,47 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Watches a configuration file and publishes each new version, valid or not.
+/// Watches a configuration file, and the certificate and key files it names, and publishes
+/// each new version of the whole configuration, valid or not.
 pub struct FileWatcher {
     path: PathBuf,
     interval: Duration,
     reload_now: Arc<Notify>,
-    seen: Option<Stamp>,
+    /// The configuration file, then the files it references.
+    watched: Vec<PathBuf>,
+    seen: Vec<Option<Stamp>>,
     last_text: Option<Vec<u8>>,
 }
 
+fn referenced(path: &Path, text: Option<&[u8]>) -> Vec<PathBuf> {
+    let name = path.display().to_string();
+    let parsed = text
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| gatehouse_config::parse(t, &name).ok());
+    std::iter::once(path.to_path_buf())
+        .chain(parsed.map(|c| c.referenced_files()).unwrap_or_default())
+        .collect()
+}
+
 impl FileWatcher {
-    /// Watches `path`, checking it once a second. The file as it is now counts as already
+    /// Watches `path`, checking it once a second. The files as they are now count as already
     /// published: create the watcher *before* loading the file, so a change made between
     /// the two is published rather than missed.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
+        let last_text = std::fs::read(&path).ok();
+        let watched = referenced(&path, last_text.as_deref());
         FileWatcher {
-            seen: stamp(&path),
-            last_text: std::fs::read(&path).ok(),
+            seen: watched.iter().map(|p| stamp(p)).collect(),
+            watched,
+            last_text,
             path,
             interval: Duration::from_secs(1),
             reload_now: Arc::new(Notify::new()),
         }
     }
 
-    /// Checks the file this often instead.
+    /// Checks the files this often instead.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -77,39 +93,57 @@ impl FileWatcher {
         self.reload_now.clone()
     }
 
-    /// Publishes every version of the file that differs from the one seen at
-    /// [`FileWatcher::new`], until `stop` fires.
-    pub fn spawn(self, stop: CancellationToken) -> mpsc::Receiver<Result<Config, ConfigErrors>> {
+    fn stamps(&self) -> Vec<Option<Stamp>> {
+        self.watched.iter().map(|p| stamp(p)).collect()
+    }
+
+    /// Publishes every version that differs from the one seen at [`FileWatcher::new`],
+    /// until `stop` fires. A changed certificate or key reloads the whole configuration, so
+    /// it is validated like any other change.
+    pub fn spawn(
+        mut self,
+        stop: CancellationToken,
+    ) -> mpsc::Receiver<Result<Config, ConfigErrors>> {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let mut seen = self.seen;
-            let mut last_text = self.last_text;
             loop {
                 let forced = tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(self.interval) => false,
                     _ = self.reload_now.notified() => true,
                 };
-                let now = stamp(&self.path);
-                if !forced && now == seen {
+                let now = self.stamps();
+                if !forced && now == self.seen {
                     continue;
                 }
-                // A file being written in place settles within a moment; read it once it has.
+                // A file being written settles within a moment (and cert-manager writes the
+                // certificate and the key one after the other); read once it has.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let settled = stamp(&self.path);
+                let settled = self.stamps();
                 if !forced && settled != now {
                     continue;
                 }
-                seen = settled;
+                let others_changed = settled[1..] != self.seen[1..];
+                self.seen = settled;
                 let text = std::fs::read(&self.path).ok();
-                if !forced && text.is_some() && text == last_text {
+                if !forced && !others_changed && text.is_some() && text == self.last_text {
                     continue;
                 }
                 if text.is_some() {
-                    last_text = text;
+                    self.last_text = text;
                 }
-                tracing::info!(file = %self.path.display(), forced, "configuration file changed; reloading");
-                if tx.send(load_file(&self.path)).await.is_err() {
+                tracing::info!(file = %self.path.display(), forced, "configuration or certificate changed; reloading");
+                let loaded = load_file(&self.path);
+                if let Ok(config) = &loaded {
+                    let watched: Vec<PathBuf> = std::iter::once(self.path.clone())
+                        .chain(config.referenced_files())
+                        .collect();
+                    if watched != self.watched {
+                        self.watched = watched;
+                        self.seen = self.stamps();
+                    }
+                }
+                if tx.send(loaded).await.is_err() {
                     return;
                 }
             }

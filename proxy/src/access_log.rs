@@ -19,6 +19,8 @@ pub(crate) struct LogRecord {
     pub(crate) version: Version,
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) upstream_time: Option<Duration>,
+    /// The TLS version, on the HTTPS listener.
+    pub(crate) tls: Option<&'static str>,
 }
 
 impl LogRecord {
@@ -36,7 +38,7 @@ impl LogRecord {
             "upstream": self.upstream.map(|a| a.to_string()),
             "upstream_time": self.upstream_time.map(|d| d.as_secs_f64()),
             "route": route,
-            "tls": serde_json::Value::Null,
+            "tls": self.tls,
         });
         let mut buf = serde_json::to_vec(&line).unwrap_or_default();
         buf.push(b'\n');

@@ -18,6 +18,8 @@ use tokio::{
     time::Instant,
 };
 
+use crate::tls::LoadedCert;
+
 /// Who is on the other end of a client connection, fixed at accept.
 pub(crate) struct ConnInfo {
     /// The TCP peer, or the source a trusted proxy gave in its PROXY protocol header.
@@ -25,7 +27,16 @@ pub(crate) struct ConnInfo {
     /// `peer_ip` as a header value, formatted once per connection.
     pub(crate) peer_ip_header: HeaderValue,
     pub(crate) local_port_header: HeaderValue,
+    /// Set on the HTTPS listener once the handshake is done.
+    pub(crate) tls: Option<TlsInfo>,
     pub(crate) state: ConnState,
+}
+
+/// What the TLS handshake of a connection settled.
+pub(crate) struct TlsInfo {
+    /// The certificate SNI chose (none: the handshake used no certificate of ours).
+    pub(crate) cert: Option<Arc<LoadedCert>>,
+    pub(crate) version: &'static str,
 }
 
 impl ConnInfo {
@@ -36,6 +47,7 @@ impl ConnInfo {
             peer_ip_header: HeaderValue::from_str(&peer_ip.to_string())
                 .expect("an IP address is a valid header value"),
             local_port_header: HeaderValue::from(local.port()),
+            tls: None,
             state: ConnState::default(),
         }
     }

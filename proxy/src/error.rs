@@ -14,6 +14,8 @@ pub enum ProxyError {
         client: std::net::IpAddr,
         route: String,
     },
+    #[error("host `{host}` is served by another certificate than this connection's")]
+    Misdirected { host: String },
     #[error("request has no Host header")]
     MissingHost,
     #[error("service `{service}` has no endpoint")]
@@ -50,6 +52,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. }

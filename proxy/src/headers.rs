@@ -97,7 +97,8 @@ pub(crate) fn to_upstream(
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
     if !(client.via_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let scheme = if conn.tls.is_some() { "https" } else { "http" };
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
     headers.insert(&X_FORWARDED_PORT, conn.local_port_header.clone());
     headers.insert(&X_REAL_IP, client.ip_header.clone());

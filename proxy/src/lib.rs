@@ -22,6 +22,7 @@ mod metrics;
 mod pipeline;
 mod runtime;
 mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 pub use error::ProxyError;

@@ -13,17 +13,21 @@ use tokio_util::sync::CancellationToken;
 use proxy_header::{io::ProxiedStream, ParseConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::{
-    conn::{canonical_ip, ConnInfo, CountingIo, Watchdog},
+    conn::{canonical_ip, ConnInfo, CountingIo, TlsInfo, Watchdog},
     pipeline,
     runtime::Shared,
 };
 
-/// Accepts until `stop` fires; connections already accepted carry on.
+/// Accepts until `stop` fires; connections already accepted carry on. With `tls`, each
+/// connection is a TLS one (the HTTPS listener).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     let local = match listener.local_addr() {
         Ok(a) => a,
@@ -40,9 +44,13 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let shared2 = shared.clone();
-                shared
-                    .connections
-                    .spawn(serve_connection(shared2, stream, peer, local));
+                shared.connections.spawn(serve_connection(
+                    shared2,
+                    stream,
+                    peer,
+                    local,
+                    tls.clone(),
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -61,12 +69,13 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    tls: Option<TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
     let snapshot = shared.snapshot.load_full();
     let config = &snapshot.config;
     if !config.listen.proxy_protocol {
-        return serve(shared, stream, ConnInfo::new(peer, local)).await;
+        return serve_maybe_tls(shared, stream, ConnInfo::new(peer, local), tls).await;
     }
     if !config.trusted_proxies.contains(canonical_ip(peer.ip())) {
         shared.metrics.deny("untrusted_proxy");
@@ -86,7 +95,7 @@ async fn serve_connection(
                 .proxy_header()
                 .proxied_address()
                 .map_or(peer, |a| a.source);
-            serve(shared, proxied, ConnInfo::new(source, local)).await
+            serve_maybe_tls(shared, proxied, ConnInfo::new(source, local), tls).await
         }
         Ok(Err(e)) => {
             shared.metrics.deny("proxy_header");
@@ -95,6 +104,60 @@ async fn serve_connection(
         Err(_) => {
             shared.metrics.deny("proxy_header");
             tracing::debug!(proxy = %peer, "no PROXY protocol header within request_header; closed");
+        }
+    }
+}
+
+/// Completes the TLS handshake first on the HTTPS listener.
+async fn serve_maybe_tls<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    mut info: ConnInfo,
+    tls: Option<TlsAcceptor>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(acceptor) = tls else {
+        return serve(shared, io, info).await;
+    };
+    let limit = shared.snapshot.load().config.timeouts.request_header;
+    let outcome = match tokio::time::timeout(limit, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => {
+            let (_, session) = stream.get_ref();
+            let sni = session.server_name().map(str::to_ascii_lowercase);
+            let version = match session.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "TLS",
+            };
+            let cert = shared
+                .snapshot
+                .load()
+                .certs
+                .for_sni(sni.as_deref())
+                .cloned();
+            info.tls = Some(TlsInfo { cert, version });
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(("failure", e.to_string())),
+        Err(_) => Err(("timeout", "no handshake within request_header".to_owned())),
+    };
+    match outcome {
+        Ok(stream) => {
+            shared
+                .metrics
+                .tls_handshakes
+                .with_label_values(&["success"])
+                .inc();
+            serve(shared, stream, info).await
+        }
+        Err((result, why)) => {
+            shared
+                .metrics
+                .tls_handshakes
+                .with_label_values(&[result])
+                .inc();
+            tracing::debug!(client = %info.peer_ip, error = why, "TLS handshake failed");
         }
     }
 }

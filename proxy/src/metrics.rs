@@ -15,6 +15,8 @@ pub struct Metrics {
     pub(crate) endpoints: IntGaugeVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) denied: IntCounterVec,
+    pub(crate) tls_handshakes: IntCounterVec,
+    pub(crate) cert_expiry: IntGaugeVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -96,9 +98,30 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let tls_handshakes = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("tls_handshakes_total", "TLS handshakes by result"),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
+        let cert_expiry = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tls_certificate_expiry_timestamp_seconds",
+                    "When each loaded certificate expires (Unix time): alert before renewals that never came",
+                ),
+                &["certificate"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             registry,
             denied,
+            tls_handshakes,
+            cert_expiry,
             requests,
             duration,
             connect_errors,

@@ -42,6 +42,7 @@ pub(crate) async fn handle(
             version: req.version(),
             upstream: None,
             upstream_time: None,
+            tls: conn.tls.as_ref().map(|t| t.version),
         })
     });
     let (mut response, stats, lease) = match proxy(&shared, &snapshot, &conn, &client, req).await {
@@ -104,6 +105,19 @@ async fn proxy(
     let none = snapshot.none_stats();
     let raw_host = request_host(&req).ok_or((ProxyError::MissingHost, none))?;
     let host = normalize_host(raw_host);
+    if let Some(tls) = &conn.tls {
+        // A connection whose certificate does not serve this host may not carry requests for
+        // a host that another certificate serves (RFC 9110 §15.5.20).
+        let presented_serves = tls.cert.as_ref().is_some_and(|c| c.serves(&host));
+        if !presented_serves && snapshot.certs.lookup(&host).is_some() {
+            return Err((
+                ProxyError::Misdirected {
+                    host: host.into_owned(),
+                },
+                none,
+            ));
+        }
+    }
     let path = req.uri().path();
     let found = snapshot.table.find(&host, path);
     let config = &snapshot.config;

@@ -18,6 +18,7 @@ use crate::{
     admin, listener,
     metrics::Metrics,
     snapshot::{Snapshot, SnapshotError},
+    tls,
 };
 
 /// State every connection and request reaches through one `Arc`.
@@ -58,6 +59,7 @@ struct RunningListener {
 #[derive(Default)]
 struct Listeners {
     http: Option<RunningListener>,
+    https: Option<RunningListener>,
     admin: Option<RunningListener>,
 }
 
@@ -88,8 +90,8 @@ impl Gatehouse {
         };
         {
             let mut listeners = gatehouse.listeners.lock().await;
-            let (http, admin) = bind_changes(&listeners, &config).await?;
-            gatehouse.swap_listeners(&mut listeners, http, admin);
+            let changes = bind_changes(&listeners, &config).await?;
+            gatehouse.swap_listeners(&mut listeners, changes);
         }
         tokio::spawn(evict_idle_connections(
             shared,
@@ -102,6 +104,11 @@ impl Gatehouse {
     /// The bound address of the HTTP listener.
     pub async fn http_addr(&self) -> Option<SocketAddr> {
         self.listeners.lock().await.http.as_ref().map(|l| l.bound)
+    }
+
+    /// The bound address of the HTTPS listener.
+    pub async fn https_addr(&self) -> Option<SocketAddr> {
+        self.listeners.lock().await.https.as_ref().map(|l| l.bound)
     }
 
     /// The bound address of the admin listener.
@@ -144,9 +151,9 @@ impl Gatehouse {
             );
         }
         let snapshot = Snapshot::build(config.clone(), Some(&previous), &self.shared.metrics)?;
-        let (http, admin) = bind_changes(&listeners, &config).await?;
+        let changes = bind_changes(&listeners, &config).await?;
         self.shared.snapshot.store(Arc::new(snapshot));
-        self.swap_listeners(&mut listeners, http, admin);
+        self.swap_listeners(&mut listeners, changes);
         Ok(())
     }
 
@@ -178,26 +185,16 @@ impl Gatehouse {
         );
     }
 
-    fn swap_listeners(
-        &self,
-        listeners: &mut Listeners,
-        http: Option<Change>,
-        admin: Option<Change>,
-    ) {
-        if let Some(change) = http {
-            let old =
-                std::mem::replace(&mut listeners.http, change.start(&self.shared, Kind::Http));
-            if let Some(old) = old {
-                old.stop.cancel();
-            }
-        }
-        if let Some(change) = admin {
-            let old = std::mem::replace(
-                &mut listeners.admin,
-                change.start(&self.shared, Kind::Admin),
-            );
-            if let Some(old) = old {
-                old.stop.cancel();
+    fn swap_listeners(&self, listeners: &mut Listeners, changes: ListenerChanges) {
+        for (slot, change, kind) in [
+            (&mut listeners.http, changes.http, Kind::Http),
+            (&mut listeners.https, changes.https, Kind::Https),
+            (&mut listeners.admin, changes.admin, Kind::Admin),
+        ] {
+            if let Some(change) = change {
+                if let Some(old) = std::mem::replace(slot, change.start(&self.shared, kind)) {
+                    old.stop.cancel();
+                }
             }
         }
     }
@@ -215,8 +212,11 @@ impl Gatehouse {
         );
         tokio::time::sleep(shutdown.drain_delay).await;
         let mut listeners = self.listeners.lock().await;
-        if let Some(http) = listeners.http.take() {
-            http.stop.cancel();
+        for client_listener in [listeners.http.take(), listeners.https.take()]
+            .into_iter()
+            .flatten()
+        {
+            client_listener.stop.cancel();
         }
         self.shared.draining.cancel();
         self.shared.connections.close();
@@ -241,6 +241,7 @@ impl Gatehouse {
 #[derive(Clone, Copy)]
 enum Kind {
     Http,
+    Https,
     Admin,
 }
 
@@ -259,6 +260,23 @@ impl Change {
                     listener,
                     shared.clone(),
                     stop.clone(),
+                    None,
+                ));
+            }
+            Kind::Https => {
+                let acceptor = match tls::server_config(shared.clone()) {
+                    Ok(config) => tokio_rustls::TlsAcceptor::from(config),
+                    Err(e) => {
+                        tracing::error!(address = %bound, error = %e, "cannot set up TLS; the HTTPS listener is not serving");
+                        return None;
+                    }
+                };
+                tracing::info!(address = %bound, "HTTPS listener ready");
+                tokio::spawn(listener::accept_loop(
+                    listener,
+                    shared.clone(),
+                    stop.clone(),
+                    Some(acceptor),
                 ));
             }
             Kind::Admin => {
@@ -274,11 +292,15 @@ impl Change {
     }
 }
 
-/// Binds the listeners whose address changed. `None` means unchanged.
-async fn bind_changes(
-    current: &Listeners,
-    config: &Config,
-) -> Result<(Option<Change>, Option<Change>), ApplyError> {
+/// Listeners to (re)place; `None` means unchanged.
+struct ListenerChanges {
+    http: Option<Change>,
+    https: Option<Change>,
+    admin: Option<Change>,
+}
+
+/// Binds the listeners whose address changed.
+async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerChanges, ApplyError> {
     async fn one(
         what: &'static str,
         current: Option<&RunningListener>,
@@ -297,9 +319,11 @@ async fn bind_changes(
             .map_err(|source| ApplyError::Bind { what, addr, source })?;
         Ok(Some(Change(Some((addr, listener)))))
     }
-    let http = one("listen.http", current.http.as_ref(), config.listen.http).await?;
-    let admin = one("listen.admin", current.admin.as_ref(), config.listen.admin).await?;
-    Ok((http, admin))
+    Ok(ListenerChanges {
+        http: one("listen.http", current.http.as_ref(), config.listen.http).await?,
+        https: one("listen.https", current.https.as_ref(), config.listen.https).await?,
+        admin: one("listen.admin", current.admin.as_ref(), config.listen.admin).await?,
+    })
 }
 
 /// Closes pooled upstream connections that sat idle too long, so they do not wait for a

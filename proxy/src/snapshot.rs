@@ -11,6 +11,7 @@ use hyper_util::{
 
 use crate::{
     metrics::{Metrics, RouteStats},
+    tls::{CertStore, TlsError},
     upstream::{forward::ForwardLimits, Endpoint, Upstream},
 };
 
@@ -32,12 +33,20 @@ pub struct Snapshot {
     stats: Vec<RouteStats>,
     pub(crate) limits: ForwardLimits,
     pub(crate) server: auto::Builder<TokioExecutor>,
+    /// Certificates of the HTTPS listener, chosen by SNI.
+    pub(crate) certs: CertStore,
 }
 
-/// The snapshot could not be built (the configuration was not validated first).
+/// Why a configuration could not become a snapshot.
 #[derive(Debug, thiserror::Error)]
-#[error("routing table does not compile: {0}")]
-pub struct SnapshotError(String);
+pub enum SnapshotError {
+    /// The configuration was not validated first.
+    #[error("routing table does not compile: {0}")]
+    Routing(String),
+    /// Certificates that cannot be served.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Tls(Vec<TlsError>),
+}
 
 impl Snapshot {
     /// Builds a snapshot. Endpoints at addresses the `previous` snapshot had are carried over
@@ -47,8 +56,22 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         metrics: &Metrics,
     ) -> Result<Self, SnapshotError> {
-        let table =
-            RoutingTable::compile(&config.routes).map_err(|e| SnapshotError(format!("{e:?}")))?;
+        let table = RoutingTable::compile(&config.routes)
+            .map_err(|e| SnapshotError::Routing(format!("{e:?}")))?;
+        let certs = CertStore::load(&config).map_err(SnapshotError::Tls)?;
+        if let Some(prev) = previous {
+            for cert in prev.certs.certs() {
+                let _ = metrics
+                    .cert_expiry
+                    .remove_label_values(&[cert.label.as_str()]);
+            }
+        }
+        for cert in certs.certs() {
+            metrics
+                .cert_expiry
+                .with_label_values(&[cert.label.as_str()])
+                .set(cert.not_after);
+        }
         let known: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .into_iter()
             .flat_map(|p| p.upstreams.iter())
@@ -118,6 +141,7 @@ impl Snapshot {
             stats,
             limits,
             server,
+            certs,
         })
     }
 

@@ -1,0 +1,256 @@
+//! TLS termination: certificates loaded from the configuration and chosen by SNI from the
+//! current snapshot, so a reload swaps certificates with the routes, lock-free.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use gatehouse_config::{Config, HostPattern, Location, TlsEntry, TlsSource};
+use rustls::{
+    crypto::CryptoProvider,
+    server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
+    sign::CertifiedKey,
+    ServerConfig,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use crate::runtime::Shared;
+
+/// The crypto provider: ring (see README for why).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate that could not be loaded, and the `tls` entry it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct TlsError {
+    pub location: Location,
+    pub message: String,
+}
+
+/// A loaded certificate with what the proxy needs to know about it.
+pub struct LoadedCert {
+    /// The certificate file (or `inline`), for logs and metrics.
+    pub label: String,
+    pub(crate) key: Arc<CertifiedKey>,
+    /// The names it serves: the entry's `hosts`, else its DNS SANs.
+    names: Vec<HostPattern>,
+    /// Its DNS SANs, whatever `hosts` says (for "is the certificate valid for this host").
+    sans: Vec<HostPattern>,
+    /// Validity period, seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl LoadedCert {
+    /// Whether this certificate serves `host` (a normalised host name).
+    pub fn serves(&self, host: &str) -> bool {
+        self.names.iter().any(|n| n.matches(host))
+    }
+
+    /// Whether a browser would accept this certificate for `host` now: inside its validity
+    /// period and with a SAN covering the name.
+    pub fn is_valid_for(&self, host: &str, now: SystemTime) -> bool {
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.not_before <= now && now <= self.not_after && self.sans.iter().any(|n| n.matches(host))
+    }
+}
+
+/// Every certificate of a configuration, indexed by the names it serves.
+#[derive(Default)]
+pub struct CertStore {
+    certs: Vec<Arc<LoadedCert>>,
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    default: Option<usize>,
+}
+
+impl CertStore {
+    /// The certificate serving a normalised host name: exact names before wildcards.
+    pub fn lookup(&self, host: &str) -> Option<&Arc<LoadedCert>> {
+        let i = self.exact.get(host).copied().or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.wildcard.get(parent).copied()
+        })?;
+        self.certs.get(i)
+    }
+
+    /// The certificate for a TLS handshake: by SNI, else the default one.
+    pub fn for_sni(&self, sni: Option<&str>) -> Option<&Arc<LoadedCert>> {
+        sni.and_then(|name| self.lookup(name))
+            .or_else(|| self.default.and_then(|i| self.certs.get(i)))
+    }
+
+    /// All certificates.
+    pub fn certs(&self) -> &[Arc<LoadedCert>] {
+        &self.certs
+    }
+
+    /// Loads every `tls` entry of a configuration; reports every failure at once.
+    pub fn load(config: &Config) -> Result<Self, Vec<TlsError>> {
+        let provider = provider();
+        let mut store = CertStore::default();
+        let mut errors = Vec::new();
+        for entry in &config.tls {
+            let fail = |message: String| TlsError {
+                location: entry.location.clone(),
+                message,
+            };
+            let cert = match load_entry(entry, &provider) {
+                Ok(c) => c,
+                Err(message) => {
+                    errors.push(fail(message));
+                    continue;
+                }
+            };
+            if cert.names.is_empty() {
+                errors.push(fail(format!(
+                    "certificate {} has no DNS name to serve; add `hosts:`",
+                    cert.label
+                )));
+                continue;
+            }
+            let index = store.certs.len();
+            for name in &cert.names {
+                let (map, key) = match name {
+                    HostPattern::Exact(h) => (&mut store.exact, h),
+                    HostPattern::Wildcard(p) => (&mut store.wildcard, p),
+                };
+                if let Some(first) = map.get(key) {
+                    errors.push(fail(format!(
+                        "`{name}` is already served by {}; set `hosts:` on one of them to choose",
+                        store.certs[*first].label
+                    )));
+                } else {
+                    map.insert(key.clone(), index);
+                }
+            }
+            if entry.default {
+                store.default = Some(index);
+            }
+            store.certs.push(Arc::new(cert));
+        }
+        if errors.is_empty() {
+            Ok(store)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn load_entry(entry: &TlsEntry, provider: &CryptoProvider) -> Result<LoadedCert, String> {
+    let (cert_pem, key_pem, cert_name, key_name) = match &entry.source {
+        TlsSource::Files { cert, key } => (
+            read(cert)?,
+            read(key)?,
+            cert.display().to_string(),
+            key.display().to_string(),
+        ),
+        TlsSource::Inline { cert, key } => (
+            cert.clone().into_bytes(),
+            key.clone().into_bytes(),
+            "inline certificate".to_owned(),
+            "inline key".to_owned(),
+        ),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{cert_name} is not a PEM certificate chain: {e}"))?;
+    let Some(leaf) = chain.first() else {
+        return Err(format!("{cert_name} holds no certificate"));
+    };
+    let (sans, not_before, not_after) = {
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| format!("{cert_name}: the certificate does not parse: {e}"))?;
+        let validity = parsed.validity();
+        let sans: Vec<HostPattern> = parsed
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => {
+                            HostPattern::parse(d).ok()
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            sans,
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        )
+    };
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!("{key_name} is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")
+    })?;
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            format!("{key_name} is not the key of {cert_name}")
+        }
+        e => format!("{key_name}: {e}"),
+    })?;
+    Ok(LoadedCert {
+        label: entry.label(),
+        key: Arc::new(certified),
+        names: entry.hosts.clone().unwrap_or_else(|| sans.clone()),
+        sans,
+        not_before,
+        not_after,
+    })
+}
+
+/// Picks the certificate for a handshake from the snapshot current at that moment.
+struct SniResolver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SniResolver")
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snapshot = self.shared.snapshot.load();
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        snapshot
+            .certs
+            .for_sni(sni.as_deref())
+            .map(|c| c.key.clone())
+    }
+}
+
+/// The server configuration of the HTTPS listener: TLS 1.2 and 1.3, ALPN h2 and
+/// http/1.1, session resumption by tickets and by session ID.
+pub(crate) fn server_config(shared: Arc<Shared>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { shared }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage = ServerSessionMemoryCache::new(16 * 1024);
+    Ok(Arc::new(config))
+}
+
+/// A self-signed certificate for `localhost` (the embedded demo's), as PEM text.
+pub fn self_signed_localhost() -> Result<(String, String), rcgen::Error> {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    Ok((generated.cert.pem(), generated.signing_key.serialize_pem()))
+}
