@@ -314,3 +314,5 @@ pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full
     }
     b.body(Full::new(Bytes::new())).unwrap()
 }
+
+pub mod tls;

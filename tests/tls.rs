@@ -1,0 +1,470 @@
+//! TLS termination with real handshakes: a rustls client, curl and openssl s_client.
+
+mod support;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use gatehouse_discovery::{load_file, FileWatcher};
+use gatehouse_proxy::{Gatehouse, Metrics};
+use http::Request;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use support::{tls::*, *};
+use tokio_util::sync::CancellationToken;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-tls-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `<stem>.crt` and `<stem>.key` for `names` and returns the certificate PEM.
+fn cert_files(
+    ca: &TestCa,
+    dir: &std::path::Path,
+    stem: &str,
+    names: &[&str],
+    days: (i64, i64),
+) -> String {
+    let (cert, key) = ca.leaf(names, days);
+    write(dir, &format!("{stem}.crt"), &cert);
+    write(dir, &format!("{stem}.key"), &key);
+    cert
+}
+
+fn tls_entry(dir: &std::path::Path, stem: &str, extra: &str) -> String {
+    format!(
+        "  - {{ cert: \"{}\", key: \"{}\"{extra} }}\n",
+        dir.join(format!("{stem}.crt")).display(),
+        dir.join(format!("{stem}.key")).display()
+    )
+}
+
+fn config(up: std::net::SocketAddr, tls: &str) -> String {
+    format!(
+        r#"listen: {{ http: "127.0.0.1:0", https: "127.0.0.1:0" }}
+access_log: off
+services: {{ a: {{ endpoints: ["{up}"] }} }}
+tls:
+{tls}routes:
+  - host: a.example.com
+    paths: [{{ path: /, service: a }}]
+  - host: "*.w.example.com"
+    paths: [{{ path: /, service: a }}]
+  - host: nocert.example.com
+    paths: [{{ path: /, service: a }}]
+"#
+    )
+}
+
+async fn https(proxy: &Proxy) -> std::net::SocketAddr {
+    proxy.gatehouse.https_addr().await.expect("https listener")
+}
+
+/// One HTTP/1.1 request over an established TLS stream.
+async fn h1_over(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    host: &str,
+) -> Got {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    collect(sender.send_request(req).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn sni_picks_exact_then_wildcard_then_default() {
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("sni");
+    let ca = TestCa::new();
+    let a = cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    let w = cert_files(&ca, &dir, "w", &["*.w.example.com"], (-1, 30));
+    let d = cert_files(&ca, &dir, "d", &["default.example.com"], (-1, 30));
+    let tls = tls_entry(&dir, "a", "")
+        + &tls_entry(&dir, "w", "")
+        + &tls_entry(&dir, "d", ", default: true");
+    let proxy = Proxy::start(&config(up.addr, &tls)).await;
+    let addr = https(&proxy).await;
+    let cases = [
+        (Some("a.example.com"), "a.example.com", &a),
+        (Some("x.w.example.com"), "x.w.example.com", &w),
+        (Some("unknown.example.com"), "default.example.com", &d),
+        (None, "default.example.com", &d),
+    ];
+    for (sni, verify_as, want) in cases {
+        let s = connect(any_certificate_client(), addr, sni, verify_as)
+            .await
+            .unwrap();
+        assert_eq!(presented(&s), der_of(want), "SNI {sni:?}");
+    }
+    // A verifying client accepts what it is given for a name it asked for.
+    let s = connect(
+        ca.client(&[]),
+        addr,
+        Some("x.w.example.com"),
+        "x.w.example.com",
+    )
+    .await
+    .unwrap();
+    assert_eq!(h1_over(s, "x.w.example.com").await.status, 200);
+    assert!(proxy.metric(r#"gatehouse_tls_handshakes_total{result="success"}"#) >= 4.0);
+    assert!(
+        proxy.metric(r#"gatehouse_tls_certificate_expiry_timestamp_seconds{certificate=""#) == 0.0
+    );
+
+    // Without a default certificate an unknown name fails the handshake cleanly.
+    let tls = tls_entry(&dir, "a", "");
+    let strict = Proxy::start(&config(up.addr, &tls)).await;
+    let addr = https(&strict).await;
+    assert!(connect(
+        any_certificate_client(),
+        addr,
+        Some("unknown.example.com"),
+        "unknown.example.com"
+    )
+    .await
+    .is_err());
+    assert!(
+        connect(any_certificate_client(), addr, None, "a.example.com")
+            .await
+            .is_err()
+    );
+    let ok = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
+        .await
+        .unwrap();
+    assert_eq!(h1_over(ok, "a.example.com").await.status, 200);
+}
+
+#[tokio::test]
+async fn alpn_h2_and_misdirected_requests() {
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("alpn");
+    let ca = TestCa::new();
+    cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    cert_files(&ca, &dir, "w", &["*.w.example.com"], (-1, 30));
+    let tls = tls_entry(&dir, "a", "") + &tls_entry(&dir, "w", "");
+    let proxy = Proxy::start(&config(up.addr, &tls)).await;
+    let addr = https(&proxy).await;
+
+    let s = connect(
+        ca.client(&[b"h2", b"http/1.1"]),
+        addr,
+        Some("a.example.com"),
+        "a.example.com",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let send = |uri: &'static str| Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    let resp = h2
+        .send_request(send("https://a.example.com/h2"))
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let got = collect(resp).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["x-forwarded-proto"], "https");
+    // Same connection, a host another certificate serves: 421.
+    let got = collect(
+        h2.send_request(send("https://x.w.example.com/"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 421);
+    // A host no certificate serves is not misdirected (nothing better to send it to).
+    let got = collect(
+        h2.send_request(send("https://nocert.example.com/"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+}
+
+#[tokio::test]
+async fn certificates_reload_while_connections_stay_open_and_broken_files_keep_the_old_one() {
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("reload");
+    let ca = TestCa::new();
+    let v1 = cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    let file = dir.join("gatehouse.yaml");
+    write(
+        &dir,
+        "gatehouse.yaml",
+        &config(up.addr, &tls_entry(&dir, "a", "")),
+    );
+    let watcher = FileWatcher::new(&file).interval(Duration::from_millis(20));
+    let gatehouse = Arc::new(
+        Gatehouse::start(load_file(&file).unwrap(), Metrics::new())
+            .await
+            .unwrap(),
+    );
+    let addr = gatehouse.https_addr().await.unwrap();
+    let stop = CancellationToken::new();
+    let mut updates = watcher.spawn(stop.clone());
+    let follower = gatehouse.clone();
+    tokio::spawn(async move { follower.follow(&mut updates).await });
+
+    // A connection opened before the renewal...
+    let old = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
+        .await
+        .unwrap();
+    assert_eq!(presented(&old), der_of(&v1));
+    let (mut old_sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = || {
+        Request::get("/")
+            .header("host", "a.example.com")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(old_sender.send_request(req()).await.unwrap().status(), 200);
+
+    // ...the certificate is renewed on disk: new handshakes get it at once.
+    let v2 = cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 60));
+    let want = der_of(&v2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
+            .await
+            .unwrap();
+        if presented(&s) == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "renewed certificate never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The connection from before still works.
+    assert_eq!(old_sender.send_request(req()).await.unwrap().status(), 200);
+
+    // A broken renewal is refused; the last good certificate keeps serving.
+    write(
+        &dir,
+        "a.crt",
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    );
+    let metrics = || {
+        let (_, text) = gatehouse.metrics().encode();
+        String::from_utf8(text).unwrap()
+    };
+    eventually(
+        "the broken certificate is refused",
+        Duration::from_secs(10),
+        || metrics().contains("gatehouse_config_reloads_total{result=\"error\"} "),
+    )
+    .await;
+    let s = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
+        .await
+        .unwrap();
+    assert_eq!(presented(&s), want);
+    stop.cancel();
+}
+
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[tokio::test]
+async fn rsa_and_ecdsa_keys_in_pkcs8_pkcs1_and_sec1_with_curl_and_openssl() {
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("keys");
+    // RSA, PKCS#8 key.
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa8.key",
+            "-out",
+            "rsa8.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rsa8.example.com",
+            "-addext",
+            "subjectAltName=DNS:rsa8.example.com",
+        ],
+        &dir,
+    );
+    // RSA, PKCS#1 key.
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa1.pem",
+            "-out",
+            "rsa1.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rsa1.example.com",
+            "-addext",
+            "subjectAltName=DNS:rsa1.example.com",
+        ],
+        &dir,
+    );
+    openssl(
+        &["rsa", "-in", "rsa1.pem", "-out", "rsa1.key", "-traditional"],
+        &dir,
+    );
+    // ECDSA P-256, SEC1 key.
+    openssl(
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.key",
+        ],
+        &dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-key",
+            "ec.key",
+            "-out",
+            "ec.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ec.example.com",
+            "-addext",
+            "subjectAltName=DNS:ec.example.com",
+        ],
+        &dir,
+    );
+    assert!(std::fs::read_to_string(dir.join("rsa1.key"))
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    assert!(std::fs::read_to_string(dir.join("ec.key"))
+        .unwrap()
+        .contains("BEGIN EC PRIVATE KEY"));
+    let tls =
+        tls_entry(&dir, "rsa8", "") + &tls_entry(&dir, "rsa1", "") + &tls_entry(&dir, "ec", "");
+    let text = config(up.addr, &tls).replace(
+        "routes:\n",
+        "routes:\n  - { host: rsa8.example.com, paths: [{ path: /, service: a }] }\n  - { host: rsa1.example.com, paths: [{ path: /, service: a }] }\n  - { host: ec.example.com, paths: [{ path: /, service: a }] }\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let port = https(&proxy).await.port();
+    for name in ["rsa8", "rsa1", "ec"] {
+        let host = format!("{name}.example.com");
+        // Async: the proxy runs on this test's runtime and must keep serving meanwhile.
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                "--cacert",
+            ])
+            .arg(dir.join(format!("{name}.crt")))
+            .args([
+                "--resolve",
+                &format!("{host}:{port}:127.0.0.1"),
+                &format!("https://{host}:{port}/"),
+            ])
+            .output()
+            .await
+            .expect("curl is installed");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200 2",
+            "{host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // TLS 1.1 and older are refused; 1.2 and 1.3 are served.
+    let s_client = |flag: &'static str| {
+        tokio::process::Command::new("openssl")
+            .args([
+                "s_client",
+                flag,
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "ec.example.com",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    assert!(
+        !s_client("-tls1_1").await.unwrap().status.success(),
+        "TLS 1.1 must be refused"
+    );
+    for flag in ["-tls1_2", "-tls1_3"] {
+        let out = s_client(flag).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate"),
+            "{flag}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sessions_resume() {
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("resume");
+    let ca = TestCa::new();
+    cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    let proxy = Proxy::start(&config(up.addr, &tls_entry(&dir, "a", ""))).await;
+    let addr = https(&proxy).await;
+    // One client configuration keeps its session cache across connections.
+    let client = ca.client(&[]);
+    let first = connect(client.clone(), addr, Some("a.example.com"), "a.example.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // TLS 1.3 tickets arrive after the handshake; let the client read them.
+    assert_eq!(h1_over(first, "a.example.com").await.status, 200);
+    let second = connect(client, addr, Some("a.example.com"), "a.example.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+}
