@@ -468,3 +468,108 @@ async fn sessions_resume() {
         Some(rustls::HandshakeKind::Resumed)
     );
 }
+
+#[tokio::test]
+async fn forced_https_only_with_a_valid_certificate_and_hsts_on_https() {
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("redirect");
+    let ca = TestCa::new();
+    cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    cert_files(&ca, &dir, "plain", &["plain.example.com"], (-1, 30));
+    cert_files(&ca, &dir, "expired", &["expired.example.com"], (-30, -1));
+    cert_files(&ca, &dir, "wrong", &["other.example.com"], (-1, 30));
+    let tls = tls_entry(&dir, "a", "")
+        + &tls_entry(&dir, "plain", "")
+        + &tls_entry(&dir, "expired", "")
+        + &tls_entry(&dir, "wrong", ", hosts: [wrong.example.com]");
+    let mut routes = String::new();
+    for host in ["a", "expired", "wrong", "nocert"] {
+        routes += &format!("  - {{ host: {host}.example.com, https_redirect: true, paths: [{{ path: /, service: a }}] }}\n");
+    }
+    routes += "  - { host: plain.example.com, paths: [{ path: /, service: a }] }\n";
+    let text = format!(
+        r#"listen: {{ http: "127.0.0.1:0", https: "127.0.0.1:0" }}
+access_log: off
+trusted_proxies: ["127.0.0.4"]
+services: {{ a: {{ endpoints: ["{}"] }} }}
+tls:
+{tls}routes:
+{routes}"#,
+        up.addr
+    );
+    let proxy = Proxy::start(&text).await;
+    let https_port = https(&proxy).await.port();
+    let plain = |from: &'static str,
+                 host: &'static str,
+                 path: &'static str,
+                 headers: &'static [(&'static str, &'static str)]| {
+        let addr = proxy.addr;
+        async move {
+            request_from(from, addr, b"", get_req(host, path, headers))
+                .await
+                .unwrap()
+        }
+    };
+
+    let got = plain("127.0.0.3", "a.example.com", "/p?q=1", &[]).await;
+    assert_eq!(got.status, 308);
+    assert_eq!(
+        got.headers["location"],
+        format!("https://a.example.com:{https_port}/p?q=1")
+    );
+    // ACME HTTP-01 challenges stay on plain HTTP.
+    let got = plain(
+        "127.0.0.3",
+        "a.example.com",
+        "/.well-known/acme-challenge/token",
+        &[],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    // A trusted proxy that terminated TLS already: no redirect loop. An untrusted claim: redirect.
+    let xfp = &[("x-forwarded-proto", "https")];
+    assert_eq!(
+        plain("127.0.0.4", "a.example.com", "/", xfp).await.status,
+        200
+    );
+    assert_eq!(
+        plain("127.0.0.3", "a.example.com", "/", xfp).await.status,
+        308
+    );
+    // Expired, wrong-name, or no certificate: served over HTTP, never redirected to a broken site.
+    for host in [
+        "expired.example.com",
+        "wrong.example.com",
+        "nocert.example.com",
+    ] {
+        assert_eq!(
+            plain("127.0.0.3", host, "/", &[]).await.status,
+            200,
+            "{host}"
+        );
+    }
+
+    // HSTS on HTTPS responses of redirected hosts only.
+    let s = connect(
+        ca.client(&[]),
+        https(&proxy).await,
+        Some("a.example.com"),
+        "a.example.com",
+    )
+    .await
+    .unwrap();
+    let got = h1_over(s, "a.example.com").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["strict-transport-security"], "max-age=31536000");
+    let s = connect(
+        ca.client(&[]),
+        https(&proxy).await,
+        Some("plain.example.com"),
+        "plain.example.com",
+    )
+    .await
+    .unwrap();
+    let got = h1_over(s, "plain.example.com").await;
+    assert_eq!(got.status, 200);
+    assert!(got.headers.get("strict-transport-security").is_none());
+}

@@ -168,6 +168,8 @@ pub struct Route {
     pub host: HostPattern,
     /// Client networks allowed; empty allows everyone.
     pub allow: CidrSet,
+    /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
+    pub https_redirect: bool,
     pub max_body: u64,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub paths: Vec<PathRule>,

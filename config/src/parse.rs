@@ -17,7 +17,6 @@ use crate::{
     units::{parse_duration, parse_size},
 };
 
-const NOT_YET_REDIRECT: &str = "forced HTTPS is not built yet";
 const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
 const NOT_YET_K8S: &str = "Kubernetes discovery is not built yet";
 const NOT_YET_L4: &str = "TCP/UDP forwarding is not built yet";
@@ -372,9 +371,15 @@ fn read_route(
     let f = r.section(
         node,
         "a route",
-        &["host", "allow", "max_body", "response_headers", "paths"],
         &[
-            ("https_redirect", NOT_YET_REDIRECT),
+            "host",
+            "allow",
+            "https_redirect",
+            "max_body",
+            "response_headers",
+            "paths",
+        ],
+        &[
             ("limit_rps", NOT_YET_LIMITS),
             ("limit_connections", NOT_YET_LIMITS),
         ],
@@ -393,6 +398,10 @@ fn read_route(
         .get("allow")
         .map(|n| read_cidrs(r, n, &format!("{what} allow")))
         .unwrap_or_default();
+    let https_redirect = f
+        .get("https_redirect")
+        .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
+        .unwrap_or(false);
     let max_body = f.get("max_body").map_or(Some(DEFAULT_MAX_BODY), |n| {
         r.parsed(n, &format!("{what} max_body"), parse_size)
     });
@@ -436,6 +445,7 @@ fn read_route(
     Some(Route {
         host: host?,
         allow,
+        https_redirect,
         max_body: max_body?,
         response_headers,
         paths,

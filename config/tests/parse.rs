@@ -84,10 +84,9 @@ routes:
 fn features_not_built_yet_are_refused_not_ignored() {
     let yaml = r#"listen: { http: "127.0.0.1:80" }
 l4: []
-services: { web: { endpoints: ["10.0.0.1:80"] } }
+services: { web: { endpoints: ["10.0.0.1:80"], kubernetes: { namespace: default, name: web, port: http } } }
 routes:
   - host: a.example.com
-    https_redirect: true
     limit_rps: 10
     paths: [{ path: /, service: web }]
 "#;

@@ -16,6 +16,8 @@ pub enum ProxyError {
     },
     #[error("host `{host}` is served by another certificate than this connection's")]
     Misdirected { host: String },
+    #[error("plaintext request for a host with forced HTTPS")]
+    RedirectToHttps { location: http::HeaderValue },
     #[error("request has no Host header")]
     MissingHost,
     #[error("service `{service}` has no endpoint")]
@@ -52,6 +54,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -20,6 +20,7 @@ mod headers;
 mod listener;
 mod metrics;
 mod pipeline;
+mod redirect;
 mod runtime;
 mod snapshot;
 pub mod tls;

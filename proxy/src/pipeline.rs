@@ -16,7 +16,7 @@ use crate::{
     completion::Completion,
     conn::ConnInfo,
     error::ProxyError,
-    headers,
+    headers, redirect,
     runtime::Shared,
     snapshot::Snapshot,
     upstream::{forward::forward, Lease},
@@ -62,7 +62,7 @@ pub(crate) async fn handle(
             if error.is_upstream() {
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "upstream failed; answering {}", error.status());
             }
-            (error_response(error.status()), stats, None)
+            (error_response(&error), stats, None)
         }
     };
     let status = response.status().as_u16();
@@ -135,6 +135,18 @@ async fn proxy(
                     m.route,
                 ));
             }
+            if let Some(location) = redirect::https_location(
+                snapshot,
+                shared.https_port.load(std::sync::atomic::Ordering::Relaxed),
+                route,
+                &host,
+                conn,
+                client,
+                req.headers(),
+                req.uri(),
+            ) {
+                return Err((ProxyError::RedirectToHttps { location }, m.route));
+            }
             let rule = &route.paths[m.rule];
             let rewritten = rule
                 .rewrite
@@ -154,6 +166,8 @@ async fn proxy(
             }
         },
     };
+    let hsts =
+        found.is_some_and(|m| redirect::wants_hsts(snapshot, &config.routes[m.route], &host, conn));
     let too_large = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -185,6 +199,11 @@ async fn proxy(
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     let extra = found.map_or(&[][..], |m| &config.routes[m.route].response_headers[..]);
     headers::to_client(&mut parts.headers, switching, extra);
+    if hsts {
+        parts
+            .headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, redirect::HSTS.clone());
+    }
     let mut lease = forwarded.lease;
     if switching {
         let mut upstream_response = Response::from_parts(parts.clone(), body);
@@ -248,7 +267,8 @@ fn upstream_uri(uri: Uri, rewritten: Option<&str>) -> Uri {
 }
 
 /// A response made by the proxy itself.
-pub(crate) fn error_response(status: StatusCode) -> Response<ResponseBody> {
+pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
+    let status = error.status();
     let text = format!(
         "{} {}\n",
         status.as_u16(),
@@ -260,5 +280,9 @@ pub(crate) fn error_response(status: StatusCode) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let ProxyError::RedirectToHttps { location } = error {
+        resp.headers_mut()
+            .insert(header::LOCATION, location.clone());
+    }
     resp
 }

@@ -2,7 +2,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicU16, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -33,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) tunnels: TaskTracker,
     /// Fires when shutdown starts draining connections.
     pub(crate) draining: CancellationToken,
+    /// The port the HTTPS listener is bound to (0: none), for redirects.
+    pub(crate) https_port: AtomicU16,
 }
 
 /// Why a configuration could not be started or applied.
@@ -82,6 +87,7 @@ impl Gatehouse {
             connections: TaskTracker::new(),
             tunnels: TaskTracker::new(),
             draining: CancellationToken::new(),
+            https_port: AtomicU16::new(0),
         });
         let gatehouse = Gatehouse {
             shared: shared.clone(),
@@ -195,6 +201,9 @@ impl Gatehouse {
                 if let Some(old) = std::mem::replace(slot, change.start(&self.shared, kind)) {
                     old.stop.cancel();
                 }
+                if matches!(kind, Kind::Https) && slot.is_none() {
+                    self.shared.https_port.store(0, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -272,6 +281,7 @@ impl Change {
                     }
                 };
                 tracing::info!(address = %bound, "HTTPS listener ready");
+                shared.https_port.store(bound.port(), Ordering::Relaxed);
                 tokio::spawn(listener::accept_loop(
                     listener,
                     shared.clone(),

@@ -11,6 +11,7 @@ use hyper_util::{
 
 use crate::{
     metrics::{Metrics, RouteStats},
+    redirect::Warned,
     tls::{CertStore, TlsError},
     upstream::{forward::ForwardLimits, Endpoint, Upstream},
 };
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub(crate) server: auto::Builder<TokioExecutor>,
     /// Certificates of the HTTPS listener, chosen by SNI.
     pub(crate) certs: CertStore,
+    /// Hosts warned about an unusable certificate for their forced HTTPS.
+    pub(crate) warned: Warned,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -142,6 +145,7 @@ impl Snapshot {
             limits,
             server,
             certs,
+            warned: Warned::default(),
         })
     }
 
