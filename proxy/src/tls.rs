@@ -18,9 +18,9 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 use crate::runtime::Shared;
 
-/// The crypto provider: ring (see README for why).
+/// The crypto provider: aws-lc-rs (see README for the measurement behind the choice).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A certificate that could not be loaded, and the `tls` entry it belongs to.
@@ -244,7 +244,7 @@ pub(crate) fn server_config(shared: Arc<Shared>) -> Result<Arc<ServerConfig>, ru
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { shared }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     config.session_storage = ServerSessionMemoryCache::new(16 * 1024);
     Ok(Arc::new(config))
 }

@@ -45,12 +45,13 @@ impl TestCa {
         for c in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let mut config = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
@@ -73,7 +74,7 @@ pub fn write(dir: &Path, name: &str, text: &str) {
 /// A client that accepts any certificate, to look at which one the server picked for an
 /// SNI name the certificate does not cover. Tests only.
 pub fn any_certificate_client() -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
