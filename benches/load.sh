@@ -1,32 +1,47 @@
 #!/usr/bin/env bash
-# Load comparison: Gatehouse vs nginx vs HAProxy vs no proxy, against the same upstream,
+# Load comparison: Gatehouse vs nginx vs HAProxy (vs no proxy), against the same upstream,
 # on this machine, in one run, rounds interleaved. Prints medians and ratios to nginx.
 #
 #   benches/load.sh [ROUNDS] [SECONDS]        (defaults: 5 rounds of 10 s per target)
-#   CONNS=50 IDLE=2000 benches/load.sh
+#   SCENARIOS="http https tls-handshake h2" TARGETS="direct gatehouse nginx haproxy"
+#   CONNS=50 IDLE=2000
 #
+# Scenarios: http (keep-alive, wrk), https (keep-alive over TLS, wrk), tls-handshake (a new
+# connection and full TLS handshake per request: wrk with Connection: close), h2 (HTTP/2
+# over TLS, h2load, 10 streams per connection; h2load reports mean latency, not p99).
 # Like with like: one worker each (Gatehouse workers: 1, nginx worker_processes 1, HAProxy
-# nbthread 1), access logs off, upstream keep-alive pools on, the proxy pinned to CPU 0 and
-# wrk + the upstream to CPU 1. CPU per request is the proxy's own utime+stime from /proc.
-# Needs: wrk, nginx, haproxy, python3 (apt-get install -y wrk nginx-light haproxy).
+# nbthread 1), access logs off, upstream keep-alive pools on, the same ECDSA P-256
+# certificate, the proxy pinned to CPU 0 and the load tool + the upstream to CPU 1. CPU per
+# request is the proxy's own utime+stime from /proc.
+# Needs: apt-get install -y wrk nginx-light haproxy nghttp2-client openssl python3
 set -euo pipefail
 ROUNDS=${1:-5}
 SECONDS_PER_RUN=${2:-10}
 CONNS=${CONNS:-50}
 IDLE=${IDLE:-2000}
+read -r -a scenarios <<<"${SCENARIOS:-http https tls-handshake h2}"
+read -r -a targets <<<"${TARGETS:-direct gatehouse nginx haproxy}"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 work=$(mktemp -d /tmp/gatehouse-load.XXXXXX)
-UP=18080 GH=18081 NG=18082 HA=18083
+UP=18080
+declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083)
+declare -A TLSPORT=([gatehouse]=18441 [nginx]=18442 [haproxy]=18443)
 VHOST=bench.example.com
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-for tool in wrk nginx haproxy python3 taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx-light haproxy" >&2; exit 2; }
+for tool in wrk nginx haproxy h2load openssl python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx-light haproxy nghttp2-client openssl" >&2; exit 2; }
 done
 (cd "$root" && cargo build --release --bin gatehouse -q)
+
+# One certificate for all three proxies.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout "$work/key.pem" -out "$work/cert.pem" -subj "/CN=$VHOST" \
+  -addext "subjectAltName=DNS:$VHOST" -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 
 mkdir -p "$work/up" "$work/ng"
 # The upstream: nginx answering a fixed 100-byte body, on CPU 1 with the load tool.
@@ -39,11 +54,13 @@ CONF
 taskset -c 1 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
 cat > "$work/gatehouse.yaml" <<CONF
-listen: { http: "127.0.0.1:$GH" }
+listen: { http: "127.0.0.1:${PORT[gatehouse]}", https: "127.0.0.1:${TLSPORT[gatehouse]}" }
 access_log: off
 workers: 1
 timeouts: { idle: 300s }
+tls: [{ cert: "$work/cert.pem", key: "$work/key.pem", default: true }]
 services: { up: { endpoints: ["127.0.0.1:$UP"] } }
+default_service: up
 routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
 CONF
 taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gatehouse.yaml" 2>"$work/gatehouse.log" & pids+=($!)
@@ -53,8 +70,10 @@ cat > "$work/ng/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/ng/nginx.pid; error_log $work/ng/error.log;
 events { worker_connections 16384; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+  ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;
   upstream up { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$NG; server_name $VHOST;
+  server { listen 127.0.0.1:${PORT[nginx]}; listen 127.0.0.1:${TLSPORT[nginx]} ssl http2; server_name $VHOST;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Real-IP \$remote_addr;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
@@ -68,6 +87,7 @@ cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
   maxconn 9000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
   mode http
   timeout connect 3s
@@ -76,60 +96,60 @@ defaults
   timeout http-keep-alive 300s
   http-reuse always
 frontend fe
-  bind 127.0.0.1:$HA
+  bind 127.0.0.1:${PORT[haproxy]}
+  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $work/haproxy.pem alpn h2,http/1.1
   option forwardfor
   http-request set-header X-Real-IP %[src]
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Port %[dst_port]
   default_backend be
 backend be
   server up 127.0.0.1:$UP
 CONF
-taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 HA_PID=$!
+declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID)
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-for p in $UP $GH $NG $HA; do wait_port "$p"; done
+for p in "${PORT[@]}" "${TLSPORT[@]}"; do wait_port "$p"; done
 
 # Process tree CPU ticks and RSS (nginx: master + worker).
 tree() { echo "$1" $(pgrep -P "$1" || true); }
-cpu_ticks() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+cpu_ticks() { local t=0; [ -z "$1" ] && { echo 0; return; }; for p in $(tree "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 rss_kib() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
 HZ=$(getconf CLK_TCK)
-
-declare -A PORT=([direct]=$UP [gatehouse]=$GH [nginx]=$NG [haproxy]=$HA)
-declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID)
-read -r -a targets <<<"${TARGETS:-direct gatehouse nginx haproxy}"
-
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
-# Warm up every target (pools, caches) before measuring.
-for t in "${targets[@]}"; do taskset -c 1 wrk -t1 -c"$CONNS" -d2s -H "Host: $VHOST" "http://127.0.0.1:${PORT[$t]}/" >/dev/null; done
+# Prints "requests req/s latency_ms" for one run of a scenario against a target.
+load() {
+  local scenario=$1 t=$2 secs=$3 out
+  case $scenario in
+    http)
+      out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" "http://127.0.0.1:${PORT[$t]}/") ;;
+    https)
+      out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" "https://127.0.0.1:${TLSPORT[$t]}/") ;;
+    tls-handshake)
+      out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" -H "Connection: close" "https://127.0.0.1:${TLSPORT[$t]}/") ;;
+    h2)
+      out=$(taskset -c 1 h2load -c"$CONNS" -m10 -D"$secs" "https://127.0.0.1:${TLSPORT[$t]}/" 2>&1)
+      awk '/^requests:/ { n = $2 } /finished in/ { gsub(",", ""); r = $4 } /time for request:/ { m = $5 } END {
+        v = m + 0; if (m ~ /us$/) v /= 1000; else if (m ~ /ms$/) v += 0; else if (m ~ /s$/) v *= 1000; printf "%s %s %.3f\n", n, r, v }' <<<"$out"
+      return ;;
+  esac
+  echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+}
 
-echo "rounds=$ROUNDS seconds=$SECONDS_PER_RUN connections=$CONNS (proxy on CPU 0; wrk and upstream on CPU 1)"
-for r in $(seq 1 "$ROUNDS"); do
-  for t in "${targets[@]}"; do
-    before=0; [ -n "${PID[$t]}" ] && before=$(cpu_ticks "${PID[$t]}")
-    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H "Host: $VHOST" "http://127.0.0.1:${PORT[$t]}/")
-    after=0; [ -n "${PID[$t]}" ] && after=$(cpu_ticks "${PID[$t]}")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    cpu_us=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", n ? d / hz * 1e6 / n : 0 }')
-    echo "$t $rps $p99 $cpu_us" >> "$work/results"
-    printf 'round %d %-9s %10s req/s  p99 %8s ms  cpu %6s us/req %s\n' "$r" "$t" "$rps" "$p99" "$cpu_us" "$errs"
-  done
-done
+applies() { [ "$2" != direct ] || [ "$1" = http ]; }
 
-# Idle connections: RSS growth per held keep-alive connection.
+# Idle connections first, on fresh processes: RSS growth per held keep-alive connection.
 declare -A IDLE_KIB
 for t in "${targets[@]}"; do
   [ "$t" = direct ] && continue
   before=$(rss_kib "${PID[$t]}")
   coproc HOLD { taskset -c 1 python3 "$here/load/idle_conns.py" 127.0.0.1 "${PORT[$t]}" "$IDLE" "$VHOST"; }
-  read -r ready n <&"${HOLD[0]}"
+  read -r _ n <&"${HOLD[0]}"
   sleep 1
   after=$(rss_kib "${PID[$t]}")
   IDLE_KIB[$t]=$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')
@@ -137,21 +157,47 @@ for t in "${targets[@]}"; do
   wait "$HOLD_PID" 2>/dev/null || true
 done
 
+# Warm up every target (pools, caches, TLS session caches) before measuring.
+for s in "${scenarios[@]}"; do for t in "${targets[@]}"; do applies "$s" "$t" && load "$s" "$t" 2 >/dev/null; done; done
+
+echo "rounds=$ROUNDS seconds=$SECONDS_PER_RUN connections=$CONNS (proxy on CPU 0; load tool and upstream on CPU 1)"
+for r in $(seq 1 "$ROUNDS"); do
+  for s in "${scenarios[@]}"; do
+    for t in "${targets[@]}"; do
+      applies "$s" "$t" || continue
+      before=$(cpu_ticks "${PID[$t]}")
+      read -r reqs rps lat < <(load "$s" "$t" "$SECONDS_PER_RUN")
+      after=$(cpu_ticks "${PID[$t]}")
+      cpu_us=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", n ? d / hz * 1e6 / n : 0 }')
+      echo "$s $t $rps $lat $cpu_us" >> "$work/results"
+      printf 'round %d %-13s %-9s %10s req/s  latency %8s ms  cpu %7s us/req\n' "$r" "$s" "$t" "$rps" "$lat" "$cpu_us"
+    done
+  done
+done
+
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { awk -v t="$1" -v c="$2" '$1 == t { print $c }' "$work/results" | median; }
-declare -A RPS P99 CPU
-for t in "${targets[@]}"; do RPS[$t]=$(col "$t" 2); P99[$t]=$(col "$t" 3); CPU[$t]=$(col "$t" 4); done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+col() { awk -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { print $c }' "$work/results" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "") print "-"; else printf "%.2f", a / b }'; }
 
 echo
-echo "Medians of $ROUNDS rounds; ratio = target / nginx (req/s: higher is better; p99, CPU, RSS: lower is better)"
-printf '| %-9s | %10s | %5s | %9s | %5s | %11s | %5s | %13s | %5s |\n' target "req/s" ratio "p99 ms" ratio "CPU us/req" ratio "KiB/idle conn" ratio
-printf '|%s|\n' "-----------|------------|-------|-----------|-------|-------------|-------|---------------|-------"
+echo "Medians of $ROUNDS rounds; ratio = target / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)"
+echo "latency: p99 (wrk) or mean (h2load, h2 rows)"
+printf '| %-13s | %-9s | %10s | %5s | %10s | %5s | %10s | %5s |\n' scenario target "req/s" ratio "latency ms" ratio "CPU us/req" ratio
+printf '|%s|\n' "---------------|-----------|------------|-------|------------|-------|------------|-------"
+for s in "${scenarios[@]}"; do
+  for t in "${targets[@]}"; do
+    applies "$s" "$t" || continue
+    rps=$(col "$s" "$t" 3); lat=$(col "$s" "$t" 4); cpu=$(col "$s" "$t" 5)
+    nrps=$(col "$s" nginx 3); nlat=$(col "$s" nginx 4); ncpu=$(col "$s" nginx 5)
+    printf '| %-13s | %-9s | %10s | %5s | %10s | %5s | %10s | %5s |\n' "$s" "$t" \
+      "$rps" "$(ratio "$rps" "$nrps")" "$lat" "$(ratio "$lat" "$nlat")" \
+      "$( [ "$t" = direct ] && echo - || echo "$cpu")" "$( [ "$t" = direct ] && echo - || ratio "$cpu" "$ncpu")"
+  done
+done
+echo
+printf '| %-9s | %13s | %5s |\n' target "KiB/idle conn" ratio
+printf '|%s|\n' "-----------|---------------|-------"
 for t in "${targets[@]}"; do
-  idle=${IDLE_KIB[$t]:--}
-  printf '| %-9s | %10s | %5s | %9s | %5s | %11s | %5s | %13s | %5s |\n' "$t" \
-    "${RPS[$t]}" "$(ratio "${RPS[$t]}" "${RPS[nginx]}")" \
-    "${P99[$t]}" "$(ratio "${P99[$t]}" "${P99[nginx]}")" \
-    "${CPU[$t]}" "$( [ "$t" = direct ] && echo - || ratio "${CPU[$t]}" "${CPU[nginx]}")" \
-    "$idle" "$( [ "$idle" = - ] && echo - || ratio "$idle" "${IDLE_KIB[nginx]}")"
+  [ "$t" = direct ] && continue
+  printf '| %-9s | %13s | %5s |\n' "$t" "${IDLE_KIB[$t]}" "$(ratio "${IDLE_KIB[$t]}" "${IDLE_KIB[nginx]:-}")"
 done
