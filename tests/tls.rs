@@ -573,3 +573,44 @@ tls:
     assert_eq!(got.status, 200);
     assert!(got.headers.get("strict-transport-security").is_none());
 }
+
+#[tokio::test]
+async fn proxy_protocol_before_tls_on_the_https_listener() {
+    use tokio::io::AsyncWriteExt;
+    let up = TestUpstream::start("a").await;
+    let dir = temp_dir("pp-tls");
+    let ca = TestCa::new();
+    cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    let text = config(up.addr, &tls_entry(&dir, "a", ""))
+        .replace(
+            r#"listen: { http: "127.0.0.1:0", https: "127.0.0.1:0" }"#,
+            r#"listen: { https: "127.0.0.1:0", proxy_protocol: true }
+trusted_proxies: ["127.0.0.1"]"#,
+        )
+        .replace(
+            "  - host: a.example.com\n",
+            "  - host: a.example.com\n    allow: \"198.51.100.0/24\"\n",
+        );
+    let proxy = Proxy::start_on(&text, true).await;
+    let addr = proxy.addr;
+    let header = proxy_header::ProxyHeader::with_address(proxy_header::ProxiedAddress::stream(
+        "198.51.100.9:4444".parse().unwrap(),
+        addr,
+    ));
+    let mut preface = Vec::new();
+    header.encode_v2(&mut preface).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&preface).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(ca.client(&[])))
+        .connect(name, tcp)
+        .await
+        .expect("TLS after the PROXY header");
+    let got = h1_over(tls, "a.example.com").await;
+    assert_eq!(
+        got.status, 200,
+        "the PROXY source is the client the allow-list sees"
+    );
+    assert_eq!(got.json()["headers"]["x-real-ip"], "198.51.100.9");
+    assert_eq!(got.json()["headers"]["x-forwarded-proto"], "https");
+}

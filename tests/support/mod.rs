@@ -170,12 +170,24 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(yaml: &str) -> Self {
+        Self::start_on(yaml, false).await
+    }
+
+    /// Starts the proxy; `Proxy::addr` is its HTTPS listener if `https`, else its HTTP one.
+    pub async fn start_on(yaml: &str, https: bool) -> Self {
         let config = gatehouse_config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
         let gatehouse = Gatehouse::start(config, Metrics::new())
             .await
             .expect("starts");
-        let addr = gatehouse.http_addr().await.expect("http listener");
-        Proxy { gatehouse, addr }
+        let addr = if https {
+            gatehouse.https_addr().await
+        } else {
+            gatehouse.http_addr().await
+        };
+        Proxy {
+            gatehouse,
+            addr: addr.expect("listener"),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
