@@ -151,7 +151,11 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     );
     let mut running = run(&config).await;
     let c = client();
-    assert_eq!(admin_get(&c, running.admin, "/readyz").await.status, 200);
+    // Ready once every listener serves (the admin one answers a moment before that).
+    eventually_async("/readyz turns 200", Duration::from_secs(10), || async {
+        admin_get(&c, running.admin, "/readyz").await.status == 200
+    })
+    .await;
     assert_eq!(admin_get(&c, running.admin, "/healthz").await.status, 200);
 
     let http = running.http;

@@ -550,26 +550,18 @@ tls:
     }
 
     // HSTS on HTTPS responses of redirected hosts only.
-    let s = connect(
-        ca.client(&[]),
-        https(&proxy).await,
-        Some("a.example.com"),
-        "a.example.com",
-    )
-    .await
-    .unwrap();
-    let got = h1_over(s, "a.example.com").await;
+    let addr = https(&proxy).await;
+    let over_tls = |host: &'static str| {
+        let client = ca.client(&[]);
+        async move {
+            let s = connect(client, addr, Some(host), host).await.unwrap();
+            h1_over(s, host).await
+        }
+    };
+    let got = over_tls("a.example.com").await;
     assert_eq!(got.status, 200);
     assert_eq!(got.headers["strict-transport-security"], "max-age=31536000");
-    let s = connect(
-        ca.client(&[]),
-        https(&proxy).await,
-        Some("plain.example.com"),
-        "plain.example.com",
-    )
-    .await
-    .unwrap();
-    let got = h1_over(s, "plain.example.com").await;
+    let got = over_tls("plain.example.com").await;
     assert_eq!(got.status, 200);
     assert!(got.headers.get("strict-transport-security").is_none());
 }

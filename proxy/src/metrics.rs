@@ -31,17 +31,14 @@ impl Metrics {
     pub fn new() -> Self {
         let registry =
             Registry::new_custom(Some("gatehouse".into()), None).expect("static prefix is valid");
-        let requests = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "http_requests_total",
-                    "HTTP requests by route and status code",
-                ),
-                &["route", "code"],
-            )
-            .expect("valid metric"),
-        );
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(&registry, m)
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(&registry, m)
+        };
         let duration = register(
             &registry,
             HistogramVec::new(
@@ -57,76 +54,44 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        let connect_errors = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "upstream_connect_errors_total",
-                    "Failed connects to upstream endpoints, by service",
-                ),
-                &["service"],
-            )
-            .expect("valid metric"),
-        );
-        let endpoints = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "endpoints",
-                    "Endpoints that can receive requests, by service",
-                ),
-                &["service"],
-            )
-            .expect("valid metric"),
-        );
-        let config_reloads = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("config_reloads_total", "Configuration reloads by result"),
-                &["result"],
-            )
-            .expect("valid metric"),
-        );
-        let denied = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "denied_total",
-                    "Requests and connections refused by policy, by reason",
-                ),
-                &["reason"],
-            )
-            .expect("valid metric"),
-        );
-        let tls_handshakes = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("tls_handshakes_total", "TLS handshakes by result"),
-                &["result"],
-            )
-            .expect("valid metric"),
-        );
-        let cert_expiry = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "tls_certificate_expiry_timestamp_seconds",
-                    "When each loaded certificate expires (Unix time): alert before renewals that never came",
-                ),
-                &["certificate"],
-            )
-            .expect("valid metric"),
-        );
         Metrics {
-            registry,
-            denied,
-            tls_handshakes,
-            cert_expiry,
-            requests,
+            requests: counters(
+                "http_requests_total",
+                "HTTP requests by route and status code",
+                &["route", "code"],
+            ),
             duration,
-            connect_errors,
-            endpoints,
-            config_reloads,
+            connect_errors: counters(
+                "upstream_connect_errors_total",
+                "Failed connects to upstream endpoints, by service",
+                &["service"],
+            ),
+            endpoints: gauges(
+                "endpoints",
+                "Endpoints that can receive requests, by service",
+                &["service"],
+            ),
+            config_reloads: counters(
+                "config_reloads_total",
+                "Configuration reloads by result",
+                &["result"],
+            ),
+            denied: counters(
+                "denied_total",
+                "Requests and connections refused by policy, by reason",
+                &["reason"],
+            ),
+            tls_handshakes: counters(
+                "tls_handshakes_total",
+                "TLS handshakes by result",
+                &["result"],
+            ),
+            cert_expiry: gauges(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When each loaded certificate expires (Unix time): alert before renewals that never came",
+                &["certificate"],
+            ),
+            registry,
         }
     }
 
