@@ -1,8 +1,10 @@
-//! Gatehouse discovery: where configurations come from. For now, the configuration file,
-//! watched for changes. It publishes; it never serves traffic.
+//! Gatehouse discovery: where configurations and endpoints come from: the configuration
+//! file, watched for changes, and Kubernetes (in progress). It publishes; it never serves
+//! traffic.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 mod file;
+pub mod kubernetes;
 
 pub use file::{load_file, FileWatcher};
