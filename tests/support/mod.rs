@@ -328,3 +328,5 @@ pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full
 }
 
 pub mod tls;
+
+pub mod kube_api;
