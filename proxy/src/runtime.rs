@@ -1,6 +1,7 @@
 //! The running proxy: the current snapshot, the listeners it needs, reloads and shutdown.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU16, Ordering},
@@ -71,7 +72,12 @@ struct Listeners {
 /// A running Gatehouse data plane.
 pub struct Gatehouse {
     shared: Arc<Shared>,
+    /// Held while a configuration is applied or endpoints are published, so a rebuilt
+    /// snapshot never misses endpoints published while it was being built.
     listeners: Mutex<Listeners>,
+    /// The endpoints discovery last published, by service name (read when a snapshot is
+    /// built; never on the request path).
+    discovered: std::sync::Mutex<HashMap<String, Vec<SocketAddr>>>,
     maintenance: CancellationToken,
 }
 
@@ -79,7 +85,7 @@ impl Gatehouse {
     /// Binds the configured listeners and starts serving `config`.
     pub async fn start(config: Config, metrics: Metrics) -> Result<Self, ApplyError> {
         let config = Arc::new(config);
-        let snapshot = Snapshot::build(config.clone(), None, &metrics)?;
+        let snapshot = Snapshot::build(config.clone(), None, &|_| Vec::new(), &metrics)?;
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -92,6 +98,7 @@ impl Gatehouse {
         let gatehouse = Gatehouse {
             shared: shared.clone(),
             listeners: Mutex::new(Listeners::default()),
+            discovered: std::sync::Mutex::default(),
             maintenance: CancellationToken::new(),
         };
         {
@@ -156,11 +163,40 @@ impl Gatehouse {
                 config.workers
             );
         }
-        let snapshot = Snapshot::build(config.clone(), Some(&previous), &self.shared.metrics)?;
+        let discovered = self
+            .discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let snapshot = Snapshot::build(
+            config.clone(),
+            Some(&previous),
+            &|name| discovered.get(name).cloned().unwrap_or_default(),
+            &self.shared.metrics,
+        )?;
         let changes = bind_changes(&listeners, &config).await?;
         self.shared.snapshot.store(Arc::new(snapshot));
         self.swap_listeners(&mut listeners, changes);
         Ok(())
+    }
+
+    /// Publishes the discovered endpoints of a service (besides its fixed ones). The next
+    /// request sees the new set; requests in flight finish on the endpoints they have.
+    pub async fn publish_endpoints(&self, service: &str, endpoints: Vec<SocketAddr>) {
+        let _serialized = self.listeners.lock().await;
+        let snapshot = self.shared.snapshot.load_full();
+        if let Some(upstream) = snapshot.upstreams.iter().find(|u| u.name() == service) {
+            upstream.set_discovered(&endpoints);
+            self.shared
+                .metrics
+                .endpoints
+                .with_label_values(&[service])
+                .set(upstream.endpoints().len() as i64);
+        }
+        self.discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.to_owned(), endpoints);
     }
 
     /// Applies every configuration that arrives, valid or not, until the sender goes away.
@@ -347,7 +383,7 @@ async fn evict_idle_connections(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let snapshot = shared.snapshot.load_full();
         for upstream in snapshot.upstreams.iter() {
-            for endpoint in upstream.endpoints() {
+            for endpoint in upstream.endpoints().iter() {
                 endpoint.evict_idle(snapshot.limits.pool_idle);
             }
         }

@@ -52,11 +52,13 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Builds a snapshot. Endpoints at addresses the `previous` snapshot had are carried over
-    /// with their pools, in-flight counts and health.
+    /// Builds a snapshot. `discovered` gives the endpoints discovery last published for a
+    /// service. Endpoints at addresses the `previous` snapshot had are carried over with
+    /// their pools, in-flight counts and health.
     pub fn build(
         config: Arc<Config>,
         previous: Option<&Snapshot>,
+        discovered: &dyn Fn(&str) -> Vec<SocketAddr>,
         metrics: &Metrics,
     ) -> Result<Self, SnapshotError> {
         let table = RoutingTable::compile(&config.routes)
@@ -78,28 +80,31 @@ impl Snapshot {
         let known: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .into_iter()
             .flat_map(|p| p.upstreams.iter())
-            .flat_map(|u| u.endpoints.iter())
-            .map(|e| (e.addr(), e.clone()))
+            .flat_map(|u| u.endpoints().iter().cloned().collect::<Vec<_>>())
+            .map(|e| (e.addr(), e))
             .collect();
+        let known = |addr: SocketAddr| known.get(&addr).cloned();
         let upstreams = config
             .services
             .iter()
             .map(|s| {
-                let endpoints = s
+                let fixed = s
                     .endpoints
                     .iter()
-                    .map(|a| {
-                        known
-                            .get(a)
-                            .cloned()
-                            .unwrap_or_else(|| Arc::new(Endpoint::new(*a)))
-                    })
+                    .map(|a| known(*a).unwrap_or_else(|| Arc::new(Endpoint::new(*a))))
                     .collect();
+                let upstream = Upstream::new(
+                    s.name.clone(),
+                    fixed,
+                    &discovered(&s.name),
+                    &known,
+                    s.balance,
+                );
                 metrics
                     .endpoints
                     .with_label_values(&[s.name.as_str()])
-                    .set(s.endpoints.len() as i64);
-                Arc::new(Upstream::new(s.name.clone(), endpoints, s.balance))
+                    .set(upstream.endpoints().len() as i64);
+                Arc::new(upstream)
             })
             .collect();
         if let Some(prev) = previous {

@@ -79,6 +79,8 @@ pub(crate) async fn forward(
     let mut stale_retry_left = true;
     let mut again_on: Option<usize> = None;
     let mut last_connect_error = None;
+    // One consistent endpoint set for the whole request, whatever discovery publishes.
+    let endpoints = upstream.endpoints();
     loop {
         let (idx, fresh_only) = match again_on.take() {
             Some(idx) => (idx, true),
@@ -86,13 +88,13 @@ pub(crate) async fn forward(
                 if tries == MAX_TRIES {
                     break;
                 }
-                match upstream.pick(&tried[..tries]) {
+                match upstream.pick(&endpoints, &tried[..tries]) {
                     Some(idx) => (idx, false),
                     None => break,
                 }
             }
         };
-        let endpoint = &upstream.endpoints[idx];
+        let endpoint = &endpoints[idx];
         let mut lease = Lease::new(endpoint.clone());
         let (mut sender, idle_for) = match connection(endpoint, limits, fresh_only).await {
             Ok(c) => c,

@@ -3,11 +3,15 @@
 mod endpoint;
 pub(crate) mod forward;
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
+use arc_swap::ArcSwap;
 use gatehouse_config::Balance;
 
 pub use endpoint::Endpoint;
@@ -16,19 +20,36 @@ pub(crate) use endpoint::Sender;
 /// A service as the data plane sees it: a name, its endpoints and a balancing policy.
 pub struct Upstream {
     name: String,
-    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    /// Endpoints written in the configuration file.
+    fixed: Vec<Arc<Endpoint>>,
+    /// The current set: the fixed endpoints and those discovery published, swapped whole,
+    /// so a request sees one consistent set and never waits for a lock.
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     balance: Balance,
     next: AtomicUsize,
 }
+
+/// The endpoints one request works with (a consistent copy of the upstream's current set).
+pub(crate) type EndpointList = Arc<Vec<Arc<Endpoint>>>;
 
 /// At most this many endpoints are tried for one request (the first try plus two retries).
 pub(crate) const MAX_TRIES: usize = 3;
 
 impl Upstream {
-    pub(crate) fn new(name: String, endpoints: Vec<Arc<Endpoint>>, balance: Balance) -> Self {
+    /// An upstream with the configuration's `fixed` endpoints plus `discovered` ones;
+    /// `known` supplies existing endpoints by address so pools and health carry over.
+    pub(crate) fn new(
+        name: String,
+        fixed: Vec<Arc<Endpoint>>,
+        discovered: &[SocketAddr],
+        known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
+        balance: Balance,
+    ) -> Self {
+        let all = merge(&fixed, discovered, known);
         Upstream {
             name,
-            endpoints,
+            fixed,
+            endpoints: ArcSwap::from_pointee(all),
             // Start replicas at different offsets so they do not all hit endpoint 0 first.
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             balance,
@@ -40,27 +61,37 @@ impl Upstream {
         &self.name
     }
 
-    /// The service's endpoints.
-    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
+    /// The service's current endpoints.
+    pub fn endpoints(&self) -> EndpointList {
+        self.endpoints.load_full()
     }
 
-    /// Picks an endpoint not in `tried`, preferring endpoints that are not ejected. When every
-    /// remaining endpoint is ejected one is still returned: a guess beats a certain 502.
-    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let n = self.endpoints.len();
+    /// Replaces the discovered endpoints (the fixed ones stay). Endpoints that remain keep
+    /// their pool and health; removed ones get no new request and close when idle.
+    pub(crate) fn set_discovered(&self, discovered: &[SocketAddr]) {
+        let current = self.endpoints.load();
+        let known = |addr: SocketAddr| current.iter().find(|e| e.addr() == addr).cloned();
+        let all = merge(&self.fixed, discovered, &known);
+        self.endpoints.store(Arc::new(all));
+    }
+
+    /// Picks an endpoint of `endpoints` (this upstream's set, loaded once for the request)
+    /// not in `tried`, preferring endpoints that are not ejected. When every remaining
+    /// endpoint is ejected one is still returned: a guess beats a certain 502.
+    pub(crate) fn pick(&self, endpoints: &[Arc<Endpoint>], tried: &[usize]) -> Option<usize> {
+        let n = endpoints.len();
         if n == 0 || tried.len() >= n {
             return None;
         }
         let usable = |i: usize, allow_ejected: bool| {
-            !tried.contains(&i) && (allow_ejected || !self.endpoints[i].is_ejected())
+            !tried.contains(&i) && (allow_ejected || !endpoints[i].is_ejected())
         };
         if self.balance == Balance::LeastRequest && n > 1 {
             let a = fastrand::usize(..n);
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
             match (usable(a, false), usable(b, false)) {
                 (true, true) => {
-                    let (ia, ib) = (self.endpoints[a].in_flight(), self.endpoints[b].in_flight());
+                    let (ia, ib) = (endpoints[a].in_flight(), endpoints[b].in_flight());
                     return Some(if ib < ia { b } else { a });
                 }
                 (true, false) => return Some(a),
@@ -70,7 +101,7 @@ impl Upstream {
             return [false, true].into_iter().find_map(|allow_ejected| {
                 (0..n)
                     .filter(|i| usable(*i, allow_ejected))
-                    .min_by_key(|i| self.endpoints[*i].in_flight())
+                    .min_by_key(|i| endpoints[*i].in_flight())
             });
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +111,20 @@ impl Upstream {
                 .find(|i| usable(*i, allow_ejected))
         })
     }
+}
+
+fn merge(
+    fixed: &[Arc<Endpoint>],
+    discovered: &[SocketAddr],
+    known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
+) -> Vec<Arc<Endpoint>> {
+    let mut all = fixed.to_vec();
+    for addr in discovered {
+        if !all.iter().any(|e| e.addr() == *addr) {
+            all.push(known(*addr).unwrap_or_else(|| Arc::new(Endpoint::new(*addr))));
+        }
+    }
+    all
 }
 
 #[cfg(test)]
@@ -94,48 +139,72 @@ mod tests {
                 ))
             })
             .collect();
-        Upstream::new("t".into(), eps, balance)
+        Upstream::new("t".into(), eps, &[], &|_| None, balance)
     }
 
     #[test]
     fn round_robin_spreads_evenly_and_skips_tried() {
         let u = upstream(3, Balance::RoundRobin);
+        let eps = u.endpoints();
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[u.pick(&[]).unwrap()] += 1;
+            counts[u.pick(&eps, &[]).unwrap()] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
         for _ in 0..10 {
-            assert_ne!(u.pick(&[1]), Some(1));
+            assert_ne!(u.pick(&eps, &[1]), Some(1));
         }
-        assert_eq!(u.pick(&[0, 1, 2]), None);
+        assert_eq!(u.pick(&eps, &[0, 1, 2]), None);
     }
 
     #[test]
     fn ejected_endpoints_are_skipped_until_nothing_else_is_left() {
         let u = upstream(2, Balance::RoundRobin);
+        let eps = u.endpoints();
         for _ in 0..3 {
-            u.endpoints[0].connect_failed();
+            eps[0].connect_failed();
         }
-        assert!(u.endpoints[0].is_ejected());
+        assert!(eps[0].is_ejected());
         for _ in 0..10 {
-            assert_eq!(u.pick(&[]), Some(1));
+            assert_eq!(u.pick(&eps, &[]), Some(1));
         }
-        assert_eq!(u.pick(&[1]), Some(0));
-        u.endpoints[0].connect_succeeded();
-        assert!(!u.endpoints[0].is_ejected());
+        assert_eq!(u.pick(&eps, &[1]), Some(0));
+        eps[0].connect_succeeded();
+        assert!(!eps[0].is_ejected());
     }
 
     #[test]
     fn least_request_prefers_the_idle_endpoint() {
         let u = upstream(2, Balance::LeastRequest);
+        let eps = u.endpoints();
         for _ in 0..5 {
-            u.endpoints[0].begin();
+            eps[0].begin();
         }
         for _ in 0..50 {
-            assert_eq!(u.pick(&[]), Some(1));
+            assert_eq!(u.pick(&eps, &[]), Some(1));
         }
-        assert_eq!(u.pick(&[1]), Some(0));
+        assert_eq!(u.pick(&eps, &[1]), Some(0));
+    }
+
+    #[test]
+    fn discovered_endpoints_join_the_fixed_ones_and_keep_their_state() {
+        let u = upstream(1, Balance::RoundRobin);
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        u.set_discovered(&[a, b]);
+        let first = u.endpoints();
+        assert_eq!(first.len(), 3);
+        first[1].begin();
+        u.set_discovered(&[a]);
+        let second = u.endpoints();
+        assert_eq!(second.len(), 2);
+        assert!(
+            Arc::ptr_eq(&first[1], &second[1]),
+            "a remaining endpoint is the same object"
+        );
+        assert_eq!(second[1].in_flight(), 1);
+        u.set_discovered(&[]);
+        assert_eq!(u.endpoints().len(), 1, "the fixed endpoint stays");
     }
 }
 
