@@ -1,11 +1,14 @@
 //! The `gatehouse` binary: command line, logging, signals; everything else is in the crates.
 
+mod kube;
+
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{Config, TlsEntry, TlsSource, Workers};
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{demo, ApplyError, Gatehouse, Metrics};
+use kube::KubeOptions;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +27,16 @@ enum Command {
         /// The configuration file (YAML). Without it, the embedded demo runs.
         #[arg(long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
+        /// Discover endpoints from Kubernetes (services with `kubernetes:` in the file).
+        #[arg(long, env = "GATEHOUSE_KUBERNETES")]
+        kubernetes: bool,
+        /// Kubeconfig files, one per cluster whose endpoints are merged (default: in-cluster
+        /// credentials). Repeat the flag, or separate with commas in the variable.
+        #[arg(long, env = "GATEHOUSE_KUBECONFIG", value_delimiter = ',')]
+        kubeconfig: Vec<PathBuf>,
+        /// Namespaces to watch (default: all). Repeatable.
+        #[arg(long, env = "GATEHOUSE_NAMESPACE", value_delimiter = ',')]
+        namespace: Vec<String>,
     },
     /// Validate a configuration file and exit: 0 and `ok`, or 2 and every error.
     Check {
@@ -60,7 +73,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            kubernetes,
+            kubeconfig,
+            namespace,
+        } => {
             // The watcher notes the file before it is loaded, so no change slips between.
             let watcher = path.as_ref().map(FileWatcher::new);
             let config = match &path {
@@ -82,7 +100,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
-            runtime.block_on(run(config, watcher))
+            let kube = kubernetes.then_some(KubeOptions {
+                kubeconfigs: kubeconfig,
+                namespaces: namespace,
+            });
+            if let Some(c) = &config {
+                if let Err(e) = kube::check(c, kube.is_some()) {
+                    eprintln!("gatehouse: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+            runtime.block_on(run(config, watcher, kube))
         }
     }
 }
@@ -117,7 +145,11 @@ fn build_runtime(workers: Workers) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
+async fn run(
+    config: Option<Config>,
+    watcher: Option<FileWatcher>,
+    kube: Option<KubeOptions>,
+) -> ExitCode {
     let demo = config.is_none();
     let config = match config {
         Some(c) => c,
@@ -141,22 +173,31 @@ async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
         }
     };
     if demo {
-        let http = gatehouse
-            .http_addr()
-            .await
-            .map(|a| a.port())
-            .unwrap_or(8080);
-        let admin = gatehouse
-            .admin_addr()
-            .await
-            .map(|a| a.port())
-            .unwrap_or(9901);
+        let port = |a: Option<std::net::SocketAddr>, default| a.map_or(default, |a| a.port());
+        let http = port(gatehouse.http_addr().await, 8080);
+        let https = port(gatehouse.https_addr().await, 8443);
+        let admin = port(gatehouse.admin_addr().await, 9901);
         eprintln!(
-            "Gatehouse demo is running. Try: curl -s http://localhost:{http}/hello  (metrics: curl -s http://127.0.0.1:{admin}/metrics)"
+            "Gatehouse demo is running. Try: curl -s http://localhost:{http}/hello  or  curl -sk https://localhost:{https}/hello  (metrics: curl -s http://127.0.0.1:{admin}/metrics)"
         );
     }
 
-    let stop_watching = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let (discovery, mut changes, mut synced_rx) = match &kube {
+        Some(options) => match kube::start(options, stop.clone()).await {
+            Ok((d, e)) => (Some(d), Some(e.changes), Some(e.synced)),
+            Err(e) => {
+                tracing::error!("cannot start Kubernetes discovery: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        },
+        None => (None, None, None),
+    };
+    let mut synced = false;
+    // Ready at once from a file alone; with Kubernetes, once every watch has listed.
+    if discovery.is_none() {
+        gatehouse.set_ready(true);
+    }
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -167,7 +208,7 @@ async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
     let (mut updates, reload) = match watcher {
         Some(watcher) => {
             let reload = watcher.reload_handle();
-            (Some(watcher.spawn(stop_watching.clone())), Some(reload))
+            (Some(watcher.spawn(stop.clone())), Some(reload))
         }
         None => (None, None),
     };
@@ -181,14 +222,6 @@ async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let follow = async {
-        match updates.as_mut() {
-            Some(rx) => gatehouse.follow(rx).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(follow);
-    let mut watcher_stopped = false;
     loop {
         tokio::select! {
             _ = terms.recv() => break,
@@ -197,13 +230,40 @@ async fn run(config: Option<Config>, watcher: Option<FileWatcher>) -> ExitCode {
                 Some(reload) => reload.notify_one(),
                 None => tracing::info!("SIGHUP ignored: running the embedded demo, there is no file to reload"),
             },
-            _ = &mut follow, if !watcher_stopped => {
-                watcher_stopped = true;
-                tracing::error!("the configuration watcher stopped; no further reloads");
+            Some(update) = async { updates.as_mut()?.recv().await } => {
+                let update = update.and_then(|c| match kube::check(&c, discovery.is_some()) {
+                    Ok(()) => Ok(c),
+                    Err(e) => Err(gatehouse_config::ConfigErrors::whole_file("the configuration", e)),
+                });
+                match update {
+                    Ok(config) => match gatehouse.apply(config).await {
+                        Ok(()) => {
+                            tracing::info!("configuration reloaded");
+                            if let Some(d) = &discovery {
+                                kube::publish(&gatehouse, d, None).await;
+                            }
+                        }
+                        Err(e) => tracing::error!("configuration not applied; the previous one keeps serving: {e}"),
+                    },
+                    Err(errors) => gatehouse.reload_rejected(&errors),
+                }
+            }
+            Some(changed) = async { changes.as_mut()?.recv().await } => {
+                if let Some(d) = &discovery {
+                    kube::publish(&gatehouse, d, changed.as_ref()).await;
+                }
+            }
+            Some(()) = async { synced_rx.as_mut()?.wait_for(|s| *s).await.ok().map(|_| ()) }, if !synced && synced_rx.is_some() => {
+                synced = true;
+                if let Some(d) = &discovery {
+                    kube::publish(&gatehouse, d, None).await;
+                }
+                tracing::info!("Kubernetes watches synced; ready");
+                gatehouse.set_ready(true);
             }
         }
     }
-    stop_watching.cancel();
+    stop.cancel();
     // A second signal during the drain exits at once.
     let clean = tokio::select! {
         clean = gatehouse.shutdown() => clean,

@@ -4,13 +4,11 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use support::*;
+use support::{binary::*, *};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+    process::Command,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gatehouse-cli-{}-{name}", std::process::id()));
@@ -67,76 +65,12 @@ async fn check_accepts_a_valid_file_and_lists_every_error_of_a_bad_one() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-struct Running {
-    child: Child,
-    http: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-}
-
-/// Starts the binary and reads the bound addresses from its start-up log.
-async fn run(config: &std::path::Path) -> Running {
-    run_with_stdout(config, Stdio::null()).await
-}
-
-async fn run_with_stdout(config: &std::path::Path, stdout: Stdio) -> Running {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut http, mut admin) = (None, None);
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let addr = line
-                .split("address=")
-                .nth(1)
-                .and_then(|a| a.split_whitespace().next()?.parse().ok());
-            if line.contains("HTTP listener ready") {
-                http = addr;
-            } else if line.contains("admin listener ready") {
-                admin = addr;
-            }
-            if http.is_some() && admin.is_some() {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(found.is_ok(), "the binary announced its listeners");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Running {
-        child,
-        http: http.unwrap(),
-        admin: admin.unwrap(),
-    }
-}
-
-async fn admin_get(c: &TestClient, admin: std::net::SocketAddr, path: &str) -> Got {
-    let req = http::Request::get(format!("http://{admin}{path}"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    send(c, req).await
-}
-
 async fn wait_for_metric(c: &TestClient, admin: std::net::SocketAddr, line: &str, what: &str) {
     eventually_async(what, Duration::from_secs(10), || async {
         let metrics = admin_get(c, admin, "/metrics").await;
         String::from_utf8_lossy(&metrics.body).contains(line)
     })
     .await;
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]
@@ -270,7 +204,7 @@ async fn access_log_is_one_json_line_per_request_on_stdout_without_query_strings
             up.addr
         ),
     );
-    let mut running = run_with_stdout(&config, Stdio::piped()).await;
+    let mut running = run_with(&config, &[], Stdio::piped()).await;
     let mut stdout = BufReader::new(running.child.stdout.take().unwrap()).lines();
     let req = http::Request::post(format!("http://{}/login?token=s3cret", running.http))
         .header("host", "log.example.com")

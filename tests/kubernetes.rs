@@ -25,7 +25,7 @@ fn slice(name: &str, ips: &[&str]) -> serde_json::Value {
     })
 }
 
-async fn client(api: &KubeApi) -> kube::Client {
+async fn kube_client(api: &KubeApi) -> kube::Client {
     let dir = std::env::temp_dir().join(format!("gatehouse-kube-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig(&dir)).unwrap();
@@ -44,7 +44,7 @@ async fn endpointslice_watch_resumes_relists_after_410_and_keeps_state_through_o
     api.apply(ENDPOINT_SLICES, slice("web-a", &["10.0.0.1"]));
     let store = Arc::new(Mutex::new(SliceStore::default()));
     let events = watcher(
-        kube::Api::<EndpointSlice>::all(client(&api).await),
+        kube::Api::<EndpointSlice>::all(kube_client(&api).await),
         watcher::Config::default()
             .labels(SERVICE_NAME_LABEL)
             .timeout(30),
@@ -115,4 +115,160 @@ async fn endpointslice_watch_resumes_relists_after_410_and_keeps_state_through_o
     api.apply(ENDPOINT_SLICES, slice("web-a", &["10.0.0.9"]));
     wait_for(&["10.0.0.9:8080"]).await;
     assert!(api.requests().1 > watches_before);
+}
+
+/// One EndpointSlice per pod: test upstreams listen on different ports of 127.0.0.1, and a
+/// slice carries one port for all its endpoints.
+fn pod_slice(pod: &TestUpstream, ready: bool, terminating: bool) -> serde_json::Value {
+    json!({
+        "metadata": { "namespace": "shop", "name": format!("web-{}", pod.name), "labels": { SERVICE_NAME_LABEL: "web" } },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": pod.addr.port() }],
+        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": ready, "serving": true, "terminating": terminating } }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_follows_endpointslices_under_load() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use support::binary::*;
+
+    let api = KubeApi::start().await;
+    let mut pods = Vec::new();
+    for i in 0..4 {
+        pods.push(TestUpstream::start(&format!("pod{i}")).await);
+    }
+    api.apply(ENDPOINT_SLICES, pod_slice(&pods[0], true, false));
+    api.apply(
+        SERVICES,
+        json!({
+            "metadata": { "namespace": "shop", "name": "web" },
+            "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
+        }),
+    );
+    let dir = std::env::temp_dir().join(format!("gatehouse-k8s-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let config = dir.join("gatehouse.yaml");
+    // By port number, so the Service watch is needed to resolve it.
+    std::fs::write(&config, "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\nservices: { web: { kubernetes: { namespace: shop, name: web, port: 80 } } }\nroutes: [{ host: k.example.com, paths: [{ path: /, service: web }] }]\n").unwrap();
+
+    // Without --kubernetes such a file is refused, not served without endpoints.
+    let out = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kubernetes"));
+
+    let mut running = run_with(
+        &config,
+        &[
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            "shop",
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let c = client();
+    eventually_async(
+        "/readyz after the first sync",
+        Duration::from_secs(20),
+        || async { admin_get(&c, running.admin, "/readyz").await.status == 200 },
+    )
+    .await;
+
+    let http = running.http;
+    let running_load = Arc::new(AtomicBool::new(true));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (running_load, failed, ok) = (running_load.clone(), failed.clone(), ok.clone());
+        load.push(tokio::spawn(async move {
+            let c = client();
+            while running_load.load(Ordering::Relaxed) {
+                let req = http::Request::get(format!("http://{http}/"))
+                    .header("host", "k.example.com")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                match tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
+                    Ok(Ok(r)) if r.status() == 200 => {
+                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let served = |pod: &TestUpstream| pod.requests.load(Ordering::Relaxed);
+    eventually("pod0 serves", Duration::from_secs(10), || {
+        served(&pods[0]) > 0
+    })
+    .await;
+
+    // Scale up: every pod gets traffic.
+    for pod in &pods[1..] {
+        api.apply(ENDPOINT_SLICES, pod_slice(pod, true, false));
+    }
+    eventually("all four pods serve", Duration::from_secs(10), || {
+        pods.iter().all(|p| served(p) > 0)
+    })
+    .await;
+
+    // Rolling update: pod0..2 terminate (still serving) while pod3 stays ready, then leave.
+    for pod in &pods[..3] {
+        api.apply(ENDPOINT_SLICES, pod_slice(pod, false, true));
+    }
+    let marks: Vec<usize> = pods.iter().map(served).collect();
+    eventually(
+        "only pod3 gets new requests",
+        Duration::from_secs(10),
+        || {
+            let now = served(&pods[3]);
+            now > marks[3] + 50
+        },
+    )
+    .await;
+    for pod in &pods[..3] {
+        api.delete(ENDPOINT_SLICES, "shop", &format!("web-{}", pod.name));
+    }
+    // The API server goes away: the last known endpoint keeps serving.
+    api.set_down(true);
+    let mark = served(&pods[3]);
+    eventually(
+        "traffic continues during the outage",
+        Duration::from_secs(10),
+        || served(&pods[3]) > mark + 50,
+    )
+    .await;
+    api.set_down(false);
+
+    running_load.store(false, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed while an endpoint was ready"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) >= 100,
+        "the load ran through every phase"
+    );
+    signal(&running.child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

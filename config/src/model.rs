@@ -146,8 +146,26 @@ pub struct ServiceId(pub usize);
 #[derive(Clone, Debug)]
 pub struct Service {
     pub name: String,
+    /// Fixed endpoints (VMs, bare metal).
     pub endpoints: Vec<SocketAddr>,
+    /// Endpoints from a Kubernetes Service's EndpointSlices, besides the fixed ones.
+    pub kubernetes: Option<KubernetesRef>,
     pub balance: Balance,
+}
+
+/// A Kubernetes Service port whose ready endpoints join a service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KubernetesRef {
+    pub namespace: String,
+    pub name: String,
+    pub port: ServicePort,
+}
+
+/// A Service port, by name or by number (the Service's port, not the pods').
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ServicePort {
+    Name(String),
+    Number(u16),
 }
 
 /// How a service picks an endpoint for a request.

@@ -18,7 +18,6 @@ use crate::{
 };
 
 const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
-const NOT_YET_K8S: &str = "Kubernetes discovery is not built yet";
 const NOT_YET_L4: &str = "TCP/UDP forwarding is not built yet";
 
 /// Parses and validates a configuration. `file` is how errors name the source.
@@ -297,12 +296,15 @@ fn read_services<'n, 'i>(
         let Some(f) = r.section(
             body,
             &what,
-            &["endpoints", "balance", "protocol"],
-            &[("kubernetes", NOT_YET_K8S)],
+            &["endpoints", "kubernetes", "balance", "protocol"],
+            &[],
         ) else {
             continue;
         };
         let endpoints = read_endpoints(r, &f, &what);
+        let kubernetes = f
+            .get("kubernetes")
+            .and_then(|n| read_kubernetes_ref(r, n, &what));
         let balance = f.get("balance").map_or(Balance::RoundRobin, |n| {
             r.parsed(n, &format!("{what} balance"), |s| match s {
                 "round_robin" => Ok(Balance::RoundRobin),
@@ -330,12 +332,41 @@ fn read_services<'n, 'i>(
             Service {
                 name: (*name).to_owned(),
                 endpoints,
+                kubernetes,
                 balance,
             },
             *body,
         ));
     }
     out
+}
+
+fn read_kubernetes_ref(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Option<KubernetesRef> {
+    let what = format!("{what} kubernetes");
+    let f = r.section(node, &what, &["namespace", "name", "port"], &[])?;
+    let field = |r: &mut Reader<'_>, key: &str| match f.get(key) {
+        Some(n) => r.string(n, &format!("{what} {key}")),
+        None => {
+            r.error(f.span, format!("{what} needs `{key}`"));
+            None
+        }
+    };
+    let namespace = field(r, "namespace");
+    let name = field(r, "name");
+    let port = field(r, "port").and_then(|p| match p.parse::<u16>() {
+        Ok(n) => Some(ServicePort::Number(n)),
+        Err(_) if !p.is_empty() => Some(ServicePort::Name(p)),
+        Err(_) => None,
+    });
+    Some(KubernetesRef {
+        namespace: namespace?,
+        name: name?,
+        port: port?,
+    })
 }
 
 fn read_endpoints(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str) -> Vec<SocketAddr> {

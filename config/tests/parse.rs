@@ -84,7 +84,7 @@ routes:
 fn features_not_built_yet_are_refused_not_ignored() {
     let yaml = r#"listen: { http: "127.0.0.1:80" }
 l4: []
-services: { web: { endpoints: ["10.0.0.1:80"], kubernetes: { namespace: default, name: web, port: http } } }
+services: { web: { endpoints: ["10.0.0.1:80"], balance: "hash(client_ip)" } }
 routes:
   - host: a.example.com
     limit_rps: 10
@@ -321,4 +321,26 @@ routes: []
         all.contains("more than one `tls` entry says `default: true`"),
         "{all}"
     );
+}
+
+#[test]
+fn kubernetes_backed_services() {
+    let yaml = r#"listen: { http: "127.0.0.1:80" }
+services:
+  web: { kubernetes: { namespace: default, name: web, port: http } }
+  api: { endpoints: ["10.0.0.9:80"], kubernetes: { namespace: shop, name: api, port: 8080 } }
+routes: []
+"#;
+    let c = parse(yaml, "t.yaml").expect("valid");
+    let web = c.services[0].kubernetes.as_ref().unwrap();
+    assert_eq!(web.port, gatehouse_config::ServicePort::Name("http".into()));
+    let api = c.services[1].kubernetes.as_ref().unwrap();
+    assert_eq!(
+        (api.namespace.as_str(), &api.port),
+        ("shop", &gatehouse_config::ServicePort::Number(8080))
+    );
+    let errs = errors("listen: { http: \"127.0.0.1:80\" }\nservices: { web: { kubernetes: { name: web, prot: http } } }\n");
+    let all = errs.join("\n");
+    assert!(all.contains("unknown key `prot`"), "{all}");
+    assert!(all.contains("needs `namespace`"), "{all}");
 }

@@ -82,7 +82,8 @@ pub struct Gatehouse {
 }
 
 impl Gatehouse {
-    /// Binds the configured listeners and starts serving `config`.
+    /// Binds the configured listeners and starts serving `config`, not yet ready (see
+    /// [`Gatehouse::set_ready`]).
     pub async fn start(config: Config, metrics: Metrics) -> Result<Self, ApplyError> {
         let config = Arc::new(config);
         let snapshot = Snapshot::build(config.clone(), None, &|_| Vec::new(), &metrics)?;
@@ -110,8 +111,12 @@ impl Gatehouse {
             shared,
             gatehouse.maintenance.clone(),
         ));
-        gatehouse.shared.ready.store(true, Ordering::Relaxed);
         Ok(gatehouse)
+    }
+
+    /// Marks the proxy ready (/readyz 200) once its sources have synced; it starts unready.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::Relaxed);
     }
 
     /// The bound address of the HTTP listener.

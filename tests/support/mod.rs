@@ -179,6 +179,7 @@ impl Proxy {
         let gatehouse = Gatehouse::start(config, Metrics::new())
             .await
             .expect("starts");
+        gatehouse.set_ready(true);
         let addr = if https {
             gatehouse.https_addr().await
         } else {
@@ -330,3 +331,5 @@ pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full
 pub mod tls;
 
 pub mod kube_api;
+
+pub mod binary;

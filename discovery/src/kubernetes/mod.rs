@@ -2,5 +2,7 @@
 //! turned into what the data plane serves.
 
 pub mod endpoints;
+mod watch;
 
 pub use endpoints::{EndpointSet, PortRef, ServiceKey, SliceStore};
+pub use watch::{client, Changed, ClientError, DiscoveryEvents, EndpointDiscovery};

@@ -1,0 +1,79 @@
+//! The `gatehouse` binary run as an operator runs it, for end-to-end tests.
+#![allow(dead_code)]
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use super::*;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+pub struct Running {
+    pub child: Child,
+    pub http: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+/// Starts the binary and reads the bound addresses from its start-up log.
+pub async fn run(config: &std::path::Path) -> Running {
+    run_with(config, &[], Stdio::null()).await
+}
+
+/// Starts the binary with extra arguments and reads the bound addresses from its log.
+pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .args(extra)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut http, mut admin) = (None, None);
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let addr = line
+                .split("address=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next()?.parse().ok());
+            if line.contains("HTTP listener ready") {
+                http = addr;
+            } else if line.contains("admin listener ready") {
+                admin = addr;
+            }
+            if http.is_some() && admin.is_some() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "the binary announced its listeners");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running {
+        child,
+        http: http.unwrap(),
+        admin: admin.unwrap(),
+    }
+}
+
+pub async fn admin_get(c: &TestClient, admin: std::net::SocketAddr, path: &str) -> Got {
+    let req = http::Request::get(format!("http://{admin}{path}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    send(c, req).await
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
