@@ -130,7 +130,7 @@ fn pod_slice(pod: &TestUpstream, ready: bool, terminating: bool) -> serde_json::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_follows_endpointslices_under_load() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use support::binary::*;
 
     let api = KubeApi::start().await;
@@ -183,32 +183,7 @@ async fn the_binary_follows_endpointslices_under_load() {
     )
     .await;
 
-    let http = running.http;
-    let running_load = Arc::new(AtomicBool::new(true));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let (running_load, failed, ok) = (running_load.clone(), failed.clone(), ok.clone());
-        load.push(tokio::spawn(async move {
-            let c = client();
-            while running_load.load(Ordering::Relaxed) {
-                let req = http::Request::get(format!("http://{http}/"))
-                    .header("host", "k.example.com")
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
-                match tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
-                    Ok(Ok(r)) if r.status() == 200 => {
-                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
+    let load = SteadyLoad::start(3, running.http, "k.example.com");
     let served = |pod: &TestUpstream| pod.requests.load(Ordering::Relaxed);
     eventually("pod0 serves", Duration::from_secs(10), || {
         served(&pods[0]) > 0
@@ -252,19 +227,9 @@ async fn the_binary_follows_endpointslices_under_load() {
     .await;
     api.set_down(false);
 
-    running_load.store(false, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "no request failed while an endpoint was ready"
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) >= 100,
-        "the load ran through every phase"
-    );
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0, "no request failed while an endpoint was ready");
+    assert!(ok >= 100, "the load ran through every phase");
     signal(&running.child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
         .await

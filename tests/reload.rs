@@ -3,14 +3,7 @@
 
 mod support;
 
-use std::{
-    path::Path,
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{Gatehouse, Metrics};
@@ -65,31 +58,7 @@ async fn a_hundred_reloads_valid_and_invalid_under_load_lose_no_request() {
     tokio::spawn(async move { follower.follow(&mut updates).await });
 
     // Steady load: four clients sending requests back to back.
-    let running = Arc::new(AtomicBool::new(true));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (running, ok, failed) = (running.clone(), ok.clone(), failed.clone());
-        load.push(tokio::spawn(async move {
-            let c = client();
-            while running.load(Ordering::Relaxed) {
-                let req = http::Request::get(format!("http://{addr}/"))
-                    .header("host", "r.example.com")
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
-                match tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
-                    Ok(Ok(r)) if r.status() == 200 => {
-                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
+    let load = SteadyLoad::start(4, addr, "r.example.com");
 
     let reloads = |result: &str| {
         let (_, text) = gatehouse.metrics().encode();
@@ -124,23 +93,12 @@ async fn a_hundred_reloads_valid_and_invalid_under_load_lose_no_request() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    running.store(false, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     stop.cancel();
     assert_eq!(reloads("success"), 50);
     assert_eq!(reloads("error"), 50);
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "no request may fail across reloads"
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "load actually ran: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert_eq!(failed, 0, "no request may fail across reloads");
+    assert!(ok > 100, "load actually ran: {ok}");
     // The last valid file is what serves, the invalid one after it changed nothing.
     let req = http::Request::get(format!("http://{addr}/"))
         .header("host", "r.example.com")

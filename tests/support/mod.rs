@@ -333,3 +333,61 @@ pub mod tls;
 pub mod kube_api;
 
 pub mod binary;
+
+/// Steady load: `clients` HTTP clients sending GETs for `host` to `addr` back to back,
+/// counting answers that were 200 and those that were not (or did not come within 5 s).
+pub struct SteadyLoad {
+    running: Arc<std::sync::atomic::AtomicBool>,
+    pub ok: Arc<AtomicUsize>,
+    pub failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    pub fn start(clients: usize, addr: SocketAddr, host: &'static str) -> Self {
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (running, ok, failed) = (running.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    while running.load(Ordering::Relaxed) {
+                        let req = Request::get(format!("http://{addr}/"))
+                            .header("host", host)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        match tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
+                            Ok(Ok(r)) if r.status() == 200 => {
+                                let _ = r.into_body().collect().await;
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        SteadyLoad {
+            running,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops the clients and waits for their last requests; returns (ok, failed).
+    pub async fn stop(self) -> (usize, usize) {
+        self.running.store(false, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
