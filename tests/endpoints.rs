@@ -81,13 +81,15 @@ async fn scaling_one_ten_zero_three_under_load() {
     )
     .await;
     // 0 endpoints: 503 (the only phase where failures are expected).
-    g.publish_endpoints("web", Vec::new()).await;
+    // Phase first: a request that sees the empty set must count as started in it.
     phase.store(ZERO, Ordering::SeqCst);
+    g.publish_endpoints("web", Vec::new()).await;
     let got = get(&client(), &proxy, "k.example.com", "/").await;
     assert_eq!(got.status, 503);
     // 3 endpoints: traffic resumes, and only on them.
-    phase.store(4, Ordering::SeqCst);
+    // Endpoints first: a request started in phase 4 must find them.
     g.publish_endpoints("web", addrs[3..6].to_vec()).await;
+    phase.store(4, Ordering::SeqCst);
     let before: Vec<usize> = ups
         .iter()
         .map(|u| u.requests.load(Ordering::Relaxed))
