@@ -2,6 +2,7 @@
 //! turned into what the data plane serves.
 
 pub mod endpoints;
+pub mod ingress;
 mod watch;
 
 pub use endpoints::{EndpointSet, PortRef, ServiceKey, SliceStore};

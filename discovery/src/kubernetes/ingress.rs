@@ -1,0 +1,320 @@
+//! Ingress objects → the paths they route, the way ingress-nginx reads them: class
+//! selection, pathType, defaultBackend, the older Ingress winning a conflict, and
+//! annotations under both `gatehouse.io/` and `nginx.ingress.kubernetes.io/`. An Ingress
+//! whose annotations cannot be honoured fails closed for its own paths only. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gatehouse_config::{
+    cidr::{parse_cidr, CidrSet},
+    units::parse_size,
+};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+
+use super::endpoints::PortRef;
+
+/// The controller name our IngressClass carries.
+pub const CONTROLLER: &str = "gatehouse.io/ingress";
+const PREFIXES: [&str; 2] = ["gatehouse.io/", "nginx.ingress.kubernetes.io/"];
+const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// Annotations that change what a request may do; until Gatehouse implements one, an
+/// Ingress using it is served with 503 rather than without the policy.
+const REFUSED: [&str; 12] = [
+    "limit-rps",
+    "limit-connections",
+    "limit-burst-multiplier",
+    "canary",
+    "canary-weight",
+    "canary-by-header",
+    "upstream-hash-by",
+    "auth-url",
+    "auth-type",
+    "denylist-source-range",
+    "configuration-snippet",
+    "server-snippet",
+];
+
+/// Which Ingresses are ours.
+#[derive(Clone, Debug, Default)]
+pub struct ClassSelection {
+    /// Names of IngressClasses whose controller is ours (plus `--ingress-class`).
+    pub names: BTreeSet<String>,
+    /// Our class is the cluster default: Ingresses without a class are ours.
+    pub default: bool,
+}
+
+impl ClassSelection {
+    /// Reads the IngressClasses of a cluster; `flag` is `--ingress-class`.
+    pub fn from_classes<'a>(
+        classes: impl IntoIterator<Item = &'a IngressClass>,
+        flag: Option<&str>,
+    ) -> Self {
+        let mut s = ClassSelection::default();
+        for class in classes {
+            let ours =
+                class.spec.as_ref().and_then(|sp| sp.controller.as_deref()) == Some(CONTROLLER);
+            if !ours {
+                continue;
+            }
+            if let Some(name) = &class.metadata.name {
+                s.names.insert(name.clone());
+            }
+            let annotations = class.metadata.annotations.as_ref();
+            if annotations
+                .and_then(|a| a.get(DEFAULT_CLASS))
+                .is_some_and(|v| v == "true")
+            {
+                s.default = true;
+            }
+        }
+        s.names.extend(flag.map(str::to_owned));
+        s
+    }
+
+    /// Whether an Ingress is ours: its class (field, or the legacy annotation) names one of
+    /// our classes, or it has none and our class is the default.
+    pub fn is_ours(&self, ingress: &Ingress) -> bool {
+        let class = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref())
+            .or_else(|| {
+                ingress
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(LEGACY_CLASS))
+                    .map(String::as_str)
+            });
+        match class {
+            Some(name) => self.names.contains(name),
+            None => self.default,
+        }
+    }
+}
+
+/// How a path matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+    Regex,
+}
+
+/// A Service port an Ingress sends traffic to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub namespace: String,
+    pub name: String,
+    pub port: PortRef,
+}
+
+/// What an Ingress's annotations ask for.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub allow: CidrSet,
+    /// `ssl-redirect`: `None` means the default (redirect when the host has a certificate).
+    pub ssl_redirect: Option<bool>,
+    /// `force-ssl-redirect`: redirect even without a certificate here (TLS ends earlier).
+    pub force_ssl_redirect: bool,
+    pub max_body: Option<u64>,
+    pub rewrite: Option<String>,
+}
+
+/// One routed path of an Ingress.
+#[derive(Clone, Debug)]
+pub struct IngressPath {
+    /// `None`: the rule has no host and applies to any.
+    pub host: Option<String>,
+    pub path: String,
+    pub kind: PathKind,
+    pub backend: Backend,
+    pub policy: Policy,
+    /// `namespace/name` of the Ingress.
+    pub source: String,
+    /// Why this path is served 503 instead (a broken annotation), if it is.
+    pub broken: Option<String>,
+}
+
+/// Every path of our Ingresses, after conflicts.
+#[derive(Clone, Debug, Default)]
+pub struct Translation {
+    pub paths: Vec<IngressPath>,
+    /// The oldest Ingress's `defaultBackend`, with its source.
+    pub default_backend: Option<(Backend, String)>,
+    /// For the operator's log: conflicts lost, annotations refused or ignored.
+    pub problems: Vec<String>,
+}
+
+/// Translates Ingresses (all of them; `classes` picks ours).
+pub fn translate<'a>(
+    ingresses: impl IntoIterator<Item = &'a Ingress>,
+    classes: &ClassSelection,
+) -> Translation {
+    let mut ours: Vec<&Ingress> = ingresses
+        .into_iter()
+        .filter(|i| classes.is_ours(i))
+        .collect();
+    // The older Ingress wins a conflict: creation time, then namespace/name.
+    ours.sort_by_key(|i| {
+        (
+            i.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            i.metadata.namespace.clone().unwrap_or_default(),
+            i.metadata.name.clone().unwrap_or_default(),
+        )
+    });
+    let mut out = Translation::default();
+    let mut taken: BTreeMap<(Option<String>, String, PathKind), String> = BTreeMap::new();
+    for ingress in ours {
+        let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
+        let source = format!(
+            "{namespace}/{}",
+            ingress.metadata.name.clone().unwrap_or_default()
+        );
+        let (policy, regex, broken) = match annotations(ingress, &mut out.problems, &source) {
+            Ok((policy, regex)) => (policy, regex, None),
+            Err(why) => {
+                out.problems.push(format!(
+                    "Ingress {source}: {why}; its paths answer 503 until it is fixed"
+                ));
+                (Policy::default(), false, Some(why))
+            }
+        };
+        let Some(spec) = &ingress.spec else { continue };
+        if let Some(default) = spec
+            .default_backend
+            .as_ref()
+            .and_then(|b| backend(&namespace, b))
+        {
+            match &out.default_backend {
+                None => out.default_backend = Some((default, source.clone())),
+                Some((_, first)) => out.problems.push(format!(
+                    "Ingress {source}: defaultBackend ignored, {first} is older and sets one"
+                )),
+            }
+        }
+        for rule in spec.rules.iter().flatten() {
+            let host = rule.host.as_ref().map(|h| h.to_ascii_lowercase());
+            for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                let Some(backend) = backend(&namespace, &p.backend) else {
+                    out.problems.push(format!(
+                        "Ingress {source}: a path has no Service backend; skipped"
+                    ));
+                    continue;
+                };
+                let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
+                let kind = if regex {
+                    PathKind::Regex
+                } else if p.path_type == "Exact" {
+                    PathKind::Exact
+                } else {
+                    // Prefix, and ImplementationSpecific read as Prefix.
+                    PathKind::Prefix
+                };
+                let key = (host.clone(), path.clone(), kind);
+                if let Some(winner) = taken.get(&key) {
+                    out.problems.push(format!(
+                        "Ingress {source}: {}{path} is already routed by the older {winner}; this path is ignored",
+                        host.as_deref().unwrap_or("*")
+                    ));
+                    continue;
+                }
+                taken.insert(key, source.clone());
+                out.paths.push(IngressPath {
+                    host: host.clone(),
+                    path,
+                    kind,
+                    backend,
+                    policy: policy.clone(),
+                    source: source.clone(),
+                    broken: broken.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn backend(namespace: &str, b: &IngressBackend) -> Option<Backend> {
+    let service = b.service.as_ref()?;
+    let port = service.port.as_ref()?;
+    let port = match (&port.name, port.number) {
+        (Some(name), _) => PortRef::Name(name.clone()),
+        (None, Some(n)) => PortRef::Number(n),
+        (None, None) => return None,
+    };
+    Some(Backend {
+        namespace: namespace.to_owned(),
+        name: service.name.clone(),
+        port,
+    })
+}
+
+/// Reads the annotations under both prefixes (`gatehouse.io/` wins over the nginx one).
+/// Returns the policy and whether paths are regexes, or why the Ingress must fail closed.
+fn annotations(
+    ingress: &Ingress,
+    problems: &mut Vec<String>,
+    source: &str,
+) -> Result<(Policy, bool), String> {
+    let mut found: BTreeMap<&str, &str> = BTreeMap::new();
+    // The nginx prefix first, so the same name under `gatehouse.io/` overrides it.
+    for prefix in PREFIXES.iter().rev() {
+        for (key, value) in ingress.metadata.annotations.iter().flatten() {
+            if let Some(name) = key.strip_prefix(prefix) {
+                found.insert(name, value);
+            }
+        }
+    }
+    let flag = |name: &str| -> Result<Option<bool>, String> {
+        match found.get(name).map(|v| v.trim()) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(v) => Err(format!("annotation {name}: `{v}` is not true or false")),
+        }
+    };
+    let mut policy = Policy::default();
+    for (name, value) in &found {
+        match *name {
+            "whitelist-source-range" | "allowlist-source-range" => {
+                let nets = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(parse_cidr)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("annotation {name}: {e}"))?;
+                policy.allow = CidrSet::new(nets);
+            }
+            "proxy-body-size" => {
+                let size = parse_size(value).map_err(|e| format!("annotation {name}: {e}"))?;
+                // nginx: 0 turns the limit off.
+                policy.max_body = Some(if size == 0 { u64::MAX } else { size });
+            }
+            "rewrite-target" => policy.rewrite = Some((*value).to_owned()),
+            "backend-protocol" if value.eq_ignore_ascii_case("HTTP") => {}
+            "backend-protocol" => {
+                return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP only)"))
+            }
+            "ssl-redirect" | "force-ssl-redirect" | "use-regex" => {}
+            refused if REFUSED.contains(&refused) => {
+                return Err(format!("annotation {name} is not supported yet, and serving without it would drop a policy"))
+            }
+            other => problems.push(format!("Ingress {source}: annotation {other} is not supported and is ignored")),
+        }
+    }
+    policy.ssl_redirect = flag("ssl-redirect")?;
+    policy.force_ssl_redirect = flag("force-ssl-redirect")?.unwrap_or(false);
+    // As in ingress-nginx, a rewrite-target makes the paths regexes.
+    let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
+    Ok((policy, regex))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+use super::*;
+
+fn ingress(
+    ns: &str,
+    name: &str,
+    created: &str,
+    annotations: serde_json::Value,
+    spec: serde_json::Value,
+) -> Ingress {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "namespace": ns, "name": name, "creationTimestamp": created, "annotations": annotations },
+        "spec": spec,
+    }))
+    .expect("a valid Ingress")
+}
+
+fn rule(host: &str, paths: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "host": host, "http": { "paths": paths } })
+}
+
+fn path(p: &str, kind: &str, service: &str, port: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "path": p, "pathType": kind, "backend": { "service": { "name": service, "port": port } } })
+}
+
+fn ours() -> ClassSelection {
+    let class: IngressClass = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "gatehouse", "annotations": { DEFAULT_CLASS: "true" } },
+        "spec": { "controller": CONTROLLER },
+    }))
+    .unwrap();
+    let other: IngressClass = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "nginx" }, "spec": { "controller": "k8s.io/ingress-nginx" },
+    }))
+    .unwrap();
+    ClassSelection::from_classes([&class, &other], None)
+}
+
+#[test]
+fn class_selection_field_legacy_annotation_and_default() {
+    let s = ours();
+    let spec = |class: Option<&str>| {
+        let mut v = serde_json::json!({ "rules": [] });
+        if let Some(c) = class {
+            v["ingressClassName"] = c.into();
+        }
+        v
+    };
+    assert!(s.is_ours(&ingress(
+        "a",
+        "x",
+        "2026-01-01T00:00:00Z",
+        serde_json::json!({}),
+        spec(Some("gatehouse"))
+    )));
+    assert!(!s.is_ours(&ingress(
+        "a",
+        "x",
+        "2026-01-01T00:00:00Z",
+        serde_json::json!({}),
+        spec(Some("nginx"))
+    )));
+    assert!(s.is_ours(&ingress(
+        "a",
+        "x",
+        "2026-01-01T00:00:00Z",
+        serde_json::json!({ LEGACY_CLASS: "gatehouse" }),
+        spec(None)
+    )));
+    assert!(
+        s.is_ours(&ingress(
+            "a",
+            "x",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!({}),
+            spec(None)
+        )),
+        "no class + our default"
+    );
+    let not_default = ClassSelection {
+        names: s.names.clone(),
+        default: false,
+    };
+    assert!(!not_default.is_ours(&ingress(
+        "a",
+        "x",
+        "2026-01-01T00:00:00Z",
+        serde_json::json!({}),
+        spec(None)
+    )));
+}
+
+#[test]
+fn rules_path_types_backends_and_default_backend() {
+    let i = ingress(
+        "shop",
+        "web",
+        "2026-01-01T00:00:00Z",
+        serde_json::json!({}),
+        serde_json::json!({
+            "defaultBackend": { "service": { "name": "fallback", "port": { "number": 80 } } },
+            "rules": [rule("Shop.Example.com", serde_json::json!([
+                path("/", "Prefix", "web", serde_json::json!({ "name": "http" })),
+                path("/health", "Exact", "web", serde_json::json!({ "number": 8080 })),
+                path("/api", "ImplementationSpecific", "api", serde_json::json!({ "name": "http" })),
+            ]))],
+        }),
+    );
+    let t = translate([&i], &ours());
+    assert_eq!(t.paths.len(), 3);
+    assert_eq!(t.paths[0].host.as_deref(), Some("shop.example.com"));
+    assert_eq!(t.paths[1].kind, PathKind::Exact);
+    assert_eq!(t.paths[1].backend.port, PortRef::Number(8080));
+    assert_eq!(
+        t.paths[2].kind,
+        PathKind::Prefix,
+        "ImplementationSpecific reads as Prefix"
+    );
+    assert_eq!(t.paths[2].backend.name, "api");
+    assert_eq!(t.paths[2].backend.namespace, "shop");
+    let (default, from) = t.default_backend.unwrap();
+    assert_eq!(
+        (default.name.as_str(), from.as_str()),
+        ("fallback", "shop/web")
+    );
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+}
+
+#[test]
+fn the_older_ingress_wins_a_conflict_and_the_loser_is_reported() {
+    let spec = |svc: &str| serde_json::json!({ "rules": [rule("a.example.com", serde_json::json!([path("/", "Prefix", svc, serde_json::json!({ "number": 80 }))]))] });
+    let newer = ingress(
+        "team-b",
+        "b",
+        "2026-03-01T00:00:00Z",
+        serde_json::json!({}),
+        spec("b"),
+    );
+    let older = ingress(
+        "team-a",
+        "a",
+        "2026-02-01T00:00:00Z",
+        serde_json::json!({}),
+        spec("a"),
+    );
+    let t = translate([&newer, &older], &ours());
+    assert_eq!(t.paths.len(), 1);
+    assert_eq!(t.paths[0].source, "team-a/a");
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.contains("team-b/b") && p.contains("older team-a/a")),
+        "{:?}",
+        t.problems
+    );
+}
+
+#[test]
+fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
+    let spec = |host: &str| serde_json::json!({ "rules": [rule(host, serde_json::json!([path("/app(/|$)(.*)", "ImplementationSpecific", "web", serde_json::json!({ "number": 80 }))]))] });
+    let good = ingress(
+        "a",
+        "good",
+        "2026-01-01T00:00:00Z",
+        serde_json::json!({
+            "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8, 192.0.2.7",
+            "gatehouse.io/proxy-body-size": "8m",
+            "nginx.ingress.kubernetes.io/proxy-body-size": "1k",
+            "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
+            "nginx.ingress.kubernetes.io/ssl-redirect": "false",
+            "nginx.ingress.kubernetes.io/proxy-read-timeout": "30",
+        }),
+        spec("good.example.com"),
+    );
+    let bad_cidr = ingress(
+        "a",
+        "bad",
+        "2026-01-02T00:00:00Z",
+        serde_json::json!({
+            "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8,not-a-cidr",
+        }),
+        spec("bad.example.com"),
+    );
+    let refused = ingress(
+        "a",
+        "limited",
+        "2026-01-03T00:00:00Z",
+        serde_json::json!({
+            "nginx.ingress.kubernetes.io/limit-rps": "10",
+        }),
+        spec("limited.example.com"),
+    );
+    let t = translate([&good, &bad_cidr, &refused], &ours());
+    assert_eq!(t.paths.len(), 3);
+    let good = &t.paths[0];
+    assert!(good.broken.is_none());
+    assert_eq!(
+        good.kind,
+        PathKind::Regex,
+        "rewrite-target implies regex paths"
+    );
+    assert_eq!(good.policy.allow.entries().len(), 2);
+    assert_eq!(
+        good.policy.max_body,
+        Some(8 << 20),
+        "gatehouse.io/ wins over the nginx prefix"
+    );
+    assert_eq!(good.policy.rewrite.as_deref(), Some("/$2"));
+    assert_eq!(good.policy.ssl_redirect, Some(false));
+    assert!(t
+        .problems
+        .iter()
+        .any(|p| p.contains("proxy-read-timeout") && p.contains("ignored")));
+    // A malformed allow-list fails closed for its own Ingress only, never opens the path.
+    let bad = &t.paths[1];
+    assert!(
+        bad.broken
+            .as_deref()
+            .is_some_and(|w| w.contains("not-a-cidr")),
+        "{:?}",
+        bad.broken
+    );
+    let limited = &t.paths[2];
+    assert!(limited
+        .broken
+        .as_deref()
+        .is_some_and(|w| w.contains("limit-rps")));
+}
