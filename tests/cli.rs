@@ -24,22 +24,12 @@ async fn check_accepts_a_valid_file_and_lists_every_error_of_a_bad_one() {
         "good",
         "listen: { http: \"127.0.0.1:0\" }\nservices: {}\nroutes: []\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .await
-        .unwrap();
+    let out = run_to_end(&["check"], &good).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 
     let bad = temp_file("bad", "listen: { http: \"nowhere\" }\ntimeouts: { conect: 1s }\nroutes: [{ host: a.example.com, paths: [{ path: /, service: nope }] }]\n");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .await
-        .unwrap();
+    let out = run_to_end(&["check"], &bad).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let name = bad.display().to_string();
@@ -49,12 +39,7 @@ async fn check_accepts_a_valid_file_and_lists_every_error_of_a_bad_one() {
     assert!(err.contains("3 error(s)"), "{err}");
 
     // `run` with a bad file refuses to start, with the same exit code.
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&bad)
-        .output()
-        .await
-        .unwrap();
+    let out = run_to_end(&["run"], &bad).await;
     assert_eq!(out.status.code(), Some(2));
     // Usage errors exit 2 as well.
     let out = Command::new(BIN)
@@ -108,17 +93,10 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     .await;
     signal(&running.child, "-TERM");
     // Readiness drops at once so load balancers stop sending.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if admin_get(&client(), running.admin, "/readyz").await.status == 503 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never turned 503"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async("/readyz turns 503", Duration::from_secs(5), || async {
+        admin_get(&client(), running.admin, "/readyz").await.status == 503
+    })
+    .await;
     let got = slow.await.unwrap();
     assert_eq!(got.status, 200, "the in-flight request completed");
     let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
@@ -138,7 +116,7 @@ async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
         )
     };
     let config = temp_file("hup", &text("one", ""));
-    let mut running = run(&config).await;
+    let running = run(&config).await;
     let c = client();
     let proxy_get = |c: TestClient, http| async move {
         let req = http::Request::get(format!("http://{http}/"))
@@ -186,12 +164,7 @@ async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    signal(&running.child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(running.terminate().await, Some(0));
 }
 
 #[tokio::test]
@@ -235,10 +208,5 @@ async fn access_log_is_one_json_line_per_request_on_stdout_without_query_strings
     assert!(entry["duration"].as_f64().is_some_and(|d| d > 0.0));
     assert!(entry["upstream_time"].as_f64().is_some_and(|d| d > 0.0));
     assert!(entry["time"].as_str().is_some_and(|t| t.ends_with('Z')));
-    signal(&running.child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(running.terminate().await, Some(0));
 }

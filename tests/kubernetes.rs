@@ -154,16 +154,11 @@ async fn the_binary_follows_endpointslices_under_load() {
     std::fs::write(&config, "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\nservices: { web: { kubernetes: { namespace: shop, name: web, port: 80 } } }\nroutes: [{ host: k.example.com, paths: [{ path: /, service: web }] }]\n").unwrap();
 
     // Without --kubernetes such a file is refused, not served without endpoints.
-    let out = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .await
-        .unwrap();
+    let out = run_to_end(&["run"], &config).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--kubernetes"));
 
-    let mut running = run_with(
+    let running = run_with(
         &config,
         &[
             "--kubernetes",
@@ -230,10 +225,5 @@ async fn the_binary_follows_endpointslices_under_load() {
     let (ok, failed) = load.stop().await;
     assert_eq!(failed, 0, "no request failed while an endpoint was ready");
     assert!(ok >= 100, "the load ran through every phase");
-    signal(&running.child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(running.terminate().await, Some(0));
 }

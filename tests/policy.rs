@@ -74,23 +74,12 @@ async fn forwarded_headers_from_an_untrusted_peer_are_not_believed() {
         ("x-forwarded-for", "127.0.0.2"),
         ("x-forwarded-proto", "https"),
     ];
-    let got = request_from(
-        "127.0.0.3",
-        proxy.addr,
-        b"",
-        get_req("locked.example.com", "/", &spoof),
-    )
-    .await;
+    let got = get_from(&proxy, "127.0.0.3", "locked.example.com", &spoof).await;
     assert_eq!(got.unwrap().status, 403);
     // On an open route the upstream sees the real peer only, and the real scheme.
-    let got = request_from(
-        "127.0.0.3",
-        proxy.addr,
-        b"",
-        get_req("open.example.com", "/", &spoof),
-    )
-    .await
-    .unwrap();
+    let got = get_from(&proxy, "127.0.0.3", "open.example.com", &spoof)
+        .await
+        .unwrap();
     let h = &got.json()["headers"];
     assert_eq!(h["x-forwarded-for"], "127.0.0.3");
     assert_eq!(h["x-real-ip"], "127.0.0.3");
@@ -111,14 +100,9 @@ async fn a_trusted_proxy_names_the_client_right_most_untrusted_first() {
         ("x-forwarded-for", "127.0.0.2, 203.0.113.7, 10.1.1.1"),
         ("x-forwarded-proto", "https"),
     ];
-    let got = request_from(
-        "127.0.0.4",
-        proxy.addr,
-        b"",
-        get_req("locked.example.com", "/", &chain),
-    )
-    .await
-    .unwrap();
+    let got = get_from(&proxy, "127.0.0.4", "locked.example.com", &chain)
+        .await
+        .unwrap();
     assert_eq!(got.status, 200);
     let h = &got.json()["headers"];
     assert_eq!(h["x-real-ip"], "203.0.113.7");
@@ -132,15 +116,15 @@ async fn a_trusted_proxy_names_the_client_right_most_untrusted_first() {
     );
     // The same chain with an untrusted right-most address: that one is the client.
     let chain = [("x-forwarded-for", "203.0.113.7, 192.0.2.1")];
-    let got = request_from(
-        "127.0.0.4",
-        proxy.addr,
-        b"",
-        get_req("locked.example.com", "/", &chain),
-    )
-    .await
-    .unwrap();
+    let got = get_from(&proxy, "127.0.0.4", "locked.example.com", &chain)
+        .await
+        .unwrap();
     assert_eq!(got.status, 403);
+}
+
+/// A GET for `host` from local address `from`, without a PROXY header.
+async fn get_from(proxy: &Proxy, from: &str, host: &str, headers: &[(&str, &str)]) -> Option<Got> {
+    request_from(from, proxy.addr, b"", get_req(host, "/", headers)).await
 }
 
 fn proxy_v1(source: &str, dest: SocketAddr) -> Vec<u8> {

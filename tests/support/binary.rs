@@ -77,3 +77,26 @@ pub fn signal(child: &Child, sig: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+impl Running {
+    /// Sends SIGTERM and returns the exit code, failing if the process outlives 15 s.
+    pub async fn terminate(mut self) -> Option<i32> {
+        signal(&self.child, "-TERM");
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("exits within 15 s of SIGTERM")
+            .expect("wait for the process")
+            .code()
+    }
+}
+
+/// Runs the binary to completion with `args` (and `config` after `--config`).
+pub async fn run_to_end(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .expect("the binary runs")
+}
