@@ -1,19 +1,31 @@
-//! Glue between Kubernetes discovery and the data plane: which configured services are
-//! Kubernetes-backed, and publishing their endpoints when they change.
+//! Glue between Kubernetes discovery and the data plane: the configuration served with
+//! Kubernetes (the file's plus our Ingresses'), and the endpoints of its Kubernetes-backed
+//! services.
 
-use std::{collections::BTreeSet, path::PathBuf};
-
-use gatehouse_config::{Config, ServicePort};
-use gatehouse_discovery::kubernetes::{
-    self, DiscoveryEvents, EndpointDiscovery, PortRef, ServiceKey,
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
 };
-use gatehouse_proxy::Gatehouse;
+
+use gatehouse_config::{Config, Service, ServicePort};
+use gatehouse_discovery::kubernetes::{
+    self,
+    ingress::{translate, ClassSelection},
+    routes::{self, secret_pem},
+    Discovery, DiscoveryEvents, PortRef, ServiceKey,
+};
+use gatehouse_proxy::{ApplyError, Gatehouse};
 use tokio_util::sync::CancellationToken;
 
 /// `--kubernetes` and its flags.
 pub struct KubeOptions {
     pub kubeconfigs: Vec<PathBuf>,
     pub namespaces: Vec<String>,
+    /// `--ingress-class`: a class name that is ours besides IngressClasses naming our
+    /// controller.
+    pub ingress_class: Option<String>,
 }
 
 /// A configuration naming Kubernetes Services needs `--kubernetes`: never accept one and
@@ -31,8 +43,9 @@ pub fn check(config: &Config, kubernetes: bool) -> Result<(), String> {
 /// Builds the clients (one per kubeconfig, or in-cluster) and starts the watches.
 pub async fn start(
     options: &KubeOptions,
+    gatehouse: &Gatehouse,
     stop: CancellationToken,
-) -> Result<(EndpointDiscovery, DiscoveryEvents), kubernetes::ClientError> {
+) -> Result<(Discovery, DiscoveryEvents), kubernetes::ClientError> {
     let mut clients = Vec::new();
     if options.kubeconfigs.is_empty() {
         clients.push(kubernetes::client(None).await?);
@@ -40,33 +53,110 @@ pub async fn start(
     for path in &options.kubeconfigs {
         clients.push(kubernetes::client(Some(path)).await?);
     }
-    Ok(EndpointDiscovery::spawn(clients, &options.namespaces, stop))
+    let metrics = gatehouse.metrics().clone();
+    Ok(Discovery::spawn(
+        clients,
+        &options.namespaces,
+        Arc::new(move |kind| metrics.kubernetes_event(kind)),
+        stop,
+    ))
 }
 
-/// Publishes the endpoints of the configured Kubernetes-backed services (only those in
-/// `changed`, when given).
-pub async fn publish(
-    gatehouse: &Gatehouse,
-    discovery: &EndpointDiscovery,
-    changed: Option<&BTreeSet<ServiceKey>>,
-) {
-    let snapshot = gatehouse.snapshot();
-    for service in &snapshot.config().services {
-        let Some(reference) = &service.kubernetes else {
-            continue;
-        };
-        let key = ServiceKey {
-            namespace: reference.namespace.clone(),
-            name: reference.name.clone(),
-        };
-        if changed.is_some_and(|c| !c.contains(&key)) {
-            continue;
+/// The Kubernetes side of what is served: builds configurations from the file and the
+/// cluster, and publishes endpoint changes to the services that use them.
+pub struct KubeRoutes {
+    class_flag: Option<String>,
+    /// Problems reported last time, so each is logged when it appears, not on every rebuild.
+    reported: BTreeSet<String>,
+    /// Which served services take endpoints from which Service port.
+    users: HashMap<ServiceKey, Vec<(String, PortRef)>>,
+}
+
+impl KubeRoutes {
+    pub fn new(options: &KubeOptions) -> Self {
+        KubeRoutes {
+            class_flag: options.ingress_class.clone(),
+            reported: BTreeSet::new(),
+            users: HashMap::new(),
         }
-        let port = match &reference.port {
-            ServicePort::Name(n) => PortRef::Name(n.clone()),
-            ServicePort::Number(n) => PortRef::Number(i32::from(*n)),
+    }
+
+    /// Serves `file` plus our Ingresses, with the current endpoints of every
+    /// Kubernetes-backed service.
+    pub async fn apply(
+        &mut self,
+        gatehouse: &Gatehouse,
+        discovery: &Discovery,
+        file: &Config,
+    ) -> Result<(), ApplyError> {
+        let classes = discovery.classes();
+        let selection =
+            ClassSelection::from_classes(classes.iter().map(|c| &**c), self.class_flag.as_deref());
+        let ingresses = discovery.ingresses();
+        let translation = translate(ingresses.iter().map(|i| &**i), &selection);
+        let (config, problems) = routes::merge(file, &translation, &|ns, name| {
+            discovery.secret(ns, name).map(|s| secret_pem(&s))
+        });
+        let problems: BTreeSet<String> = problems.into_iter().collect();
+        for problem in problems.difference(&self.reported) {
+            tracing::warn!("{problem}");
+        }
+        self.reported = problems;
+        let users = users(&config);
+        let endpoints = |service: &Service| {
+            let reference = service.kubernetes.as_ref()?;
+            let key = ServiceKey {
+                namespace: reference.namespace.clone(),
+                name: reference.name.clone(),
+            };
+            Some(discovery.endpoints(&key, &port_ref(&reference.port)))
         };
-        let endpoints = discovery.endpoints(&key, &port);
-        gatehouse.publish_endpoints(&service.name, endpoints).await;
+        gatehouse.apply_discovered(config, &endpoints).await?;
+        self.users = users;
+        Ok(())
+    }
+
+    /// Publishes the endpoints of the Services in `changed` (all, when `None`) to the
+    /// services that use them.
+    pub async fn publish(
+        &self,
+        gatehouse: &Gatehouse,
+        discovery: &Discovery,
+        changed: Option<&BTreeSet<ServiceKey>>,
+    ) {
+        let keys: Vec<&ServiceKey> = match changed {
+            Some(c) => c.iter().collect(),
+            None => self.users.keys().collect(),
+        };
+        for key in keys {
+            for (service, port) in self.users.get(key).into_iter().flatten() {
+                let endpoints: Vec<SocketAddr> = discovery.endpoints(key, port);
+                gatehouse.publish_endpoints(service, endpoints).await;
+            }
+        }
+    }
+}
+
+fn users(config: &Config) -> HashMap<ServiceKey, Vec<(String, PortRef)>> {
+    let mut users: HashMap<ServiceKey, Vec<(String, PortRef)>> = HashMap::new();
+    for service in &config.services {
+        if let Some(reference) = &service.kubernetes {
+            let key = ServiceKey {
+                namespace: reference.namespace.clone(),
+                name: reference.name.clone(),
+            };
+            users
+                .entry(key)
+                .or_default()
+                .push((service.name.clone(), port_ref(&reference.port)));
+        }
+    }
+    users
+}
+
+fn port_ref(port: &ServicePort) -> PortRef {
+    match port {
+        ServicePort::Name(n) => PortRef::Name(n.clone()),
+        ServicePort::Number(n) => PortRef::Number(i32::from(*n)),
     }
 }

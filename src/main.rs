@@ -6,9 +6,10 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{Config, TlsEntry, TlsSource, Workers};
+use gatehouse_discovery::kubernetes::{Change, Changed};
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{demo, ApplyError, Gatehouse, Metrics};
-use kube::KubeOptions;
+use kube::{KubeOptions, KubeRoutes};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +28,8 @@ enum Command {
         /// The configuration file (YAML). Without it, the embedded demo runs.
         #[arg(long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
-        /// Discover endpoints from Kubernetes (services with `kubernetes:` in the file).
+        /// Route Ingresses of our class, and discover endpoints from EndpointSlices (for
+        /// them and for services with `kubernetes:` in the file).
         #[arg(long, env = "GATEHOUSE_KUBERNETES")]
         kubernetes: bool,
         /// Kubeconfig files, one per cluster whose endpoints are merged (default: in-cluster
@@ -37,6 +39,10 @@ enum Command {
         /// Namespaces to watch (default: all). Repeatable.
         #[arg(long, env = "GATEHOUSE_NAMESPACE", value_delimiter = ',')]
         namespace: Vec<String>,
+        /// An Ingress class name that is ours, besides the IngressClasses whose controller
+        /// is `gatehouse.io/ingress`.
+        #[arg(long, env = "GATEHOUSE_INGRESS_CLASS")]
+        ingress_class: Option<String>,
     },
     /// Validate a configuration file and exit: 0 and `ok`, or 2 and every error.
     Check {
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => match load_file(&config) {
-            Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded) {
+            Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded, None) {
                 Ok(_) => {
                     println!("ok");
                     ExitCode::SUCCESS
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
             kubernetes,
             kubeconfig,
             namespace,
+            ingress_class,
         } => {
             // The watcher notes the file before it is loaded, so no change slips between.
             let watcher = path.as_ref().map(FileWatcher::new);
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
             let kube = kubernetes.then_some(KubeOptions {
                 kubeconfigs: kubeconfig,
                 namespaces: namespace,
+                ingress_class,
             });
             if let Some(c) = &config {
                 if let Err(e) = kube::check(c, kube.is_some()) {
@@ -184,7 +192,7 @@ async fn run(
 
     let stop = CancellationToken::new();
     let (discovery, mut changes, mut synced_rx) = match &kube {
-        Some(options) => match kube::start(options, stop.clone()).await {
+        Some(options) => match kube::start(options, &gatehouse, stop.clone()).await {
             Ok((d, e)) => (Some(d), Some(e.changes), Some(e.synced)),
             Err(e) => {
                 tracing::error!("cannot start Kubernetes discovery: {e}");
@@ -193,6 +201,10 @@ async fn run(
         },
         None => (None, None, None),
     };
+    let mut kube_routes = kube.as_ref().map(KubeRoutes::new);
+    // What the file (or the demo) says; with Kubernetes, the served configuration is this
+    // plus our Ingresses.
+    let mut file_config = gatehouse.snapshot().config().clone();
     let mut synced = false;
     // Ready at once from a file alone; with Kubernetes, once every watch has listed.
     if discovery.is_none() {
@@ -236,27 +248,45 @@ async fn run(
                     Err(e) => Err(gatehouse_config::ConfigErrors::whole_file("the configuration", e)),
                 });
                 match update {
-                    Ok(config) => match gatehouse.apply(config).await {
-                        Ok(()) => {
-                            tracing::info!("configuration reloaded");
-                            if let Some(d) = &discovery {
-                                kube::publish(&gatehouse, d, None).await;
+                    Ok(config) => {
+                        let applied = match (&discovery, kube_routes.as_mut()) {
+                            (Some(d), Some(k)) if synced => k.apply(&gatehouse, d, &config).await,
+                            _ => gatehouse.apply(config.clone()).await,
+                        };
+                        match applied {
+                            Ok(()) => {
+                                tracing::info!("configuration reloaded");
+                                file_config = config;
                             }
+                            Err(e) => tracing::error!("configuration not applied; the previous one keeps serving: {e}"),
                         }
-                        Err(e) => tracing::error!("configuration not applied; the previous one keeps serving: {e}"),
-                    },
+                    }
                     Err(errors) => gatehouse.reload_rejected(&errors),
                 }
             }
-            Some(changed) = async { changes.as_mut()?.recv().await } => {
-                if let Some(d) = &discovery {
-                    kube::publish(&gatehouse, d, changed.as_ref()).await;
+            Some(first) = async { changes.as_mut()?.recv().await } => {
+                let (Some(d), Some(k), Some(rx)) = (&discovery, kube_routes.as_mut(), changes.as_mut()) else { continue };
+                // Until every watch has listed, the sync below builds everything once.
+                if !synced {
+                    continue;
+                }
+                // Take the whole burst waiting now and act on it once.
+                let burst = coalesce(first, rx);
+                if burst.routes {
+                    if let Err(e) = k.apply(&gatehouse, d, &file_config).await {
+                        tracing::error!("Kubernetes changes not applied; the previous routes keep serving: {e}");
+                    }
+                } else {
+                    k.publish(&gatehouse, d, burst.endpoints.as_ref()).await;
                 }
             }
             Some(()) = async { synced_rx.as_mut()?.wait_for(|s| *s).await.ok().map(|_| ()) }, if !synced && synced_rx.is_some() => {
                 synced = true;
-                if let Some(d) = &discovery {
-                    kube::publish(&gatehouse, d, None).await;
+                if let (Some(d), Some(k)) = (&discovery, kube_routes.as_mut()) {
+                    if let Err(e) = k.apply(&gatehouse, d, &file_config).await {
+                        tracing::error!("cannot serve what Kubernetes holds: {e}");
+                        return ExitCode::from(EXIT_RUNTIME);
+                    }
                 }
                 tracing::info!("Kubernetes watches synced; ready");
                 gatehouse.set_ready(true);
@@ -274,6 +304,37 @@ async fn run(
     ExitCode::SUCCESS
 }
 
+/// A burst of watch changes, merged.
+struct Burst {
+    /// Routes must be rebuilt (which republishes every endpoint too).
+    routes: bool,
+    /// Services whose endpoints changed; `None`: any.
+    endpoints: Changed,
+}
+
+/// Merges `first` with every change already waiting, so a burst (a rollout, a relist)
+/// costs one rebuild or one publish pass, not one per event.
+fn coalesce(first: Change, rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>) -> Burst {
+    let mut burst = Burst {
+        routes: false,
+        endpoints: Some(Default::default()),
+    };
+    let mut next = Some(first);
+    while let Some(change) = next {
+        match change {
+            Change::Routes => burst.routes = true,
+            Change::Endpoints(None) => burst.endpoints = None,
+            Change::Endpoints(Some(keys)) => {
+                if let Some(all) = burst.endpoints.as_mut() {
+                    all.extend(keys);
+                }
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    burst
+}
+
 async fn demo_config() -> Result<Config, String> {
     let upstream = demo::start_echo(([127, 0, 0, 1], 0).into())
         .await
@@ -286,9 +347,14 @@ async fn demo_config() -> Result<Config, String> {
         .map_err(|e| format!("demo certificate: {e}"))?;
     config.listen.https = Some(([127, 0, 0, 1], 8443).into());
     config.tls.push(TlsEntry {
-        source: TlsSource::Inline { cert, key },
+        source: TlsSource::Inline {
+            name: "demo certificate".to_owned(),
+            cert,
+            key,
+        },
         hosts: None,
         default: true,
+        strict: true,
         location: gatehouse_config::Location {
             file: "<embedded demo>".into(),
             line: 1,

@@ -7,7 +7,7 @@ use std::fmt;
 pub struct Location {
     /// The file as the operator named it.
     pub file: String,
-    /// Line, from 1.
+    /// Line, from 1 (0: the place is an object, not a line of a file).
     pub line: usize,
     /// Column, from 1.
     pub column: usize,
@@ -15,7 +15,12 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        if self.line == 0 {
+            // Not from a file (a Kubernetes object): the name says it all.
+            f.write_str(&self.file)
+        } else {
+            write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        }
     }
 }
 

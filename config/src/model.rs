@@ -39,8 +39,13 @@ pub struct Listen {
 pub enum TlsSource {
     /// PEM files, relative paths already resolved against the configuration file.
     Files { cert: PathBuf, key: PathBuf },
-    /// PEM text held in memory (the embedded demo's generated certificate).
-    Inline { cert: String, key: String },
+    /// PEM text held in memory: the embedded demo's generated certificate, or a TLS Secret.
+    /// `name` says where it came from, for logs and metrics.
+    Inline {
+        name: String,
+        cert: String,
+        key: String,
+    },
 }
 
 /// One `tls` entry.
@@ -51,6 +56,9 @@ pub struct TlsEntry {
     pub hosts: Option<Vec<HostPattern>>,
     /// Served when the client sends no SNI or an unknown name.
     pub default: bool,
+    /// A broken certificate fails the whole configuration (a file's), or only drops this
+    /// entry with a warning (a TLS Secret's: it must not take other hosts down).
+    pub strict: bool,
     pub location: Location,
 }
 
@@ -59,7 +67,7 @@ impl TlsEntry {
     pub fn label(&self) -> String {
         match &self.source {
             TlsSource::Files { cert, .. } => cert.display().to_string(),
-            TlsSource::Inline { .. } => "inline".to_owned(),
+            TlsSource::Inline { name, .. } => name.clone(),
         }
     }
 }
@@ -188,6 +196,12 @@ pub struct Route {
     pub allow: CidrSet,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
+    /// Redirect even without a certificate here: TLS ends at a load balancer in front
+    /// (ingress-nginx's `force-ssl-redirect`).
+    pub force_https_redirect: bool,
+    /// Why this route answers 503 instead of serving (an Ingress whose annotations cannot be
+    /// honoured fails closed); `None` for a route that serves.
+    pub unavailable: Option<String>,
     pub max_body: u64,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub paths: Vec<PathRule>,
@@ -196,7 +210,7 @@ pub struct Route {
 }
 
 /// How a path rule compares with the request path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PathMatch {
     Exact,
     /// By path element, as in the Ingress API.

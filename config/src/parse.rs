@@ -151,6 +151,20 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             }
         }
     }
+    // In a file, one host is one route; several routes share a host only when they come
+    // from different Ingresses.
+    let mut hosts = std::collections::HashMap::new();
+    for (i, route) in routes.iter().enumerate() {
+        if let Some(first) = hosts.insert(&route.host, i) {
+            r.error(
+                route_nodes[i].span,
+                format!(
+                    "host `{}` is already routed at {}; merge the two routes",
+                    route.host, routes[first].location
+                ),
+            );
+        }
+    }
     if let Err(errors) = RoutingTable::compile(&routes) {
         for e in errors {
             report_table_error(r, &routes, &route_nodes, e);
@@ -477,11 +491,23 @@ fn read_route(
         host: host?,
         allow,
         https_redirect,
+        force_https_redirect: false,
+        unavailable: None,
         max_body: max_body?,
         response_headers,
         paths,
         location,
     })
+}
+
+/// A name a certificate serves: like a route host, but `*` (any host) means nothing here.
+fn tls_host(text: &str) -> Result<HostPattern, String> {
+    match HostPattern::parse(text)? {
+        HostPattern::Any => Err(
+            "`*` is not a certificate name; write the names, or set `default: true` to serve this certificate to any other name".to_owned(),
+        ),
+        host => Ok(host),
+    }
 }
 
 fn file_dir(file: &str) -> PathBuf {
@@ -519,7 +545,7 @@ fn read_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, dir: PathBuf) -> Vec<TlsE
             .map(|items| {
                 items
                     .iter()
-                    .filter_map(|h| r.parsed(h, "tls host", HostPattern::parse))
+                    .filter_map(|h| r.parsed(h, "tls host", tls_host))
                     .collect()
             });
         let default = f
@@ -531,6 +557,7 @@ fn read_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, dir: PathBuf) -> Vec<TlsE
                 source: TlsSource::Files { cert, key },
                 hosts,
                 default,
+                strict: true,
                 location: r.location(item.span),
             });
         }
@@ -631,16 +658,11 @@ fn report_table_error(
     e: TableError,
 ) {
     match e {
-        TableError::DuplicateHost { route, first } => r.error(
-            nodes[route].span,
-            format!(
-                "host `{}` is already routed at {}; merge the two routes",
-                routes[route].host, routes[first].location
-            ),
-        ),
+        // Across routes it is the duplicate host, reported already.
+        TableError::DuplicatePath { route, first, .. } if first.0 != route => {}
         TableError::DuplicatePath { route, rule, first } => {
             let p = &routes[route].paths[rule];
-            let f = &routes[route].paths[first];
+            let f = &routes[first.0].paths[first.1];
             r.error(
                 nodes[route].span,
                 format!(

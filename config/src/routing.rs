@@ -7,18 +7,23 @@ use regex::Regex;
 
 use crate::model::{PathMatch, Route};
 
-/// A route's host: an exact name, or `*.parent` covering exactly one more label.
+/// A route's host: an exact name, `*.parent` covering exactly one more label, or `*` for
+/// any host no other route names (an Ingress rule without a host; nginx's `server_name _`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostPattern {
     Exact(String),
     /// Holds the parent domain (`mydomain.com` for `*.mydomain.com`).
     Wildcard(String),
+    Any,
 }
 
 impl HostPattern {
     /// Parses a route host as written in a configuration.
     pub fn parse(text: &str) -> Result<Self, String> {
         let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        if lower == "*" {
+            return Ok(HostPattern::Any);
+        }
         let (wild, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, lower.as_str()),
@@ -53,6 +58,7 @@ impl HostPattern {
             HostPattern::Wildcard(parent) => host
                 .split_once('.')
                 .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+            HostPattern::Any => true,
         }
     }
 }
@@ -62,6 +68,7 @@ impl std::fmt::Display for HostPattern {
         match self {
             HostPattern::Exact(h) => f.write_str(h),
             HostPattern::Wildcard(p) => write!(f, "*.{p}"),
+            HostPattern::Any => f.write_str("*"),
         }
     }
 }
@@ -106,27 +113,27 @@ pub struct RouteMatch {
     pub matched: Matched,
 }
 
+/// A rule of the table: the route it belongs to and its index there.
+type RuleRef = (usize, usize);
+
+/// The path rules of one host. Several routes may share a host (Ingresses of different
+/// teams for one domain, each with its own policy), so rules point back at their route.
 #[derive(Debug, Default)]
 struct PathMatcher {
-    exact: HashMap<Box<str>, usize>,
+    exact: HashMap<Box<str>, RuleRef>,
     /// Prefixes without their trailing slash; the root prefix is stored as "".
-    prefix: HashMap<Box<str>, usize>,
-    regex: Vec<(Regex, usize)>,
-    /// The compiled regex of each rule (None for non-regex rules), for rewrites.
-    rule_regex: Vec<Option<Regex>>,
+    prefix: HashMap<Box<str>, RuleRef>,
+    regex: Vec<(Regex, RuleRef)>,
 }
 
 /// Why a table could not be built; the parser turns these into located errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TableError {
-    DuplicateHost {
-        route: usize,
-        first: usize,
-    },
     DuplicatePath {
         route: usize,
         rule: usize,
-        first: usize,
+        /// The route and rule that listed it first.
+        first: (usize, usize),
     },
     BadRegex {
         route: usize,
@@ -135,43 +142,48 @@ pub enum TableError {
     },
 }
 
-/// Host table (exact and wildcard) with a path matcher per route.
+/// Host table (exact, wildcard, any) with a path matcher per host.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     exact: HashMap<Box<str>, usize>,
     wildcard: HashMap<Box<str>, usize>,
+    any: Option<usize>,
     matchers: Vec<PathMatcher>,
+    /// The compiled regex of each rule, by route then rule (None for non-regex rules), for
+    /// rewrites.
+    rule_regex: Vec<Vec<Option<Regex>>>,
 }
 
 impl RoutingTable {
-    /// Compiles routes into a table. Reports every conflict, not just the first.
+    /// Compiles routes into a table; routes naming the same host share its path table.
+    /// Reports every conflict, not just the first.
     pub fn compile(routes: &[Route]) -> Result<Self, Vec<TableError>> {
         let mut table = RoutingTable::default();
         let mut errors = Vec::new();
         for (ri, route) in routes.iter().enumerate() {
-            let (hosts, key) = match &route.host {
-                HostPattern::Exact(h) => (&mut table.exact, h.as_str()),
-                HostPattern::Wildcard(parent) => (&mut table.wildcard, parent.as_str()),
+            let next = table.matchers.len();
+            let host = match &route.host {
+                HostPattern::Exact(h) => *table.exact.entry(h.as_str().into()).or_insert(next),
+                HostPattern::Wildcard(p) => {
+                    *table.wildcard.entry(p.as_str().into()).or_insert(next)
+                }
+                HostPattern::Any => *table.any.get_or_insert(next),
             };
-            if let Some(first) = hosts.get(key) {
-                errors.push(TableError::DuplicateHost {
-                    route: ri,
-                    first: *first,
-                });
-            } else {
-                hosts.insert(key.into(), ri);
+            if host == next {
+                table.matchers.push(PathMatcher::default());
             }
-            let mut m = PathMatcher::default();
+            let m = &mut table.matchers[host];
+            let mut compiled_rules = Vec::with_capacity(route.paths.len());
             for (pi, rule) in route.paths.iter().enumerate() {
                 let mut compiled = None;
                 let existing = match rule.kind {
-                    PathMatch::Exact => m.exact.insert(rule.path.as_str().into(), pi),
-                    PathMatch::Prefix => m.prefix.insert(prefix_key(&rule.path).into(), pi),
+                    PathMatch::Exact => m.exact.insert(rule.path.as_str().into(), (ri, pi)),
+                    PathMatch::Prefix => m.prefix.insert(prefix_key(&rule.path).into(), (ri, pi)),
                     PathMatch::Regex => match compile_regex(&rule.path) {
                         Ok(re) => {
                             let dup = m.regex.iter().find(|(r, _)| r.as_str() == re.as_str());
                             let dup = dup.map(|(_, i)| *i);
-                            m.regex.push((re.clone(), pi));
+                            m.regex.push((re.clone(), (ri, pi)));
                             compiled = Some(re);
                             dup
                         }
@@ -192,9 +204,9 @@ impl RoutingTable {
                         first,
                     });
                 }
-                m.rule_regex.push(compiled);
+                compiled_rules.push(compiled);
             }
-            table.matchers.push(m);
+            table.rule_regex.push(compiled_rules);
         }
         if errors.is_empty() {
             Ok(table)
@@ -203,20 +215,22 @@ impl RoutingTable {
         }
     }
 
-    /// Finds the route for a normalised host (see [`normalize_host`]).
+    /// Finds the path table for a normalised host (see [`normalize_host`]): exact name,
+    /// then wildcard, then the any-host routes.
     pub fn find_host(&self, host: &str) -> Option<usize> {
         if let Some(r) = self.exact.get(host) {
             return Some(*r);
         }
-        let (_, parent) = host.split_once('.')?;
-        self.wildcard.get(parent).copied()
+        host.split_once('.')
+            .and_then(|(_, parent)| self.wildcard.get(parent).copied())
+            .or(self.any)
     }
 
-    /// Finds the path rule of a route: exact beats the longest element-wise prefix, which
-    /// beats regexes in file order.
-    pub fn find_path(&self, route: usize, path: &str) -> Option<RouteMatch> {
-        let m = self.matchers.get(route)?;
-        let found = |rule, matched| RouteMatch {
+    /// Finds the path rule in a host's path table: exact beats the longest element-wise
+    /// prefix, which beats regexes in order.
+    pub fn find_path(&self, host: usize, path: &str) -> Option<RouteMatch> {
+        let m = self.matchers.get(host)?;
+        let found = |(route, rule): RuleRef, matched| RouteMatch {
             route,
             rule,
             matched,
@@ -269,9 +283,9 @@ impl RoutingTable {
             }
             Matched::Regex => {
                 let re = self
-                    .matchers
+                    .rule_regex
                     .get(m.route)
-                    .and_then(|pm| pm.rule_regex.get(m.rule))
+                    .and_then(|rules| rules.get(m.rule))
                     .and_then(Option::as_ref);
                 let caps = re.and_then(|re| re.captures(path));
                 expand_captures(rewrite, |i| {
@@ -283,12 +297,12 @@ impl RoutingTable {
         }
     }
 
-    /// Number of routes in the table.
+    /// Number of distinct hosts in the table.
     pub fn len(&self) -> usize {
         self.matchers.len()
     }
 
-    /// Whether the table has no routes.
+    /// Whether the table has no hosts.
     pub fn is_empty(&self) -> bool {
         self.matchers.is_empty()
     }

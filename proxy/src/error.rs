@@ -18,6 +18,8 @@ pub enum ProxyError {
     Misdirected { host: String },
     #[error("plaintext request for a host with forced HTTPS")]
     RedirectToHttps { location: http::HeaderValue },
+    #[error("route `{route}` is out of service: {reason}")]
+    Unavailable { route: String, reason: String },
     #[error("request has no Host header")]
     MissingHost,
     #[error("service `{service}` has no endpoint")]
@@ -57,7 +59,9 @@ impl ProxyError {
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint { .. } | ProxyError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ConnectFailed { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnaskedUpgrade { .. } => StatusCode::BAD_GATEWAY,

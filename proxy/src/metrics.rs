@@ -6,7 +6,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Every metric of the data plane.
+/// Every metric of the data plane. Clones share the same counters.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
@@ -17,6 +18,7 @@ pub struct Metrics {
     pub(crate) denied: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) cert_expiry: IntGaugeVec,
+    kubernetes_events: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -91,8 +93,18 @@ impl Metrics {
                 "When each loaded certificate expires (Unix time): alert before renewals that never came",
                 &["certificate"],
             ),
+            kubernetes_events: counters(
+                "kubernetes_events_total",
+                "Kubernetes objects received from watches (listed, added, changed, deleted), by kind",
+                &["kind"],
+            ),
             registry,
         }
+    }
+
+    /// Counts one object event of a Kubernetes watch.
+    pub fn kubernetes_event(&self, kind: &str) {
+        self.kubernetes_events.with_label_values(&[kind]).inc();
     }
 
     /// Counts one refusal (`allowlist`, `untrusted_proxy`, `proxy_header`).

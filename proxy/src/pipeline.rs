@@ -124,6 +124,16 @@ async fn proxy(
     let (service, stats, max_body, rewritten) = match found {
         Some(m) => {
             let route = &config.routes[m.route];
+            // A route that cannot honour its policy serves nothing (fails closed).
+            if let Some(reason) = &route.unavailable {
+                return Err((
+                    ProxyError::Unavailable {
+                        route: route.host.to_string(),
+                        reason: reason.clone(),
+                    },
+                    m.route,
+                ));
+            }
             // The allow-list comes before anything else the route does.
             if !route.allow.is_empty() && !route.allow.contains(client.ip) {
                 shared.metrics.deny("allowlist");

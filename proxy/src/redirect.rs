@@ -44,7 +44,8 @@ pub(crate) fn https_location(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Option<HeaderValue> {
-    if !route.https_redirect || conn.tls.is_some() || uri.path().starts_with(ACME_CHALLENGE) {
+    let wanted = route.https_redirect || route.force_https_redirect;
+    if !wanted || conn.tls.is_some() || uri.path().starts_with(ACME_CHALLENGE) {
         return None;
     }
     let already_https = client.via_trusted_proxy
@@ -54,7 +55,8 @@ pub(crate) fn https_location(
     if already_https {
         return None;
     }
-    if !valid_certificate(snapshot, host) {
+    // Forced: TLS ends at a load balancer in front, whose certificate we cannot see.
+    if !route.force_https_redirect && !valid_certificate(snapshot, host) {
         warn_once(snapshot, host);
         return None;
     }
@@ -68,7 +70,9 @@ pub(crate) fn https_location(
 
 /// Whether an HTTPS response for `route` gets HSTS.
 pub(crate) fn wants_hsts(snapshot: &Snapshot, route: &Route, host: &str, conn: &ConnInfo) -> bool {
-    route.https_redirect && conn.tls.is_some() && valid_certificate(snapshot, host)
+    (route.https_redirect || route.force_https_redirect)
+        && conn.tls.is_some()
+        && valid_certificate(snapshot, host)
 }
 
 fn warn_once(snapshot: &Snapshot, host: &str) {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use gatehouse_config::{Config, ConfigErrors};
+use gatehouse_config::{Config, ConfigErrors, Service};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, Mutex},
@@ -147,7 +147,18 @@ impl Gatehouse {
     /// Replaces the running configuration with a validated one. New listeners are bound
     /// before anything changes, so a port that cannot be bound leaves everything as it was.
     pub async fn apply(&self, config: Config) -> Result<(), ApplyError> {
-        let result = self.try_apply(config).await;
+        self.apply_discovered(config, &|_| None).await
+    }
+
+    /// Like [`Gatehouse::apply`], taking the endpoints of the services `discovered` knows
+    /// from it (the rest keep what was last published), so a service that appears with the
+    /// configuration (a new Ingress backend) has its endpoints from its first request.
+    pub async fn apply_discovered(
+        &self,
+        config: Config,
+        discovered: &(dyn Fn(&Service) -> Option<Vec<SocketAddr>> + Sync),
+    ) -> Result<(), ApplyError> {
+        let result = self.try_apply(config, discovered).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
         self.shared
             .metrics
@@ -157,7 +168,11 @@ impl Gatehouse {
         result
     }
 
-    async fn try_apply(&self, config: Config) -> Result<(), ApplyError> {
+    async fn try_apply(
+        &self,
+        config: Config,
+        lookup: &(dyn Fn(&Service) -> Option<Vec<SocketAddr>> + Sync),
+    ) -> Result<(), ApplyError> {
         let config = Arc::new(config);
         let mut listeners = self.listeners.lock().await;
         let previous = self.shared.snapshot.load_full();
@@ -168,17 +183,31 @@ impl Gatehouse {
                 config.workers
             );
         }
-        let discovered = self
-            .discovered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let snapshot = Snapshot::build(
+        let mut discovered =
+            std::mem::take(&mut *self.discovered.lock().unwrap_or_else(|p| p.into_inner()));
+        for service in &config.services {
+            if let Some(endpoints) = lookup(service) {
+                discovered.insert(service.name.clone(), endpoints);
+            }
+        }
+        let built = Snapshot::build(
             config.clone(),
             Some(&previous),
             &|name| discovered.get(name).cloned().unwrap_or_default(),
             &self.shared.metrics,
-        )?;
+        );
+        let snapshot = match built {
+            Ok(s) => {
+                // Forget services that are gone, so Ingress churn does not grow the map.
+                discovered.retain(|name, _| s.upstream(name).is_some());
+                *self.discovered.lock().unwrap_or_else(|p| p.into_inner()) = discovered;
+                s
+            }
+            Err(e) => {
+                *self.discovered.lock().unwrap_or_else(|p| p.into_inner()) = discovered;
+                return Err(e.into());
+            }
+        };
         let changes = bind_changes(&listeners, &config).await?;
         self.shared.snapshot.store(Arc::new(snapshot));
         self.swap_listeners(&mut listeners, changes);
@@ -190,7 +219,7 @@ impl Gatehouse {
     pub async fn publish_endpoints(&self, service: &str, endpoints: Vec<SocketAddr>) {
         let _serialized = self.listeners.lock().await;
         let snapshot = self.shared.snapshot.load_full();
-        if let Some(upstream) = snapshot.upstreams.iter().find(|u| u.name() == service) {
+        if let Some(upstream) = snapshot.upstream(service) {
             upstream.set_discovered(&endpoints);
             self.shared
                 .metrics

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub(crate) table: RoutingTable,
     /// One per configured service, indexed by `ServiceId`.
     pub(crate) upstreams: Vec<Arc<Upstream>>,
+    /// Service name → index in `upstreams`, for publishing endpoints by name.
+    by_name: HashMap<String, usize>,
     /// One per route, then the default service's, then the no-route stats.
     stats: Vec<RouteStats>,
     pub(crate) limits: ForwardLimits,
@@ -63,7 +65,8 @@ impl Snapshot {
     ) -> Result<Self, SnapshotError> {
         let table = RoutingTable::compile(&config.routes)
             .map_err(|e| SnapshotError::Routing(format!("{e:?}")))?;
-        let certs = CertStore::load(&config).map_err(SnapshotError::Tls)?;
+        let certs =
+            CertStore::load(&config, previous.map(|p| &p.certs)).map_err(SnapshotError::Tls)?;
         if let Some(prev) = previous {
             for cert in prev.certs.certs() {
                 let _ = metrics
@@ -114,6 +117,12 @@ impl Snapshot {
                 }
             }
         }
+        let by_name = config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         let mut stats: Vec<RouteStats> = config
             .routes
             .iter()
@@ -146,6 +155,7 @@ impl Snapshot {
             config,
             table,
             upstreams,
+            by_name,
             stats,
             limits,
             server,
@@ -162,6 +172,11 @@ impl Snapshot {
     /// The upstream of each configured service.
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
+    }
+
+    /// The upstream of a service, by name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name).map(|i| &self.upstreams[*i])
     }
 
     pub(crate) fn stats(&self, i: usize) -> &RouteStats {

@@ -33,7 +33,7 @@ pub struct TlsError {
 
 /// A loaded certificate with what the proxy needs to know about it.
 pub struct LoadedCert {
-    /// The certificate file (or `inline`), for logs and metrics.
+    /// The certificate file (or where inline PEM came from), for logs and metrics.
     pub label: String,
     pub(crate) key: Arc<CertifiedKey>,
     /// The names it serves: the entry's `hosts`, else its DNS SANs.
@@ -43,6 +43,9 @@ pub struct LoadedCert {
     /// Validity period, seconds since the Unix epoch.
     pub not_before: i64,
     pub not_after: i64,
+    /// Digest of the PEM it was parsed from, so an unchanged certificate is not parsed again
+    /// when a snapshot is rebuilt (Ingress churn rebuilds often).
+    digest: u64,
 }
 
 impl LoadedCert {
@@ -92,48 +95,32 @@ impl CertStore {
     }
 
     /// Loads every `tls` entry of a configuration; reports every failure at once.
-    pub fn load(config: &Config) -> Result<Self, Vec<TlsError>> {
+    /// Certificates whose PEM is unchanged since `previous` are taken from it, not parsed.
+    pub fn load(config: &Config, previous: Option<&CertStore>) -> Result<Self, Vec<TlsError>> {
         let provider = provider();
+        let known: HashMap<u64, &LoadedCert> = previous
+            .into_iter()
+            .flat_map(|p| p.certs.iter())
+            .map(|c| (c.digest, &**c))
+            .collect();
         let mut store = CertStore::default();
         let mut errors = Vec::new();
         for entry in &config.tls {
-            let fail = |message: String| TlsError {
-                location: entry.location.clone(),
-                message,
-            };
-            let cert = match load_entry(entry, &provider) {
-                Ok(c) => c,
-                Err(message) => {
-                    errors.push(fail(message));
-                    continue;
-                }
-            };
-            if cert.names.is_empty() {
-                errors.push(fail(format!(
-                    "certificate {} has no DNS name to serve; add `hosts:`",
-                    cert.label
-                )));
-                continue;
-            }
-            let index = store.certs.len();
-            for name in &cert.names {
-                let (map, key) = match name {
-                    HostPattern::Exact(h) => (&mut store.exact, h),
-                    HostPattern::Wildcard(p) => (&mut store.wildcard, p),
-                };
-                if let Some(first) = map.get(key) {
-                    errors.push(fail(format!(
-                        "`{name}` is already served by {}; set `hosts:` on one of them to choose",
-                        store.certs[*first].label
-                    )));
-                } else {
-                    map.insert(key.clone(), index);
+            let mut problems = Vec::new();
+            store.add(entry, &provider, &known, &mut problems);
+            if entry.strict {
+                errors.extend(problems.into_iter().map(|message| TlsError {
+                    location: entry.location.clone(),
+                    message,
+                }));
+            } else {
+                for problem in problems {
+                    tracing::warn!(
+                        "{}: {problem}; the hosts it names get the default certificate (if any) until it is fixed",
+                        entry.location
+                    );
                 }
             }
-            if entry.default {
-                store.default = Some(index);
-            }
-            store.certs.push(Arc::new(cert));
         }
         if errors.is_empty() {
             Ok(store)
@@ -143,11 +130,73 @@ impl CertStore {
     }
 }
 
+impl CertStore {
+    /// Adds one entry; whatever keeps it (or one of its names) out goes to `problems`.
+    fn add(
+        &mut self,
+        entry: &TlsEntry,
+        provider: &CryptoProvider,
+        known: &HashMap<u64, &LoadedCert>,
+        problems: &mut Vec<String>,
+    ) {
+        let mut cert = match load_entry(entry, provider, known) {
+            Ok(c) => c,
+            Err(message) => return problems.push(message),
+        };
+        if cert.names.is_empty() {
+            return problems.push(format!(
+                "certificate {} has no DNS name to serve; add `hosts:`",
+                cert.label
+            ));
+        }
+        let index = self.certs.len();
+        let mut served = Vec::with_capacity(cert.names.len());
+        for name in &cert.names {
+            let (map, key) = match name {
+                HostPattern::Exact(h) => (&mut self.exact, h),
+                HostPattern::Wildcard(p) => (&mut self.wildcard, p),
+                HostPattern::Any => {
+                    problems.push("`*` is not a certificate name; use `default: true`".to_owned());
+                    continue;
+                }
+            };
+            if let Some(first) = map.get(key) {
+                problems.push(format!(
+                    "`{name}` is already served by {}; set `hosts:` on one of them to choose",
+                    self.certs[*first].label
+                ));
+            } else {
+                map.insert(key.clone(), index);
+                served.push(name.clone());
+            }
+        }
+        if served.is_empty() {
+            return;
+        }
+        cert.names = served;
+        if entry.default {
+            self.default = Some(index);
+        }
+        self.certs.push(Arc::new(cert));
+    }
+}
+
 fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn load_entry(entry: &TlsEntry, provider: &CryptoProvider) -> Result<LoadedCert, String> {
+/// The key of the digests: random per process, so nobody can craft PEM that collides with
+/// another certificate's digest.
+fn digest_key() -> &'static std::hash::RandomState {
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new)
+}
+
+fn load_entry(
+    entry: &TlsEntry,
+    provider: &CryptoProvider,
+    known: &HashMap<u64, &LoadedCert>,
+) -> Result<LoadedCert, String> {
     let (cert_pem, key_pem, cert_name, key_name) = match &entry.source {
         TlsSource::Files { cert, key } => (
             read(cert)?,
@@ -155,13 +204,31 @@ fn load_entry(entry: &TlsEntry, provider: &CryptoProvider) -> Result<LoadedCert,
             cert.display().to_string(),
             key.display().to_string(),
         ),
-        TlsSource::Inline { cert, key } => (
+        TlsSource::Inline { name, cert, key } => (
             cert.clone().into_bytes(),
             key.clone().into_bytes(),
-            "inline certificate".to_owned(),
-            "inline key".to_owned(),
+            format!("the certificate of {name}"),
+            format!("the key of {name}"),
         ),
     };
+    let digest = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = digest_key().build_hasher();
+        cert_pem.hash(&mut h);
+        key_pem.hash(&mut h);
+        h.finish()
+    };
+    if let Some(same) = known.get(&digest) {
+        return Ok(LoadedCert {
+            label: entry.label(),
+            key: same.key.clone(),
+            names: entry.hosts.clone().unwrap_or_else(|| same.sans.clone()),
+            sans: same.sans.clone(),
+            not_before: same.not_before,
+            not_after: same.not_after,
+            digest,
+        });
+    }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{cert_name} is not a PEM certificate chain: {e}"))?;
@@ -211,6 +278,7 @@ fn load_entry(entry: &TlsEntry, provider: &CryptoProvider) -> Result<LoadedCert,
         sans,
         not_before,
         not_after,
+        digest,
     })
 }
 

@@ -46,7 +46,36 @@ pub const SERVICES: Kind = Kind {
     kind: "Service",
 };
 
-const KINDS: [Kind; 2] = [ENDPOINT_SLICES, SERVICES];
+pub const INGRESSES: Kind = Kind {
+    prefix: "/apis/networking.k8s.io/v1",
+    plural: "ingresses",
+    list_kind: "IngressList",
+    api_version: "networking.k8s.io/v1",
+    kind: "Ingress",
+};
+/// Cluster-scoped: objects have no namespace.
+pub const INGRESS_CLASSES: Kind = Kind {
+    prefix: "/apis/networking.k8s.io/v1",
+    plural: "ingressclasses",
+    list_kind: "IngressClassList",
+    api_version: "networking.k8s.io/v1",
+    kind: "IngressClass",
+};
+pub const SECRETS: Kind = Kind {
+    prefix: "/api/v1",
+    plural: "secrets",
+    list_kind: "SecretList",
+    api_version: "v1",
+    kind: "Secret",
+};
+
+const KINDS: [Kind; 5] = [
+    ENDPOINT_SLICES,
+    SERVICES,
+    INGRESSES,
+    INGRESS_CLASSES,
+    SECRETS,
+];
 
 struct Event {
     rv: u64,
@@ -67,6 +96,8 @@ struct State {
     down: bool,
     lists: u64,
     watches: u64,
+    /// (verb, resource) of every request, as RBAC names them.
+    seen: std::collections::BTreeSet<(&'static str, &'static str)>,
 }
 
 /// The running test API server.
@@ -201,6 +232,11 @@ impl KubeApi {
         }
     }
 
+    /// Every (verb, resource) requested so far, as an RBAC rule names them.
+    pub fn verbs_seen(&self) -> std::collections::BTreeSet<(&'static str, &'static str)> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
     /// (lists, watches) served so far.
     pub fn requests(&self) -> (u64, u64) {
         let s = self.state.lock().unwrap();
@@ -220,13 +256,22 @@ impl KubeApi {
             return status(StatusCode::NOT_FOUND, "unknown path");
         };
         let selector = query.get("labelSelector").cloned().unwrap_or_default();
+        let fields = query.get("fieldSelector").cloned().unwrap_or_default();
         let matches = move |o: &Value| {
             let ns_ok = namespace
                 .as_deref()
                 .is_none_or(|ns| o["metadata"]["namespace"] == ns);
-            ns_ok && selector_matches(&selector, &o["metadata"]["labels"])
+            ns_ok
+                && selector_matches(&selector, &o["metadata"]["labels"])
+                && fields_match(&fields, o)
         };
-        if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .insert((if watching { "watch" } else { "list" }, kind.plural));
+        if watching {
             let from: u64 = query
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
@@ -363,6 +408,22 @@ fn selector_matches(selector: &str, labels: &Value) -> bool {
         .all(|term| match term.split_once('=') {
             Some((k, v)) => labels[k] == v,
             None => labels.get(term).is_some(),
+        })
+}
+
+/// Field selectors of the form `a.b=value` (the API server supports few fields per kind;
+/// Gatehouse uses `type` on Secrets).
+fn fields_match(selector: &str, object: &Value) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((path, v)) => path
+                .split('.')
+                .fold(object, |o, key| &o[key])
+                .as_str()
+                .is_some_and(|actual| actual == v),
+            None => false,
         })
 }
 

@@ -9,6 +9,7 @@ use gatehouse_config::{
     cidr::{parse_cidr, CidrSet},
     units::parse_size,
 };
+use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use super::endpoints::PortRef;
@@ -17,7 +18,7 @@ use super::endpoints::PortRef;
 pub const CONTROLLER: &str = "gatehouse.io/ingress";
 const PREFIXES: [&str; 2] = ["gatehouse.io/", "nginx.ingress.kubernetes.io/"];
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
-const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+pub(crate) const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
 
 /// Annotations that change what a request may do; until Gatehouse implements one, an
 /// Ingress using it is served with 503 rather than without the policy.
@@ -121,6 +122,8 @@ pub struct Policy {
     pub force_ssl_redirect: bool,
     pub max_body: Option<u64>,
     pub rewrite: Option<String>,
+    /// `gatehouse.io/response-headers`: `Name: value` lines added to every response.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// One routed path of an Ingress.
@@ -138,10 +141,23 @@ pub struct IngressPath {
     pub broken: Option<String>,
 }
 
+/// A `spec.tls` entry: the Secret whose certificate serves some hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressTls {
+    pub namespace: String,
+    pub secret: String,
+    /// The names it serves (lower-case); when `spec.tls` lists none, the Ingress's rule hosts.
+    pub hosts: Vec<String>,
+    /// `namespace/name` of the Ingress.
+    pub source: String,
+}
+
 /// Every path of our Ingresses, after conflicts.
 #[derive(Clone, Debug, Default)]
 pub struct Translation {
     pub paths: Vec<IngressPath>,
+    /// Certificates to load, oldest Ingress first.
+    pub tls: Vec<IngressTls>,
     /// The oldest Ingress's `defaultBackend`, with its source.
     pub default_backend: Option<(Backend, String)>,
     /// For the operator's log: conflicts lost, annotations refused or ignored.
@@ -197,6 +213,30 @@ pub fn translate<'a>(
                     "Ingress {source}: defaultBackend ignored, {first} is older and sets one"
                 )),
             }
+        }
+        let rule_hosts: Vec<String> = spec
+            .rules
+            .iter()
+            .flatten()
+            .filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        for tls in spec.tls.iter().flatten() {
+            let Some(secret) = tls.secret_name.clone() else {
+                out.problems.push(format!(
+                    "Ingress {source}: a tls entry names no secretName; its hosts get the default certificate"
+                ));
+                continue;
+            };
+            let hosts: Vec<String> = match &tls.hosts {
+                Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                _ => rule_hosts.clone(),
+            };
+            out.tls.push(IngressTls {
+                namespace: namespace.clone(),
+                secret,
+                hosts,
+                source: source.clone(),
+            });
         }
         for rule in spec.rules.iter().flatten() {
             let host = rule.host.as_ref().map(|h| h.to_ascii_lowercase());
@@ -263,11 +303,15 @@ fn annotations(
     source: &str,
 ) -> Result<(Policy, bool), String> {
     let mut found: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut gatehouse_only = BTreeSet::new();
     // The nginx prefix first, so the same name under `gatehouse.io/` overrides it.
     for prefix in PREFIXES.iter().rev() {
         for (key, value) in ingress.metadata.annotations.iter().flatten() {
             if let Some(name) = key.strip_prefix(prefix) {
                 found.insert(name, value);
+                if *prefix == PREFIXES[0] {
+                    gatehouse_only.insert(name);
+                }
             }
         }
     }
@@ -303,6 +347,9 @@ fn annotations(
                 return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP only)"))
             }
             "ssl-redirect" | "force-ssl-redirect" | "use-regex" => {}
+            "response-headers" if gatehouse_only.contains(name) => {
+                policy.response_headers = response_headers(value).map_err(|e| format!("annotation {name}: {e}"))?;
+            }
             refused if REFUSED.contains(&refused) => {
                 return Err(format!("annotation {name} is not supported yet, and serving without it would drop a policy"))
             }
@@ -314,6 +361,25 @@ fn annotations(
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
     let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
     Ok((policy, regex))
+}
+
+/// Reads `Name: value` lines (newline- or `;`-separated), as `gatehouse.io/response-headers`
+/// holds them.
+fn response_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    text.split(['\n', ';'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| format!("`{line}` is not `Name: value`"))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("`{}` is not a header name", name.trim()))?;
+            let value = HeaderValue::from_str(value.trim())
+                .map_err(|_| format!("`{}` is not a header value", value.trim()))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 #[cfg(test)]

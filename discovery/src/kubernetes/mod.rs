@@ -1,9 +1,14 @@
-//! Kubernetes discovery: EndpointSlices (and, to come, Services, Ingresses and Secrets)
+//! Kubernetes discovery: EndpointSlices, Services, Ingresses, IngressClasses and TLS Secrets
 //! turned into what the data plane serves.
 
 pub mod endpoints;
+#[cfg(test)]
+mod fixtures;
 pub mod ingress;
+pub mod routes;
 mod watch;
 
 pub use endpoints::{EndpointSet, PortRef, ServiceKey, SliceStore};
-pub use watch::{client, Changed, ClientError, DiscoveryEvents, EndpointDiscovery};
+pub use watch::{
+    client, Change, Changed, ClientError, Discovery, DiscoveryEvents, EventHook, TLS_SECRET_TYPE,
+};

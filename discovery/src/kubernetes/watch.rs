@@ -1,5 +1,6 @@
-//! The Kubernetes watchers: EndpointSlices and Services, in every watched namespace of every
-//! cluster, kept in stores that the glue asks for endpoint sets.
+//! The Kubernetes watchers: EndpointSlices, Services, Ingresses, IngressClasses and TLS
+//! Secrets, in every watched namespace of every cluster, kept in stores that the glue reads
+//! endpoint sets and routes from.
 
 use std::{
     collections::BTreeSet,
@@ -12,7 +13,11 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Secret, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, IngressClass},
+};
 use kube::{
     runtime::{
         reflector::{self, ObjectRef, Store},
@@ -67,29 +72,54 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
 struct Scope {
     slices: Arc<Mutex<SliceStore>>,
     services: Store<Service>,
+    ingresses: Store<Ingress>,
+    secrets: Store<Secret>,
+}
+
+/// One cluster: its namespaces, and its IngressClasses (cluster-scoped).
+struct Cluster {
+    scopes: Vec<Scope>,
+    classes: Store<IngressClass>,
 }
 
 /// Services whose endpoints may have changed; `None` means any of them.
 pub type Changed = Option<BTreeSet<ServiceKey>>;
 
-/// EndpointSlice and Service watchers over one or more clusters.
-pub struct EndpointDiscovery {
-    scopes: Vec<Scope>,
+/// What a watcher reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Endpoints changed: republish the endpoint sets of these Services.
+    Endpoints(Changed),
+    /// An Ingress, IngressClass or TLS Secret changed: rebuild the routes.
+    Routes,
+}
+
+/// Called with the kind of every object event a watch receives (for metrics).
+pub type EventHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// The Kubernetes watchers over one or more clusters: EndpointSlices, Services, Ingresses,
+/// IngressClasses and TLS Secrets.
+pub struct Discovery {
+    clusters: Vec<Cluster>,
 }
 
 /// What the watchers report.
 pub struct DiscoveryEvents {
     /// What changed, as it happens.
-    pub changes: mpsc::UnboundedReceiver<Changed>,
+    pub changes: mpsc::UnboundedReceiver<Change>,
     /// Turns true once every watch has completed its first list.
     pub synced: watch::Receiver<bool>,
 }
 
-impl EndpointDiscovery {
+/// The type of the only Secrets Gatehouse reads.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+impl Discovery {
     /// Starts watching, in `namespaces` (all when empty), through every client.
     pub fn spawn(
         clients: Vec<Client>,
         namespaces: &[String],
+        on_event: EventHook,
         stop: CancellationToken,
     ) -> (Self, DiscoveryEvents) {
         let (tx, changes) = mpsc::unbounded_channel();
@@ -99,35 +129,72 @@ impl EndpointDiscovery {
         } else {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        let pending = Arc::new(AtomicUsize::new(clients.len() * namespaces.len() * 2));
+        // Four namespaced watches per scope, and the cluster's IngressClasses.
+        let pending = Arc::new(AtomicUsize::new(clients.len() * (namespaces.len() * 4 + 1)));
         let synced_tx = Arc::new(synced_tx);
-        let mut scopes = Vec::new();
+        let once = || SyncOnce::new(pending.clone(), synced_tx.clone());
+        let mut clusters = Vec::new();
         for client in &clients {
+            let mut scopes = Vec::new();
             for ns in &namespaces {
                 let slices = Arc::new(Mutex::new(SliceStore::default()));
-                let (services, writer) = reflector::store::<Service>();
-                let once = || SyncOnce::new(pending.clone(), synced_tx.clone());
+                let (services, services_writer) = reflector::store::<Service>();
+                let (ingresses, ingresses_writer) = reflector::store::<Ingress>();
+                let (secrets, secrets_writer) = reflector::store::<Secret>();
                 tokio::spawn(watch_slices(
                     api(client, *ns),
                     slices.clone(),
-                    tx.clone(),
-                    once(),
+                    Reporter::new(&tx, &on_event, once(), "EndpointSlice"),
                     stop.clone(),
                 ));
-                tokio::spawn(watch_services(
+                tokio::spawn(reflect(
                     api(client, *ns),
-                    writer,
-                    tx.clone(),
-                    once(),
+                    watcher::Config::default(),
+                    services_writer,
+                    Reporter::new(&tx, &on_event, once(), "Service"),
+                    // After a (re)list any Service's port numbers may resolve differently.
+                    |s: Option<&Service>| Change::Endpoints(s.map(|s| [service_key(s)].into())),
                     stop.clone(),
                 ));
-                scopes.push(Scope { slices, services });
+                tokio::spawn(reflect(
+                    api(client, *ns),
+                    watcher::Config::default(),
+                    ingresses_writer,
+                    Reporter::new(&tx, &on_event, once(), "Ingress"),
+                    |_: Option<&Ingress>| Change::Routes,
+                    stop.clone(),
+                ));
+                tokio::spawn(reflect(
+                    api(client, *ns),
+                    watcher::Config::default().fields(&format!("type={TLS_SECRET_TYPE}")),
+                    secrets_writer,
+                    Reporter::new(&tx, &on_event, once(), "Secret"),
+                    |_: Option<&Secret>| Change::Routes,
+                    stop.clone(),
+                ));
+                scopes.push(Scope {
+                    slices,
+                    services,
+                    ingresses,
+                    secrets,
+                });
             }
+            let (classes, classes_writer) = reflector::store::<IngressClass>();
+            tokio::spawn(reflect(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                classes_writer,
+                Reporter::new(&tx, &on_event, once(), "IngressClass"),
+                |_: Option<&IngressClass>| Change::Routes,
+                stop.clone(),
+            ));
+            clusters.push(Cluster { scopes, classes });
         }
-        (
-            EndpointDiscovery { scopes },
-            DiscoveryEvents { changes, synced },
-        )
+        (Discovery { clusters }, DiscoveryEvents { changes, synced })
+    }
+
+    fn scopes(&self) -> impl Iterator<Item = &Scope> {
+        self.clusters.iter().flat_map(|c| c.scopes.iter())
     }
 
     /// The endpoints that should receive requests for a Service port, merged across
@@ -135,7 +202,7 @@ impl EndpointDiscovery {
     pub fn endpoints(&self, key: &ServiceKey, port: &PortRef) -> Vec<SocketAddr> {
         let reference = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
         let mut all: Vec<SocketAddr> = Vec::new();
-        for scope in &self.scopes {
+        for scope in self.scopes() {
             let service = scope.services.get(&reference);
             let set = scope
                 .slices
@@ -147,6 +214,48 @@ impl EndpointDiscovery {
         all.sort();
         all.dedup();
         all
+    }
+
+    /// Every Ingress, once: an Ingress present in several clusters (the same application
+    /// deployed in each) is taken from the first cluster that has it.
+    pub fn ingresses(&self) -> Vec<Arc<Ingress>> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for scope in self.scopes() {
+            for ingress in scope.ingresses.state() {
+                let key = (
+                    ingress.metadata.namespace.clone(),
+                    ingress.metadata.name.clone(),
+                );
+                if seen.insert(key) {
+                    out.push(ingress);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every IngressClass of every cluster.
+    pub fn classes(&self) -> Vec<Arc<IngressClass>> {
+        self.clusters
+            .iter()
+            .flat_map(|c| c.classes.state())
+            .collect()
+    }
+
+    /// A TLS Secret, from the first cluster that has it.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let reference = ObjectRef::<Secret>::new(name).within(namespace);
+        self.scopes()
+            .find_map(|scope| scope.secrets.get(&reference))
+            .filter(|s| s.type_.as_deref() == Some(TLS_SECRET_TYPE))
+    }
+}
+
+fn service_key(s: &Service) -> ServiceKey {
+    ServiceKey {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.metadata.name.clone().unwrap_or_default(),
     }
 }
 
@@ -187,11 +296,62 @@ impl SyncOnce {
     }
 }
 
+/// How one watch tells the rest what happened.
+struct Reporter {
+    changes: mpsc::UnboundedSender<Change>,
+    on_event: EventHook,
+    once: SyncOnce,
+    kind: &'static str,
+}
+
+impl Reporter {
+    fn new(
+        changes: &mpsc::UnboundedSender<Change>,
+        on_event: &EventHook,
+        once: SyncOnce,
+        kind: &'static str,
+    ) -> Self {
+        Reporter {
+            changes: changes.clone(),
+            on_event: on_event.clone(),
+            once,
+            kind,
+        }
+    }
+
+    /// Counts and forwards one watcher event; false when nobody listens any more.
+    fn event<K>(
+        &mut self,
+        event: &watcher::Event<K>,
+        change: impl FnOnce() -> Option<Change>,
+    ) -> bool {
+        match event {
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitApply(_) => {
+                (self.on_event)(self.kind)
+            }
+            watcher::Event::InitDone => self.once.listed(),
+            watcher::Event::Init => {}
+        }
+        match change() {
+            Some(change) => self.changes.send(change).is_ok(),
+            None => true,
+        }
+    }
+
+    fn failed(&self, error: &watcher::Error) {
+        tracing::warn!(
+            kind = self.kind,
+            error = %error,
+            "Kubernetes watch of {}s failed; retrying with back-off. The last known state keeps serving",
+            self.kind
+        );
+    }
+}
+
 async fn watch_slices(
     api: Api<EndpointSlice>,
     store: Arc<Mutex<SliceStore>>,
-    changes: mpsc::UnboundedSender<Changed>,
-    mut once: SyncOnce,
+    mut reporter: Reporter,
     stop: CancellationToken,
 ) {
     let events =
@@ -204,61 +364,70 @@ async fn watch_slices(
         };
         match event {
             Some(Ok(event)) => {
-                let done = matches!(event, watcher::Event::InitDone);
-                let changed = store.lock().unwrap_or_else(|p| p.into_inner()).apply(event);
-                if done {
-                    once.listed();
+                // The store takes the event first, so "synced" is only said once it holds
+                // the whole list.
+                let mut seen = watcher::Event::Init;
+                if let watcher::Event::InitDone = event {
+                    seen = watcher::Event::InitDone;
+                } else if matches!(
+                    event,
+                    watcher::Event::Apply(_)
+                        | watcher::Event::Delete(_)
+                        | watcher::Event::InitApply(_)
+                ) {
+                    seen = watcher::Event::Apply(());
                 }
-                if !changed.is_empty() && changes.send(Some(changed)).is_err() {
+                let changed = store.lock().unwrap_or_else(|p| p.into_inner()).apply(event);
+                let change = (!changed.is_empty()).then_some(Change::Endpoints(Some(changed)));
+                if !reporter.event(&seen, || change) {
                     return;
                 }
             }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "EndpointSlice watch failed; retrying with back-off, the last known endpoints keep serving")
-            }
+            Some(Err(e)) => reporter.failed(&e),
             None => return,
         }
     }
 }
 
-async fn watch_services(
-    api: Api<Service>,
-    writer: reflector::store::Writer<Service>,
-    changes: mpsc::UnboundedSender<Changed>,
-    mut once: SyncOnce,
+/// Keeps a reflector store of one kind up to date and reports each change as `change`
+/// says: with the object for an applied or deleted one, `None` after a (re)list.
+async fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    mut reporter: Reporter,
+    change: impl Fn(Option<&K>) -> Change,
     stop: CancellationToken,
-) {
-    let events = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
+) where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let events = reflector::reflector(writer, watcher(api, config).default_backoff());
     let mut events = std::pin::pin!(events);
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
             e = events.next() => e,
         };
-        let key = |s: &Service| ServiceKey {
-            namespace: s.metadata.namespace.clone().unwrap_or_default(),
-            name: s.metadata.name.clone().unwrap_or_default(),
-        };
-        let changed: Changed = match event {
-            Some(Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s))) => {
-                Some([key(&s)].into())
-            }
-            // After a (re)list any Service's port numbers may resolve differently.
-            Some(Ok(watcher::Event::InitDone)) => {
-                once.listed();
-                None
-            }
-            Some(Ok(_)) => continue,
+        let keep_going = match &event {
+            Some(Ok(event)) => reporter.event(event, || match event {
+                watcher::Event::Apply(o) | watcher::Event::Delete(o) => Some(change(Some(o))),
+                watcher::Event::InitDone => Some(change(None)),
+                watcher::Event::Init | watcher::Event::InitApply(_) => None,
+            }),
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "Service watch failed; retrying with back-off");
-                continue;
+                reporter.failed(e);
+                true
             }
-            None => return,
+            None => false,
         };
-        if changes.send(changed).is_err() {
+        if !keep_going {
             return;
         }
     }

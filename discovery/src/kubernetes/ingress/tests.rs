@@ -1,39 +1,5 @@
 use super::*;
-
-fn ingress(
-    ns: &str,
-    name: &str,
-    created: &str,
-    annotations: serde_json::Value,
-    spec: serde_json::Value,
-) -> Ingress {
-    serde_json::from_value(serde_json::json!({
-        "metadata": { "namespace": ns, "name": name, "creationTimestamp": created, "annotations": annotations },
-        "spec": spec,
-    }))
-    .expect("a valid Ingress")
-}
-
-fn rule(host: &str, paths: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({ "host": host, "http": { "paths": paths } })
-}
-
-fn path(p: &str, kind: &str, service: &str, port: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({ "path": p, "pathType": kind, "backend": { "service": { "name": service, "port": port } } })
-}
-
-fn ours() -> ClassSelection {
-    let class: IngressClass = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "gatehouse", "annotations": { DEFAULT_CLASS: "true" } },
-        "spec": { "controller": CONTROLLER },
-    }))
-    .unwrap();
-    let other: IngressClass = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "nginx" }, "spec": { "controller": "k8s.io/ingress-nginx" },
-    }))
-    .unwrap();
-    ClassSelection::from_classes([&class, &other], None)
-}
+use crate::kubernetes::fixtures::*;
 
 #[test]
 fn class_selection_field_legacy_annotation_and_default() {

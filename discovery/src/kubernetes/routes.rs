@@ -1,0 +1,257 @@
+//! The configuration Gatehouse serves with Kubernetes: the file's, plus the routes,
+//! services and certificates of our Ingresses. Pure: the glue hands in the translation and
+//! a way to read TLS Secrets.
+//!
+//! What the file says wins over an Ingress (an operator's explicit routes are not
+//! overridden by any namespace's object); among Ingresses the translation already put the
+//! oldest first.
+
+use std::collections::{HashMap, HashSet};
+
+use gatehouse_config::{
+    routing::check_regex, Balance, Config, HostPattern, KubernetesRef, Location, PathMatch,
+    PathRule, Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_MAX_BODY,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::{
+    endpoints::PortRef,
+    ingress::{Backend, IngressPath, PathKind, Translation},
+};
+
+/// A TLS Secret's PEM certificate chain and key, or why it cannot be used.
+pub type SecretPem = Result<(String, String), String>;
+
+/// A TLS Secret's certificate chain and key (`tls.crt`, `tls.key`). Their content never
+/// goes into a message.
+pub fn secret_pem(secret: &Secret) -> SecretPem {
+    let field = |name: &str| -> Result<String, String> {
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .ok_or_else(|| format!("has no `{name}`"))?;
+        String::from_utf8(bytes.0.clone()).map_err(|_| format!("`{name}` is not PEM text"))
+    };
+    Ok((field("tls.crt")?, field("tls.key")?))
+}
+
+/// The file's configuration with our Ingresses merged in, and what was left out and why
+/// (for the operator's log). `secret(namespace, name)` reads a TLS Secret: `None` when it
+/// does not exist.
+pub fn merge(
+    file: &Config,
+    translation: &Translation,
+    secret: &dyn Fn(&str, &str) -> Option<SecretPem>,
+) -> (Config, Vec<String>) {
+    let mut config = file.clone();
+    let mut problems = translation.problems.clone();
+    let mut taken: HashMap<(HostPattern, PathMatch, String), String> = HashMap::new();
+    for route in &file.routes {
+        for rule in &route.paths {
+            let key = path_key(&route.host, rule.kind, &rule.path);
+            taken.insert(key, "the configuration file".to_owned());
+        }
+    }
+    let tls_hosts: HashSet<&str> = translation
+        .tls
+        .iter()
+        .flat_map(|t| t.hosts.iter().map(String::as_str))
+        .collect();
+    let mut services: HashMap<(String, String, ServicePort), ServiceId> = HashMap::new();
+    let mut routes: HashMap<(String, HostPattern), usize> = HashMap::new();
+    for p in &translation.paths {
+        let host = match &p.host {
+            Some(h) => match HostPattern::parse(h) {
+                Ok(host) => host,
+                Err(e) => {
+                    problems.push(format!("Ingress {}: {e}; rule skipped", p.source));
+                    continue;
+                }
+            },
+            None => HostPattern::Any,
+        };
+        let (kind, path) = match p.kind {
+            PathKind::Exact => (PathMatch::Exact, p.path.clone()),
+            PathKind::Prefix => (PathMatch::Prefix, p.path.clone()),
+            // ingress-nginx's regex locations are case-insensitive (`~*`).
+            PathKind::Regex => (PathMatch::Regex, format!("(?i){}", p.path)),
+        };
+        if kind == PathMatch::Regex {
+            if let Err(e) = check_regex(&path) {
+                problems.push(format!(
+                    "Ingress {}: path `{}` is not a valid regular expression ({e}); path skipped",
+                    p.source, p.path
+                ));
+                continue;
+            }
+        }
+        let key = path_key(&host, kind, &path);
+        if let Some(winner) = taken.get(&key) {
+            problems.push(format!(
+                "Ingress {}: {host}{} is already routed by {winner}; this path is ignored",
+                p.source, p.path
+            ));
+            continue;
+        }
+        let Some(service) = service_for(&mut config, &mut services, &p.backend) else {
+            problems.push(format!(
+                "Ingress {}: backend port {:?} of Service {}/{} is not a valid port; path skipped",
+                p.source, p.backend.port, p.backend.namespace, p.backend.name
+            ));
+            continue;
+        };
+        taken.insert(key, format!("the older Ingress {}", p.source));
+        let index = *routes
+            .entry((p.source.clone(), host.clone()))
+            .or_insert_with(|| {
+                config.routes.push(route_for(p, host, &tls_hosts));
+                config.routes.len() - 1
+            });
+        config.routes[index].paths.push(PathRule {
+            path,
+            kind,
+            service,
+            rewrite: p.policy.rewrite.clone(),
+        });
+    }
+    if config.default_service.is_none() {
+        if let Some((backend, source)) = &translation.default_backend {
+            match service_for(&mut config, &mut services, backend) {
+                Some(id) => config.default_service = Some(id),
+                None => problems.push(format!(
+                    "Ingress {source}: defaultBackend port {:?} is not a valid port; ignored",
+                    backend.port
+                )),
+            }
+        }
+    }
+    let mut claimed: HashMap<&str, String> = HashMap::new();
+    for tls in &translation.tls {
+        let name = format!("Secret {}/{}", tls.namespace, tls.secret);
+        let (cert, key) = match secret(&tls.namespace, &tls.secret) {
+            Some(Ok(pem)) => pem,
+            Some(Err(why)) => {
+                problems.push(format!("Ingress {}: {name} {why}; its hosts ({}) get the default certificate, and no redirect to HTTPS, until it is fixed", tls.source, tls.hosts.join(", ")));
+                continue;
+            }
+            None => {
+                problems.push(format!("Ingress {}: {name} does not exist (or is not of type kubernetes.io/tls); its hosts ({}) get the default certificate, and no redirect to HTTPS, until it is created", tls.source, tls.hosts.join(", ")));
+                continue;
+            }
+        };
+        let mut hosts = Vec::new();
+        for host in &tls.hosts {
+            match claimed.get(host.as_str()) {
+                Some(first) if *first != name => problems.push(format!(
+                    "Ingress {}: {host} already gets its certificate from {first} (an older Ingress); {name} is not used for it",
+                    tls.source
+                )),
+                Some(_) => {}
+                None => match HostPattern::parse(host) {
+                    Ok(HostPattern::Any) | Err(_) => problems.push(format!(
+                        "Ingress {}: tls host `{host}` is not a DNS name; ignored",
+                        tls.source
+                    )),
+                    Ok(pattern) => {
+                        claimed.insert(host, name.clone());
+                        hosts.push(pattern);
+                    }
+                },
+            }
+        }
+        if hosts.is_empty() {
+            continue;
+        }
+        config.tls.push(TlsEntry {
+            source: TlsSource::Inline {
+                name: name.clone(),
+                cert,
+                key,
+            },
+            hosts: Some(hosts),
+            default: false,
+            strict: false,
+            location: object_location(&tls.source),
+        });
+    }
+    (config, problems)
+}
+
+/// What makes two path rules of a host the same rule, as the routing table sees it.
+fn path_key(host: &HostPattern, kind: PathMatch, path: &str) -> (HostPattern, PathMatch, String) {
+    let path = match kind {
+        PathMatch::Prefix => path.trim_end_matches('/'),
+        PathMatch::Exact | PathMatch::Regex => path,
+    };
+    (host.clone(), kind, path.to_owned())
+}
+
+/// The service of a backend, added to the configuration on first use. Named
+/// `namespace/name:port`, the way operators name Service ports.
+fn service_for(
+    config: &mut Config,
+    services: &mut HashMap<(String, String, ServicePort), ServiceId>,
+    backend: &Backend,
+) -> Option<ServiceId> {
+    let port = match &backend.port {
+        PortRef::Name(n) => ServicePort::Name(n.clone()),
+        PortRef::Number(n) => ServicePort::Number(u16::try_from(*n).ok().filter(|n| *n > 0)?),
+    };
+    let key = (backend.namespace.clone(), backend.name.clone(), port);
+    if let Some(id) = services.get(&key) {
+        return Some(*id);
+    }
+    let port_text = match &key.2 {
+        ServicePort::Name(n) => n.clone(),
+        ServicePort::Number(n) => n.to_string(),
+    };
+    let mut name = format!("{}/{}:{port_text}", key.0, key.1);
+    if config.services.iter().any(|s| s.name == name) {
+        // The file uses the same name for its own service; keep both apart.
+        name.push_str(" (ingress)");
+    }
+    let id = ServiceId(config.services.len());
+    config.services.push(Service {
+        name,
+        endpoints: Vec::new(),
+        kubernetes: Some(KubernetesRef {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            port: key.2.clone(),
+        }),
+        balance: Balance::default(),
+    });
+    services.insert(key, id);
+    Some(id)
+}
+
+/// The route of one Ingress for one host, with that Ingress's policy.
+fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> Route {
+    let has_tls = p.host.as_deref().is_some_and(|h| tls_hosts.contains(h));
+    Route {
+        // ssl-redirect defaults to true where spec.tls gives the host a certificate; the
+        // data plane still redirects only while that certificate is valid.
+        https_redirect: p.policy.ssl_redirect.unwrap_or(has_tls),
+        force_https_redirect: p.policy.force_ssl_redirect,
+        allow: p.policy.allow.clone(),
+        max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
+        response_headers: p.policy.response_headers.clone(),
+        unavailable: p.broken.clone(),
+        host,
+        paths: Vec::new(),
+        location: object_location(&p.source),
+    }
+}
+
+fn object_location(source: &str) -> Location {
+    Location {
+        file: format!("Ingress {source}"),
+        line: 0,
+        column: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+use serde_json::json;
+
+use super::*;
+use crate::kubernetes::{fixtures::*, ingress::translate};
+
+const FILE: &str = r#"
+listen: { http: "127.0.0.1:0" }
+services:
+  legacy: { endpoints: ["127.0.0.1:9"] }
+routes:
+  - host: shared.example.com
+    paths: [{ path: /legacy, match: prefix, service: legacy }]
+"#;
+
+fn file() -> Config {
+    gatehouse_config::parse(FILE, "gatehouse.yaml").expect("valid test config")
+}
+
+fn port(n: i32) -> serde_json::Value {
+    json!({ "number": n })
+}
+
+fn no_secrets(_: &str, _: &str) -> Option<SecretPem> {
+    None
+}
+
+fn route<'a>(config: &'a Config, source: &str, host: &str) -> &'a Route {
+    config
+        .routes
+        .iter()
+        .find(|r| r.location.file == format!("Ingress {source}") && r.host.to_string() == host)
+        .unwrap_or_else(|| panic!("no route of {source} for {host}"))
+}
+
+#[test]
+fn ingresses_sharing_a_host_keep_their_own_policy_and_the_file_wins_its_paths() {
+    let open = ingress(
+        "a",
+        "open",
+        "2026-01-01T00:00:00Z",
+        json!({}),
+        json!({ "rules": [rule("shared.example.com", json!([
+            path("/public", "Prefix", "web", port(80)),
+            path("/legacy/", "Prefix", "web", port(80)),
+        ]))] }),
+    );
+    let closed = ingress(
+        "b",
+        "closed",
+        "2026-01-02T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8", "gatehouse.io/proxy-body-size": "8m" }),
+        json!({ "rules": [rule("shared.example.com", json!([path("/admin", "Exact", "admin", json!({ "name": "http" }))]))] }),
+    );
+    let t = translate([&open, &closed], &ours());
+    let (config, problems) = merge(&file(), &t, &no_secrets);
+    let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
+
+    let public = table
+        .find("shared.example.com", "/public/x")
+        .expect("routed");
+    assert_eq!(config.routes[public.route].location.file, "Ingress a/open");
+    assert!(config.routes[public.route].allow.is_empty());
+    let admin = table.find("shared.example.com", "/admin").expect("routed");
+    let admin_route = &config.routes[admin.route];
+    assert!(
+        !admin_route.allow.is_empty(),
+        "b/closed keeps its allow-list"
+    );
+    assert_eq!(admin_route.max_body, 8 << 20);
+    let service = &config.services[admin_route.paths[admin.rule].service.0];
+    assert_eq!(service.name, "b/admin:http");
+    assert_eq!(
+        service.kubernetes.as_ref().map(|k| k.port.clone()),
+        Some(ServicePort::Name("http".into()))
+    );
+    // `/legacy/` is the file's `/legacy` prefix: the file wins, the Ingress path is reported.
+    let legacy = table
+        .find("shared.example.com", "/legacy/x")
+        .expect("routed");
+    assert_eq!(
+        config.services[config.routes[legacy.route].paths[legacy.rule].service.0].name,
+        "legacy"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("a/open") && p.contains("configuration file")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn regex_paths_are_case_insensitive_and_a_bad_one_is_skipped_alone() {
+    let i = ingress(
+        "a",
+        "re",
+        "2026-01-01T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/rewrite-target": "/$2" }),
+        json!({ "rules": [rule("re.example.com", json!([
+            path("/app(/|$)(.*)", "ImplementationSpecific", "web", port(80)),
+            path("/broken(", "ImplementationSpecific", "web", port(80)),
+        ]))] }),
+    );
+    let (config, problems) = merge(&file(), &translate([&i], &ours()), &no_secrets);
+    let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
+    let m = table
+        .find("re.example.com", "/APP/users")
+        .expect("case-insensitive");
+    let rule = &config.routes[m.route].paths[m.rule];
+    assert_eq!(
+        table.rewrite(&m, rule.rewrite.as_deref().unwrap(), "/APP/users"),
+        "/users"
+    );
+    assert_eq!(route(&config, "a/re", "re.example.com").paths.len(), 1);
+    assert!(
+        problems.iter().any(|p| p.contains("/broken(")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn hostless_rules_catch_other_hosts_and_the_default_backend_is_the_default_service() {
+    let i = ingress(
+        "a",
+        "any",
+        "2026-01-01T00:00:00Z",
+        json!({}),
+        json!({
+            "defaultBackend": { "service": { "name": "fallback", "port": port(80) } },
+            "rules": [{ "http": { "paths": [path("/", "Prefix", "catchall", port(80))] } }],
+        }),
+    );
+    let (config, _) = merge(&file(), &translate([&i], &ours()), &no_secrets);
+    let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
+    let m = table.find("whatever.test", "/x").expect("any host");
+    assert_eq!(config.routes[m.route].host, HostPattern::Any);
+    assert!(
+        table.find("shared.example.com", "/nothing").is_none(),
+        "a named host does not fall back to the any-host rules"
+    );
+    let default = config.default_service.expect("defaultBackend");
+    assert_eq!(config.services[default.0].name, "a/fallback:80");
+}
+
+#[test]
+fn tls_secrets_become_certificates_and_turn_the_redirect_on_by_default() {
+    let tls = |name: &str, created: &str, secret: &str, annotations: serde_json::Value| {
+        ingress(
+            "a",
+            name,
+            created,
+            annotations,
+            json!({
+                "tls": [{ "hosts": [format!("{name}.example.com")], "secretName": secret }],
+                "rules": [rule(&format!("{name}.example.com"), json!([path("/", "Prefix", "web", port(80))]))],
+            }),
+        )
+    };
+    let secure = tls("secure", "2026-01-01T00:00:00Z", "good", json!({}));
+    let optout = tls(
+        "optout",
+        "2026-01-02T00:00:00Z",
+        "good",
+        json!({ "gatehouse.io/ssl-redirect": "false" }),
+    );
+    let missing = tls("missing", "2026-01-03T00:00:00Z", "absent", json!({}));
+    let forced = ingress(
+        "a",
+        "forced",
+        "2026-01-04T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/force-ssl-redirect": "true" }),
+        json!({ "rules": [rule("forced.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let secrets = |ns: &str, name: &str| {
+        (ns == "a" && name == "good").then(|| Ok(("CERT".to_owned(), "KEY".to_owned())))
+    };
+    let t = translate([&secure, &optout, &missing, &forced], &ours());
+    let (config, problems) = merge(&file(), &t, &secrets);
+
+    assert!(route(&config, "a/secure", "secure.example.com").https_redirect);
+    assert!(!route(&config, "a/optout", "optout.example.com").https_redirect);
+    assert!(
+        route(&config, "a/missing", "missing.example.com").https_redirect,
+        "on, so the data plane warns that the certificate is missing"
+    );
+    let forced = route(&config, "a/forced", "forced.example.com");
+    assert!(forced.force_https_redirect && !forced.https_redirect);
+
+    assert_eq!(
+        config.tls.len(),
+        2,
+        "one entry per Ingress using Secret a/good"
+    );
+    for entry in &config.tls {
+        assert!(
+            !entry.strict,
+            "a broken Secret must not fail the whole configuration"
+        );
+        assert_eq!(entry.label(), "Secret a/good");
+    }
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("Secret a/absent does not exist")
+                && p.contains("missing.example.com")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
+    let good = ingress(
+        "a",
+        "good",
+        "2026-01-01T00:00:00Z",
+        json!({}),
+        json!({ "rules": [rule("good.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let bad = ingress(
+        "a",
+        "bad",
+        "2026-01-02T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/33" }),
+        json!({ "rules": [rule("bad.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let (config, _) = merge(&file(), &translate([&good, &bad], &ours()), &no_secrets);
+    assert!(route(&config, "a/good", "good.example.com")
+        .unavailable
+        .is_none());
+    let why = route(&config, "a/bad", "bad.example.com")
+        .unavailable
+        .clone()
+        .expect("fails closed");
+    assert!(why.contains("whitelist-source-range"), "{why}");
+}
