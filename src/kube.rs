@@ -28,16 +28,23 @@ pub struct KubeOptions {
     pub ingress_class: Option<String>,
 }
 
-/// A configuration naming Kubernetes Services needs `--kubernetes`: never accept one and
-/// then serve those services without endpoints.
+/// What a configuration needs from Kubernetes, it must get: a file naming Kubernetes
+/// Services, or an HTTPS listener with no certificate of its own (they would come from
+/// Ingress TLS Secrets), is refused without `--kubernetes` rather than served broken.
 pub fn check(config: &Config, kubernetes: bool) -> Result<(), String> {
-    match config.services.iter().find(|s| s.kubernetes.is_some()) {
-        Some(s) if !kubernetes => Err(format!(
+    if kubernetes {
+        return Ok(());
+    }
+    if let Some(s) = config.services.iter().find(|s| s.kubernetes.is_some()) {
+        return Err(format!(
             "service `{}` takes endpoints from Kubernetes, but Gatehouse runs without --kubernetes; add the flag or remove `kubernetes:`",
             s.name
-        )),
-        _ => Ok(()),
+        ));
     }
+    if config.listen.https.is_some() && config.tls.is_empty() {
+        return Err("listen.https is set but `tls` lists no certificate (with --kubernetes, Ingress TLS Secrets can provide them); add a `tls` entry or remove listen.https".to_owned());
+    }
+    Ok(())
 }
 
 /// Builds the clients (one per kubeconfig, or in-cluster) and starts the watches.

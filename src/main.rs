@@ -49,6 +49,9 @@ enum Command {
         /// The configuration file (YAML).
         #[arg(long, env = "GATEHOUSE_CONFIG")]
         config: PathBuf,
+        /// Check it as `run --kubernetes` would use it.
+        #[arg(long, env = "GATEHOUSE_KUBERNETES")]
+        kubernetes: bool,
     },
 }
 
@@ -59,8 +62,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Check { config } => match load_file(&config) {
-            Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded, None) {
+        Command::Check { config, kubernetes } => match load_file(&config) {
+            Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded, None)
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .and_then(|_| kube::check(&loaded, kubernetes).map_err(|e| vec![e]))
+            {
                 Ok(_) => {
                     println!("ok");
                     ExitCode::SUCCESS

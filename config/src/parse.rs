@@ -174,12 +174,6 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .get("tls")
         .map(|n| read_tls(r, n, file_dir(r.file())))
         .unwrap_or_default();
-    if listen.https.is_some() && tls.is_empty() {
-        r.error(
-            top.span,
-            "listen.https is set but `tls` lists no certificate",
-        );
-    }
     if tls.iter().filter(|t| t.default).count() > 1 {
         r.error(top.span, "more than one `tls` entry says `default: true`");
     }

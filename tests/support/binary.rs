@@ -15,6 +15,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 pub struct Running {
     pub child: Child,
     pub http: std::net::SocketAddr,
+    /// The HTTPS listener, when the configuration has one.
+    pub https: Option<std::net::SocketAddr>,
     pub admin: std::net::SocketAddr,
 }
 
@@ -35,7 +37,7 @@ pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut http, mut admin) = (None, None);
+    let (mut http, mut https, mut admin) = (None, None, None);
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
             let addr = line
@@ -44,6 +46,9 @@ pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -
                 .and_then(|a| a.split_whitespace().next()?.parse().ok());
             if line.contains("HTTP listener ready") {
                 http = addr;
+            } else if line.contains("HTTPS listener ready") {
+                // Listeners start in order: HTTP, HTTPS, admin.
+                https = addr;
             } else if line.contains("admin listener ready") {
                 admin = addr;
             }
@@ -59,6 +64,7 @@ pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -
     Running {
         child,
         http: http.unwrap(),
+        https,
         admin: admin.unwrap(),
     }
 }

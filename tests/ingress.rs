@@ -1,0 +1,455 @@
+//! Ingresses, IngressClasses and TLS Secrets through the binary, against the Kubernetes API
+//! test server: what an operator sees when they `kubectl apply` these objects.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use gatehouse_discovery::kubernetes::endpoints::SERVICE_NAME_LABEL;
+use serde_json::{json, Value};
+use support::{binary::*, kube_api::*, *};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A Service with a named port and one ready pod behind it (a test upstream).
+fn service(api: &KubeApi, ns: &str, name: &str, pod: &TestUpstream) {
+    api.apply(
+        SERVICES,
+        json!({
+            "metadata": { "namespace": ns, "name": name },
+            "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
+        }),
+    );
+    api.apply(
+        ENDPOINT_SLICES,
+        json!({
+            "metadata": { "namespace": ns, "name": format!("{name}-1"), "labels": { SERVICE_NAME_LABEL: name } },
+            "addressType": "IPv4",
+            "ports": [{ "name": "http", "port": pod.addr.port() }],
+            "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }],
+        }),
+    );
+}
+
+fn class(api: &KubeApi, name: &str, controller: &str) {
+    api.apply(
+        INGRESS_CLASSES,
+        json!({ "metadata": { "name": name }, "spec": { "controller": controller } }),
+    );
+}
+
+fn path(p: &str, kind: &str, service: &str) -> Value {
+    json!({ "path": p, "pathType": kind, "backend": { "service": { "name": service, "port": { "name": "http" } } } })
+}
+
+/// An Ingress of class `class` with one rule.
+fn ingress(
+    ns: &str,
+    name: &str,
+    created: &str,
+    class: &str,
+    annotations: Value,
+    host: &str,
+    paths: Value,
+) -> Value {
+    json!({
+        "metadata": { "namespace": ns, "name": name, "creationTimestamp": created, "annotations": annotations },
+        "spec": { "ingressClassName": class, "rules": [{ "host": host, "http": { "paths": paths } }] },
+    })
+}
+
+fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "metadata": { "namespace": ns, "name": name },
+        "type": "kubernetes.io/tls",
+        "data": { "tls.crt": b64(cert), "tls.key": b64(key) },
+    })
+}
+
+struct Cluster {
+    api: KubeApi,
+    running: Running,
+    _dir: std::path::PathBuf,
+}
+
+/// The test API server and the binary watching it, ready.
+async fn start(name: &str, https: bool) -> Cluster {
+    let api = KubeApi::start().await;
+    class(&api, "gatehouse", "gatehouse.io/ingress");
+    class(&api, "nginx", "k8s.io/ingress-nginx");
+    let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let config = dir.join("gatehouse.yaml");
+    let https = if https {
+        ", https: \"127.0.0.1:0\""
+    } else {
+        ""
+    };
+    std::fs::write(
+        &config,
+        format!("listen: {{ http: \"127.0.0.1:0\"{https}, admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\n"),
+    )
+    .unwrap();
+    let running = run_with(
+        &config,
+        &["--kubernetes", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let c = client();
+    eventually_async("/readyz after the first sync", WAIT, || async {
+        admin_get(&c, running.admin, "/readyz").await.status == 200
+    })
+    .await;
+    Cluster {
+        api,
+        running,
+        _dir: dir,
+    }
+}
+
+/// Status and answering upstream of a GET from 127.0.0.1.
+async fn fetch(cluster: &Cluster, host: &str, path: &str) -> (u16, String) {
+    fetch_from(cluster, "127.0.0.1", host, path).await
+}
+
+async fn fetch_from(cluster: &Cluster, from: &str, host: &str, path: &str) -> (u16, String) {
+    let got = request_from(from, cluster.running.http, b"", get_req(host, path, &[]))
+        .await
+        .expect("an answer");
+    let upstream = serde_json::from_slice::<Value>(&got.body)
+        .ok()
+        .and_then(|v| v["upstream"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (got.status.as_u16(), upstream)
+}
+
+async fn until(cluster: &Cluster, what: &str, host: &str, path: &str, want: (u16, &str)) {
+    eventually_async(what, WAIT, || async {
+        let (status, upstream) = fetch(cluster, host, path).await;
+        status == want.0 && upstream == want.1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingresses_are_added_changed_deleted_and_conflicts_go_to_the_older() {
+    let cluster = start("ingress-crud", false).await;
+    let api = &cluster.api;
+    let (web, api_pod) = (
+        TestUpstream::start("web").await,
+        TestUpstream::start("api").await,
+    );
+    service(api, "shop", "web", &web);
+    service(api, "shop", "api", &api_pod);
+    assert_eq!(fetch(&cluster, "app.example.com", "/").await.0, 404);
+
+    // Added.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "app",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({}),
+            "app.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    until(
+        &cluster,
+        "the new Ingress routes",
+        "app.example.com",
+        "/x",
+        (200, "web"),
+    )
+    .await;
+
+    // Changed: a path is added.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "app",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({}),
+            "app.example.com",
+            json!([path("/", "Prefix", "web"), path("/api", "Prefix", "api")]),
+        ),
+    );
+    until(
+        &cluster,
+        "the changed Ingress routes /api",
+        "app.example.com",
+        "/api/v1",
+        (200, "api"),
+    )
+    .await;
+
+    // A newer Ingress claims the same host and path: the older keeps it; its other path works.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "intruder",
+            "newer",
+            "2026-02-01T00:00:00Z",
+            "gatehouse",
+            json!({}),
+            "app.example.com",
+            json!([path("/", "Prefix", "web"), path("/extra", "Exact", "web")]),
+        ),
+    );
+    service(api, "intruder", "web", &api_pod);
+    until(
+        &cluster,
+        "the newer Ingress's own path",
+        "app.example.com",
+        "/extra",
+        (200, "api"),
+    )
+    .await;
+    assert_eq!(
+        fetch(&cluster, "app.example.com", "/").await,
+        (200, "web".to_owned()),
+        "the older Ingress keeps the contested path"
+    );
+
+    // Another controller's Ingress is not ours.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "theirs",
+            "2026-01-01T00:00:00Z",
+            "nginx",
+            json!({}),
+            "theirs.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+
+    // Deleted: the contested path passes to the newer Ingress, then nothing routes.
+    api.delete(INGRESSES, "shop", "app");
+    until(
+        &cluster,
+        "the loser takes over",
+        "app.example.com",
+        "/",
+        (200, "api"),
+    )
+    .await;
+    api.delete(INGRESSES, "intruder", "newer");
+    until(
+        &cluster,
+        "no route once deleted",
+        "app.example.com",
+        "/",
+        (404, ""),
+    )
+    .await;
+    assert_eq!(fetch(&cluster, "theirs.example.com", "/").await.0, 404);
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_apply_per_ingress_and_a_bad_one_fails_closed_alone() {
+    let cluster = start("ingress-annotations", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let with = |name: &str, annotations: Value, p: &str| {
+        ingress(
+            "shop",
+            name,
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            annotations,
+            "app.example.com",
+            json!([path(p, "Prefix", "web")]),
+        )
+    };
+    // Two Ingresses share a host; only one has an allow-list (nginx prefix) and a rewrite.
+    api.apply(INGRESSES, with("open", json!({}), "/public"));
+    api.apply(
+        INGRESSES,
+        with(
+            "office",
+            json!({
+                "nginx.ingress.kubernetes.io/whitelist-source-range": "127.0.0.2/32",
+                "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
+            }),
+            "/office(/|$)(.*)",
+        ),
+    );
+    // Broken: an allow-list that does not parse must not serve without it.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "broken",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({ "gatehouse.io/whitelist-source-range": "10.0.0.0/33" }),
+            "broken.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    until(
+        &cluster,
+        "the broken Ingress fails closed",
+        "broken.example.com",
+        "/",
+        (503, ""),
+    )
+    .await;
+    assert_eq!(
+        fetch(&cluster, "app.example.com", "/public").await,
+        (200, "web".to_owned())
+    );
+    assert_eq!(
+        fetch_from(&cluster, "127.0.0.1", "app.example.com", "/office/x")
+            .await
+            .0,
+        403
+    );
+    let got = request_from(
+        "127.0.0.2",
+        cluster.running.http,
+        b"",
+        get_req("app.example.com", "/OFFICE/reports", &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.json()["uri"],
+        "/reports",
+        "case-insensitive regex, rewritten"
+    );
+
+    // Fixed: the same Ingress serves again.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "broken",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({ "gatehouse.io/whitelist-source-range": "127.0.0.0/8" }),
+            "broken.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    until(
+        &cluster,
+        "the fixed Ingress serves",
+        "broken.example.com",
+        "/",
+        (200, "web"),
+    )
+    .await;
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_serve_rotate_redirect_and_a_missing_one_affects_only_its_hosts() {
+    use support::tls::*;
+    let cluster = start("ingress-tls", true).await;
+    let api = &cluster.api;
+    let https = cluster.running.https.expect("an HTTPS listener");
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let ca = TestCa::new();
+    let (cert1, key1) = ca.leaf(&["secure.example.com"], (-1, 30));
+    api.apply(SECRETS, tls_secret("shop", "secure-tls", &cert1, &key1));
+    // A Secret of another type, even with the same name elsewhere, is never read.
+    api.apply(
+        SECRETS,
+        json!({ "metadata": { "namespace": "shop", "name": "opaque" }, "type": "Opaque", "data": {} }),
+    );
+    let with_tls = |name: &str, host: &str, secret: &str| {
+        json!({
+            "metadata": { "namespace": "shop", "name": name, "creationTimestamp": "2026-01-01T00:00:00Z" },
+            "spec": {
+                "ingressClassName": "gatehouse",
+                "tls": [{ "hosts": [host], "secretName": secret }],
+                "rules": [{ "host": host, "http": { "paths": [path("/", "Prefix", "web")] } }],
+            },
+        })
+    };
+    api.apply(
+        INGRESSES,
+        with_tls("secure", "secure.example.com", "secure-tls"),
+    );
+    api.apply(
+        INGRESSES,
+        with_tls("nosecret", "plain.example.com", "absent-tls"),
+    );
+
+    let presented_der = || async {
+        let stream = connect(
+            ca.client(&[b"http/1.1"]),
+            https,
+            Some("secure.example.com"),
+            "secure.example.com",
+        )
+        .await
+        .ok()?;
+        Some(presented(&stream))
+    };
+    let first = der_of(&cert1);
+    eventually_async("the Secret's certificate is served", WAIT, || async {
+        presented_der().await.as_deref() == Some(&first[..])
+    })
+    .await;
+    // ssl-redirect defaults to true for a host with a valid certificate...
+    let got = request_from(
+        "127.0.0.1",
+        cluster.running.http,
+        b"",
+        get_req("secure.example.com", "/a?b=1", &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 308);
+    assert_eq!(
+        got.headers["location"],
+        format!("https://secure.example.com:{}/a?b=1", https.port())
+    );
+    // ...and a host whose Secret is missing is served over HTTP, not redirected.
+    assert_eq!(
+        fetch(&cluster, "plain.example.com", "/").await,
+        (200, "web".to_owned())
+    );
+
+    // Rotation: new handshakes get the new certificate.
+    let (cert2, key2) = ca.leaf(&["secure.example.com"], (-1, 60));
+    api.apply(SECRETS, tls_secret("shop", "secure-tls", &cert2, &key2));
+    let second = der_of(&cert2);
+    eventually_async("the rotated certificate is served", WAIT, || async {
+        presented_der().await.as_deref() == Some(&second[..])
+    })
+    .await;
+
+    // A broken rotation (key of another certificate) drops only this Secret's hosts' certificate.
+    api.apply(SECRETS, tls_secret("shop", "secure-tls", &cert1, &key2));
+    eventually_async("the broken Secret is no longer served", WAIT, || async {
+        presented_der().await.is_none()
+    })
+    .await;
+    assert_eq!(
+        fetch(&cluster, "secure.example.com", "/").await,
+        (200, "web".to_owned()),
+        "no redirect to a broken certificate"
+    );
+    assert_eq!(
+        fetch(&cluster, "plain.example.com", "/").await,
+        (200, "web".to_owned())
+    );
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
