@@ -27,7 +27,7 @@ impl Completion {
         let elapsed = self.start.elapsed();
         let stats = self.snapshot.stats(self.stats);
         stats.count(self.status);
-        stats.duration.observe(elapsed.as_secs_f64());
+        stats.observe(elapsed.as_secs_f64());
         if let Some(log) = &self.log {
             log.write(stats.label(), self.status, self.bytes, elapsed);
         }

@@ -221,11 +221,6 @@ impl Gatehouse {
         let snapshot = self.shared.snapshot.load_full();
         if let Some(upstream) = snapshot.upstream(service) {
             upstream.set_discovered(&endpoints);
-            self.shared
-                .metrics
-                .endpoints
-                .with_label_values(&[service])
-                .set(upstream.endpoints().len() as i64);
         }
         self.discovered
             .lock()

@@ -33,7 +33,7 @@ pub struct Snapshot {
     /// Service name → index in `upstreams`, for publishing endpoints by name.
     by_name: HashMap<String, usize>,
     /// One per route, then the default service's, then the no-route stats.
-    stats: Vec<RouteStats>,
+    stats: Vec<Arc<RouteStats>>,
     pub(crate) limits: ForwardLimits,
     pub(crate) server: auto::Builder<TokioExecutor>,
     /// Certificates of the HTTPS listener, chosen by SNI.
@@ -87,6 +87,7 @@ impl Snapshot {
             .map(|e| (e.addr(), e))
             .collect();
         let known = |addr: SocketAddr| known.get(&addr).cloned();
+        let previous_upstream = |name: &str| previous.and_then(|p| p.upstream(name));
         let upstreams = config
             .services
             .iter()
@@ -96,40 +97,57 @@ impl Snapshot {
                     .iter()
                     .map(|a| known(*a).unwrap_or_else(|| Arc::new(Endpoint::new(*a))))
                     .collect();
-                let upstream = Upstream::new(
+                // Resolving a labelled metric hashes its labels: reuse the handle.
+                let gauge = previous_upstream(&s.name).map_or_else(
+                    || metrics.endpoints.with_label_values(&[s.name.as_str()]),
+                    |u| u.gauge().clone(),
+                );
+                Arc::new(Upstream::new(
                     s.name.clone(),
                     fixed,
                     &discovered(&s.name),
                     &known,
                     s.balance,
-                );
-                metrics
-                    .endpoints
-                    .with_label_values(&[s.name.as_str()])
-                    .set(upstream.endpoints().len() as i64);
-                Arc::new(upstream)
+                    gauge,
+                ))
             })
             .collect();
-        if let Some(prev) = previous {
-            for u in &prev.upstreams {
-                if !config.services.iter().any(|s| s.name == u.name()) {
-                    let _ = metrics.endpoints.remove_label_values(&[u.name()]);
-                }
-            }
-        }
-        let by_name = config
+        let by_name: HashMap<String, usize> = config
             .services
             .iter()
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let mut stats: Vec<RouteStats> = config
+        if let Some(prev) = previous {
+            for u in &prev.upstreams {
+                if !by_name.contains_key(u.name()) {
+                    let _ = metrics.endpoints.remove_label_values(&[u.name()]);
+                }
+            }
+        }
+        // Routes sharing a host share its label; unchanged labels keep their handles.
+        let mut known_stats: HashMap<String, Arc<RouteStats>> = previous
+            .into_iter()
+            .flat_map(|p| p.stats.iter())
+            .map(|s| (s.label().to_owned(), s.clone()))
+            .collect();
+        let mut stats: Vec<Arc<RouteStats>> = config
             .routes
             .iter()
-            .map(|r| RouteStats::new(metrics, &r.host.to_string()))
+            .map(|r| {
+                let label = r.host.to_string();
+                match known_stats.get(&label) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(RouteStats::new(metrics, &label));
+                        known_stats.insert(label, s.clone());
+                        s
+                    }
+                }
+            })
             .collect();
-        stats.push(RouteStats::new(metrics, "default"));
-        stats.push(RouteStats::new(metrics, "none"));
+        stats.push(Arc::new(RouteStats::new(metrics, "default")));
+        stats.push(Arc::new(RouteStats::new(metrics, "none")));
         let t = &config.timeouts;
         let limits = ForwardLimits {
             connect: t.connect,

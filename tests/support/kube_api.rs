@@ -96,6 +96,9 @@ struct State {
     down: bool,
     lists: u64,
     watches: u64,
+    /// When each event was first written to a watch stream, by resourceVersion (for
+    /// propagation benchmarks).
+    sent_at: std::collections::HashMap<u64, std::time::Instant>,
     /// (verb, resource) of every request, as RBAC names them.
     seen: std::collections::BTreeSet<(&'static str, &'static str)>,
 }
@@ -128,6 +131,8 @@ impl KubeApi {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As Go's net/http does: no Nagle delay on small watch events.
+                let _ = stream.set_nodelay(true);
                 let server = server.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
@@ -157,8 +162,9 @@ impl KubeApi {
         path
     }
 
-    /// Creates or replaces an object (`metadata.namespace` and `.name` required).
-    pub fn apply(&self, kind: Kind, mut object: Value) {
+    /// Creates or replaces an object (`metadata.namespace` and `.name` required); returns
+    /// its new resourceVersion.
+    pub fn apply(&self, kind: Kind, mut object: Value) -> u64 {
         let mut s = self.state.lock().unwrap();
         s.rv += 1;
         let rv = s.rv;
@@ -187,6 +193,12 @@ impl KubeApi {
         });
         drop(s);
         self.changes.send_modify(|c| c.0 += 1);
+        rv
+    }
+
+    /// When the event of resourceVersion `rv` was first written to a watch stream.
+    pub fn sent_at(&self, rv: u64) -> Option<std::time::Instant> {
+        self.state.lock().unwrap().sent_at.get(&rv).copied()
     }
 
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
@@ -325,11 +337,17 @@ impl KubeApi {
                     if from != 0 && from + 1 < s.oldest {
                         (Vec::new(), true, s.rv)
                     } else {
-                        let events: Vec<Value> = s
-                            .history
+                        // History is in resourceVersion order: skip what was sent already.
+                        let start = s.history.partition_point(|e| e.rv <= sent);
+                        let events: Vec<(u64, Value)> = s.history[start..]
                             .iter()
-                            .filter(|e| e.rv > sent && e.kind == kind && matches(&e.object))
-                            .map(|e| json!({ "type": e.kind_of_change, "object": e.object }))
+                            .filter(|e| e.kind == kind && matches(&e.object))
+                            .map(|e| {
+                                (
+                                    e.rv,
+                                    json!({ "type": e.kind_of_change, "object": e.object }),
+                                )
+                            })
                             .collect();
                         (events, false, s.rv)
                     }
@@ -342,10 +360,12 @@ impl KubeApi {
                     let _ = tx.send(line(status)).await;
                     return;
                 }
-                for e in events {
+                for (rv, e) in events {
                     if tx.send(line(e)).await.is_err() {
                         return;
                     }
+                    let now = std::time::Instant::now();
+                    state.lock().unwrap().sent_at.entry(rv).or_insert(now);
                 }
                 sent = rv;
                 if bookmarks {

@@ -59,7 +59,10 @@ pub fn merge(
         .iter()
         .flat_map(|t| t.hosts.iter().map(String::as_str))
         .collect();
-    let mut services: HashMap<(String, String, ServicePort), ServiceId> = HashMap::new();
+    let mut services = Services {
+        ids: HashMap::new(),
+        file_names: file.services.iter().map(|s| s.name.clone()).collect(),
+    };
     let mut routes: HashMap<(String, HostPattern), usize> = HashMap::new();
     for p in &translation.paths {
         let host = match &p.host {
@@ -190,9 +193,15 @@ fn path_key(host: &HostPattern, kind: PathMatch, path: &str) -> (HostPattern, Pa
 
 /// The service of a backend, added to the configuration on first use. Named
 /// `namespace/name:port`, the way operators name Service ports.
+/// The services added for backends so far, and the names the file took.
+struct Services {
+    ids: HashMap<(String, String, ServicePort), ServiceId>,
+    file_names: HashSet<String>,
+}
+
 fn service_for(
     config: &mut Config,
-    services: &mut HashMap<(String, String, ServicePort), ServiceId>,
+    services: &mut Services,
     backend: &Backend,
 ) -> Option<ServiceId> {
     let port = match &backend.port {
@@ -200,7 +209,7 @@ fn service_for(
         PortRef::Number(n) => ServicePort::Number(u16::try_from(*n).ok().filter(|n| *n > 0)?),
     };
     let key = (backend.namespace.clone(), backend.name.clone(), port);
-    if let Some(id) = services.get(&key) {
+    if let Some(id) = services.ids.get(&key) {
         return Some(*id);
     }
     let port_text = match &key.2 {
@@ -208,7 +217,7 @@ fn service_for(
         ServicePort::Number(n) => n.to_string(),
     };
     let mut name = format!("{}/{}:{port_text}", key.0, key.1);
-    if config.services.iter().any(|s| s.name == name) {
+    if services.file_names.contains(&name) {
         // The file uses the same name for its own service; keep both apart.
         name.push_str(" (ingress)");
     }
@@ -223,7 +232,7 @@ fn service_for(
         }),
         balance: Balance::default(),
     });
-    services.insert(key, id);
+    services.ids.insert(key, id);
     Some(id)
 }
 

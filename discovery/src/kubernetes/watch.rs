@@ -252,6 +252,17 @@ impl Discovery {
     }
 }
 
+/// Drops what Gatehouse never reads and what often outweighs the rest of an object
+/// (server-side apply bookkeeping, kubectl's copy of the last applied object), before it
+/// is stored.
+fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 fn service_key(s: &Service) -> ServiceKey {
     ServiceKey {
         namespace: s.metadata.namespace.clone().unwrap_or_default(),
@@ -354,8 +365,9 @@ async fn watch_slices(
     mut reporter: Reporter,
     stop: CancellationToken,
 ) {
-    let events =
-        watcher(api, watcher::Config::default().labels(SERVICE_NAME_LABEL)).default_backoff();
+    let events = watcher(api, watcher::Config::default().labels(SERVICE_NAME_LABEL))
+        .default_backoff()
+        .modify(slim);
     let mut events = std::pin::pin!(events);
     loop {
         let event = tokio::select! {
@@ -408,7 +420,7 @@ async fn reflect<K>(
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    let events = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let events = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim));
     let mut events = std::pin::pin!(events);
     loop {
         let event = tokio::select! {

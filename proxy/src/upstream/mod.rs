@@ -27,6 +27,8 @@ pub struct Upstream {
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     balance: Balance,
     next: AtomicUsize,
+    /// `gatehouse_endpoints{service}`, resolved once (snapshots carry it over).
+    gauge: prometheus::IntGauge,
 }
 
 /// The endpoints one request works with (a consistent copy of the upstream's current set).
@@ -44,8 +46,10 @@ impl Upstream {
         discovered: &[SocketAddr],
         known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
         balance: Balance,
+        gauge: prometheus::IntGauge,
     ) -> Self {
         let all = merge(&fixed, discovered, known);
+        gauge.set(all.len() as i64);
         Upstream {
             name,
             fixed,
@@ -53,7 +57,13 @@ impl Upstream {
             // Start replicas at different offsets so they do not all hit endpoint 0 first.
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             balance,
+            gauge,
         }
+    }
+
+    /// The endpoint-count gauge of this service.
+    pub(crate) fn gauge(&self) -> &prometheus::IntGauge {
+        &self.gauge
     }
 
     /// The service name.
@@ -72,6 +82,7 @@ impl Upstream {
         let current = self.endpoints.load();
         let known = |addr: SocketAddr| current.iter().find(|e| e.addr() == addr).cloned();
         let all = merge(&self.fixed, discovered, &known);
+        self.gauge.set(all.len() as i64);
         self.endpoints.store(Arc::new(all));
     }
 
@@ -139,7 +150,14 @@ mod tests {
                 ))
             })
             .collect();
-        Upstream::new("t".into(), eps, &[], &|_| None, balance)
+        Upstream::new(
+            "t".into(),
+            eps,
+            &[],
+            &|_| None,
+            balance,
+            prometheus::IntGauge::new("t", "test gauge").expect("valid name"),
+        )
     }
 
     #[test]
