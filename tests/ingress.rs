@@ -77,38 +77,57 @@ struct Cluster {
 /// The test API server and the binary watching it, ready.
 async fn start(name: &str, https: bool) -> Cluster {
     let api = KubeApi::start().await;
-    class(&api, "gatehouse", "gatehouse.io/ingress");
-    class(&api, "nginx", "k8s.io/ingress-nginx");
-    let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = api.kubeconfig(&dir);
-    let config = dir.join("gatehouse.yaml");
+    classes(&api);
     let https = if https {
         ", https: \"127.0.0.1:0\""
     } else {
         ""
     };
-    std::fs::write(
-        &config,
-        format!("listen: {{ http: \"127.0.0.1:0\"{https}, admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\n"),
-    )
-    .unwrap();
-    let running = run_with(
-        &config,
-        &["--kubernetes", "--kubeconfig", kubeconfig.to_str().unwrap()],
-        std::process::Stdio::null(),
-    )
-    .await;
-    let c = client();
-    eventually_async("/readyz after the first sync", WAIT, || async {
-        admin_get(&c, running.admin, "/readyz").await.status == 200
-    })
-    .await;
+    let (running, dir) = run_on(name, &[&api], https, "").await;
+    wait_ready(&running).await;
     Cluster {
         api,
         running,
         _dir: dir,
     }
+}
+
+fn classes(api: &KubeApi) {
+    class(api, "gatehouse", "gatehouse.io/ingress");
+    class(api, "nginx", "k8s.io/ingress-nginx");
+}
+
+/// Runs the binary with a file (`listen` extras, then `rest`) against these API servers.
+async fn run_on(
+    name: &str,
+    apis: &[&KubeApi],
+    listen: &str,
+    rest: &str,
+) -> (Running, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: {{ http: \"127.0.0.1:0\"{listen}, admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\n{rest}"),
+    )
+    .unwrap();
+    let mut args = vec!["--kubernetes".to_owned()];
+    for api in apis {
+        args.push("--kubeconfig".to_owned());
+        args.push(api.kubeconfig(&dir).to_str().unwrap().to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let running = run_with(&config, &args, std::process::Stdio::null()).await;
+    (running, dir)
+}
+
+async fn wait_ready(running: &Running) {
+    let c = client();
+    eventually_async("/readyz after the first sync", WAIT, || async {
+        admin_get(&c, running.admin, "/readyz").await.status == 200
+    })
+    .await;
 }
 
 /// Status and answering upstream of a GET from 127.0.0.1.
@@ -450,6 +469,91 @@ async fn tls_secrets_serve_rotate_redirect_and_a_missing_one_affects_only_its_ho
     assert_eq!(
         fetch(&cluster, "plain.example.com", "/").await,
         (200, "web".to_owned())
+    );
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_and_a_vm_serve_one_service_and_readiness_waits_for_both() {
+    let (east, west) = (KubeApi::start().await, KubeApi::start().await);
+    let pods = [
+        TestUpstream::start("east-pod").await,
+        TestUpstream::start("west-pod").await,
+        TestUpstream::start("vm").await,
+    ];
+    for (api, pod) in [(&east, &pods[0]), (&west, &pods[1])] {
+        classes(api);
+        service(api, "shop", "web", pod);
+        // The same Ingress in both clusters is one Ingress, not a conflict.
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                "app",
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                json!({}),
+                "app.example.com",
+                json!([path("/", "Prefix", "web")]),
+            ),
+        );
+    }
+    west.set_down(true);
+    // A file service mixing a VM with the pods (a migration in progress).
+    let file = format!(
+        "services:\n  migrating:\n    endpoints: [\"{}\"]\n    kubernetes: {{ namespace: shop, name: web, port: http }}\nroutes: [{{ host: vm.example.com, paths: [{{ path: /, service: migrating }}] }}]\n",
+        pods[2].addr
+    );
+    let (running, _dir) = run_on("two-clusters", &[&east, &west], "", &file).await;
+    let c = client();
+    assert_eq!(
+        admin_get(&c, running.admin, "/readyz").await.status,
+        503,
+        "not ready while one cluster has not been listed"
+    );
+    west.set_down(false);
+    wait_ready(&running).await;
+
+    let cluster = Cluster {
+        api: east.clone(),
+        running,
+        _dir,
+    };
+    // Round robin over every endpoint: a bounded number of requests reaches them all.
+    async fn answered(cluster: &Cluster, host: &str, want: &[&str]) {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let (status, upstream) = fetch(cluster, host, "/").await;
+            assert_eq!(status, 200);
+            seen.insert(upstream);
+            if want.iter().all(|w| seen.contains(*w)) {
+                return;
+            }
+        }
+        panic!("{host}: wanted {want:?}, saw {seen:?}");
+    }
+    answered(&cluster, "app.example.com", &["east-pod", "west-pod"]).await;
+    answered(&cluster, "vm.example.com", &["east-pod", "west-pod", "vm"]).await;
+
+    // The requests Gatehouse makes are exactly list and watch of the SPEC §4 kinds: what its
+    // RBAC role must allow, and nothing more.
+    let mut expected = std::collections::BTreeSet::new();
+    for resource in [
+        "endpointslices",
+        "services",
+        "ingresses",
+        "ingressclasses",
+        "secrets",
+    ] {
+        expected.insert(("list", resource));
+        expected.insert(("watch", resource));
+    }
+    assert_eq!(east.verbs_seen(), expected);
+    let metrics = admin_get(&c, cluster.running.admin, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("gatehouse_kubernetes_events_total{kind=\"Ingress\"}"),
+        "{text}"
     );
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
