@@ -191,6 +191,63 @@ fn class(api: &KubeApi) {
     );
 }
 
+/// One round of 1,000 endpoint changes per second for `CHURN_SECONDS`.
+async fn churn(
+    api: &KubeApi,
+    prober: &mut Prober,
+    pods: &[TestUpstream; 2],
+    pid: u32,
+    services: usize,
+    round: usize,
+) {
+    let ip = |i: usize, j: usize| format!("10.{}.{}.{}", (i >> 8) & 255, i & 255, j + 1);
+    let churn_api = api.clone();
+    let (cpu_before, _) = usage(pid);
+    let churn_start = Instant::now();
+    let churn = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let total = CHURN_PER_SECOND * CHURN_SECONDS as usize;
+        let mut n = 0usize;
+        while n < total {
+            tick.tick().await;
+            for _ in 0..CHURN_PER_SECOND / 100 {
+                let i = n % services;
+                let ns = format!("ns{}", i % 100);
+                // A different set every time a Service comes round again.
+                let shift = 10 * (round * total / services + n / services + 1);
+                let ips: Vec<String> = (0..10).map(|j| ip(i, (j + shift) % 250)).collect();
+                churn_api.apply(ENDPOINT_SLICES, slice(&ns, &format!("svc{i}"), 8080, &ips));
+                n += 1;
+            }
+        }
+        n
+    });
+    let mut under_churn = propagation(
+        api,
+        prober,
+        "bench",
+        "probe",
+        pods,
+        40,
+        Duration::from_millis(200),
+    )
+    .await;
+    let changes = churn.await.unwrap();
+    let churn_time = churn_start.elapsed();
+    let (cpu_after, rss_after) = usage(pid);
+    println!(
+        "churn round {round}: {changes} endpoint changes in {:.1} s ({:.0}/s): proxy CPU {:.0}% of one core, RSS {:.1} MiB; marker propagation p50 {}, p99 {}, max {} (API lists/watches so far: {:?})",
+        churn_time.as_secs_f64(),
+        changes as f64 / churn_time.as_secs_f64(),
+        (cpu_after - cpu_before) / churn_time.as_secs_f64() * 100.0,
+        rss_after,
+        ms(percentile(&mut under_churn, 0.5)),
+        ms(percentile(&mut under_churn, 0.99)),
+        ms(percentile(&mut under_churn, 1.0)),
+        api.requests(),
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let services: usize = std::env::var("GATEHOUSE_BENCH_SERVICES")
@@ -328,49 +385,10 @@ async fn main() {
         ms(percentile(&mut rebuilds, 1.0))
     );
 
-    // Churn: 1,000 endpoint changes per second, with marker changes measured meanwhile.
-    let churn_api = api.clone();
-    let (cpu_before, _) = usage(pid);
-    let churn_start = Instant::now();
-    let churn = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let mut n = 0usize;
-        let total = CHURN_PER_SECOND * CHURN_SECONDS as usize;
-        while n < total {
-            tick.tick().await;
-            for _ in 0..CHURN_PER_SECOND / 100 {
-                let i = n % services;
-                let ns = format!("ns{}", i % 100);
-                let ips: Vec<String> = (0..10)
-                    .map(|j| ip(i, (j + 10 * (n / services + 1)) % 250))
-                    .collect();
-                churn_api.apply(ENDPOINT_SLICES, slice(&ns, &format!("svc{i}"), 8080, &ips));
-                n += 1;
-            }
-        }
-        n
-    });
-    let mut under_churn = propagation(
-        &api,
-        &mut prober,
-        "bench",
-        "probe",
-        &pods,
-        40,
-        Duration::from_millis(200),
-    )
-    .await;
-    let changes = churn.await.unwrap();
-    let churn_time = churn_start.elapsed();
-    let (cpu_after, rss_after) = usage(pid);
-    println!(
-        "churn: {changes} endpoint changes in {:.1} s ({:.0}/s): proxy CPU {:.0}% of one core, RSS {:.1} MiB; marker propagation p50 {}, p99 {}",
-        churn_time.as_secs_f64(),
-        changes as f64 / churn_time.as_secs_f64(),
-        (cpu_after - cpu_before) / churn_time.as_secs_f64() * 100.0,
-        rss_after,
-        ms(percentile(&mut under_churn, 0.5)),
-        ms(percentile(&mut under_churn, 0.99)),
-    );
+    // Churn: 1,000 endpoint changes per second, with marker changes measured meanwhile;
+    // three rounds, so memory that keeps growing would show.
+    for round in 0..3 {
+        churn(&api, &mut prober, &pods, pid, services, round).await;
+    }
     running.terminate().await;
 }
