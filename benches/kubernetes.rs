@@ -184,6 +184,21 @@ async fn wait_ready(running: &Running) {
     }
 }
 
+/// The `probe.bench` host, its Service and one endpoint: the pod the prober watches for.
+fn probe(api: &KubeApi, pod: &TestUpstream) {
+    api.apply(SERVICES, service("bench", "probe"));
+    api.apply(INGRESSES, ingress("bench", "probe", "probe.bench"));
+    api.apply(
+        ENDPOINT_SLICES,
+        slice("bench", "probe", pod.addr.port(), &["127.0.0.1".to_owned()]),
+    );
+}
+
+/// The j-th made-up pod address of Service i (never connected to).
+fn ip(i: usize, j: usize) -> String {
+    format!("10.{}.{}.{}", (i >> 8) & 255, i & 255, j + 1)
+}
+
 fn class(api: &KubeApi) {
     api.apply(
         INGRESS_CLASSES,
@@ -200,7 +215,6 @@ async fn churn(
     services: usize,
     round: usize,
 ) {
-    let ip = |i: usize, j: usize| format!("10.{}.{}.{}", (i >> 8) & 255, i & 255, j + 1);
     let churn_api = api.clone();
     let (cpu_before, _) = usage(pid);
     let churn_start = Instant::now();
@@ -265,17 +279,7 @@ async fn main() {
     {
         let api = KubeApi::start().await;
         class(&api);
-        api.apply(SERVICES, service("bench", "probe"));
-        api.apply(INGRESSES, ingress("bench", "probe", "probe.bench"));
-        api.apply(
-            ENDPOINT_SLICES,
-            slice(
-                "bench",
-                "probe",
-                pods[0].addr.port(),
-                &["127.0.0.1".to_owned()],
-            ),
-        );
+        probe(&api, &pods[0]);
         let running = start_gatehouse(&api, &dir).await;
         wait_ready(&running).await;
         let mut prober = Prober::new(running.http, "probe.bench").await;
@@ -303,7 +307,6 @@ async fn main() {
     // 2. Scale.
     let api = KubeApi::start().await;
     class(&api);
-    let ip = |i: usize, j: usize| format!("10.{}.{}.{}", (i >> 8) & 255, i & 255, j + 1);
     for i in 0..services {
         let name = format!("svc{i}");
         let ns = format!("ns{}", i % 100);
@@ -312,17 +315,7 @@ async fn main() {
         let ips: Vec<String> = (0..10).map(|j| ip(i, j)).collect();
         api.apply(ENDPOINT_SLICES, slice(&ns, &name, 8080, &ips));
     }
-    api.apply(SERVICES, service("bench", "probe"));
-    api.apply(INGRESSES, ingress("bench", "probe", "probe.bench"));
-    api.apply(
-        ENDPOINT_SLICES,
-        slice(
-            "bench",
-            "probe",
-            pods[0].addr.port(),
-            &["127.0.0.1".to_owned()],
-        ),
-    );
+    probe(&api, &pods[0]);
     let started = Instant::now();
     let running = start_gatehouse(&api, &dir).await;
     let pid = running.child.id().unwrap();

@@ -59,6 +59,19 @@ fn ingress(
     })
 }
 
+/// An Ingress of our class with no annotations, created at the same moment as the others.
+fn plain(ns: &str, name: &str, host: &str, paths: Value) -> Value {
+    ingress(
+        ns,
+        name,
+        "2026-01-01T00:00:00Z",
+        "gatehouse",
+        json!({}),
+        host,
+        paths,
+    )
+}
+
 fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Value {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     json!({
@@ -135,10 +148,15 @@ async fn fetch(cluster: &Cluster, host: &str, path: &str) -> (u16, String) {
     fetch_from(cluster, "127.0.0.1", host, path).await
 }
 
-async fn fetch_from(cluster: &Cluster, from: &str, host: &str, path: &str) -> (u16, String) {
-    let got = request_from(from, cluster.running.http, b"", get_req(host, path, &[]))
+/// A plain-HTTP GET from a chosen client address.
+async fn get_from(cluster: &Cluster, from: &str, host: &str, path: &str) -> Got {
+    request_from(from, cluster.running.http, b"", get_req(host, path, &[]))
         .await
-        .expect("an answer");
+        .expect("an answer")
+}
+
+async fn fetch_from(cluster: &Cluster, from: &str, host: &str, path: &str) -> (u16, String) {
+    let got = get_from(cluster, from, host, path).await;
     let upstream = serde_json::from_slice::<Value>(&got.body)
         .ok()
         .and_then(|v| v["upstream"].as_str().map(str::to_owned))
@@ -169,12 +187,9 @@ async fn ingresses_are_added_changed_deleted_and_conflicts_go_to_the_older() {
     // Added.
     api.apply(
         INGRESSES,
-        ingress(
+        plain(
             "shop",
             "app",
-            "2026-01-01T00:00:00Z",
-            "gatehouse",
-            json!({}),
             "app.example.com",
             json!([path("/", "Prefix", "web")]),
         ),
@@ -191,12 +206,9 @@ async fn ingresses_are_added_changed_deleted_and_conflicts_go_to_the_older() {
     // Changed: a path is added.
     api.apply(
         INGRESSES,
-        ingress(
+        plain(
             "shop",
             "app",
-            "2026-01-01T00:00:00Z",
-            "gatehouse",
-            json!({}),
             "app.example.com",
             json!([path("/", "Prefix", "web"), path("/api", "Prefix", "api")]),
         ),
@@ -306,18 +318,18 @@ async fn annotations_apply_per_ingress_and_a_bad_one_fails_closed_alone() {
         ),
     );
     // Broken: an allow-list that does not parse must not serve without it.
-    api.apply(
-        INGRESSES,
+    let allowing = |range: &str| {
         ingress(
             "shop",
             "broken",
             "2026-01-01T00:00:00Z",
             "gatehouse",
-            json!({ "gatehouse.io/whitelist-source-range": "10.0.0.0/33" }),
+            json!({ "gatehouse.io/whitelist-source-range": range }),
             "broken.example.com",
             json!([path("/", "Prefix", "web")]),
-        ),
-    );
+        )
+    };
+    api.apply(INGRESSES, allowing("10.0.0.0/33"));
     until(
         &cluster,
         "the broken Ingress fails closed",
@@ -336,14 +348,7 @@ async fn annotations_apply_per_ingress_and_a_bad_one_fails_closed_alone() {
             .0,
         403
     );
-    let got = request_from(
-        "127.0.0.2",
-        cluster.running.http,
-        b"",
-        get_req("app.example.com", "/OFFICE/reports", &[]),
-    )
-    .await
-    .expect("an answer");
+    let got = get_from(&cluster, "127.0.0.2", "app.example.com", "/OFFICE/reports").await;
     assert_eq!(got.status, 200);
     assert_eq!(
         got.json()["uri"],
@@ -352,18 +357,7 @@ async fn annotations_apply_per_ingress_and_a_bad_one_fails_closed_alone() {
     );
 
     // Fixed: the same Ingress serves again.
-    api.apply(
-        INGRESSES,
-        ingress(
-            "shop",
-            "broken",
-            "2026-01-01T00:00:00Z",
-            "gatehouse",
-            json!({ "gatehouse.io/whitelist-source-range": "127.0.0.0/8" }),
-            "broken.example.com",
-            json!([path("/", "Prefix", "web")]),
-        ),
-    );
+    api.apply(INGRESSES, allowing("127.0.0.0/8"));
     until(
         &cluster,
         "the fixed Ingress serves",
@@ -427,14 +421,7 @@ async fn tls_secrets_serve_rotate_redirect_and_a_missing_one_affects_only_its_ho
     })
     .await;
     // ssl-redirect defaults to true for a host with a valid certificate...
-    let got = request_from(
-        "127.0.0.1",
-        cluster.running.http,
-        b"",
-        get_req("secure.example.com", "/a?b=1", &[]),
-    )
-    .await
-    .expect("an answer");
+    let got = get_from(&cluster, "127.0.0.1", "secure.example.com", "/a?b=1").await;
     assert_eq!(got.status, 308);
     assert_eq!(
         got.headers["location"],
@@ -487,12 +474,9 @@ async fn two_clusters_and_a_vm_serve_one_service_and_readiness_waits_for_both() 
         // The same Ingress in both clusters is one Ingress, not a conflict.
         api.apply(
             INGRESSES,
-            ingress(
+            plain(
                 "shop",
                 "app",
-                "2026-01-01T00:00:00Z",
-                "gatehouse",
-                json!({}),
                 "app.example.com",
                 json!([path("/", "Prefix", "web")]),
             ),
