@@ -22,6 +22,8 @@ pub struct Config {
     pub services: Vec<Service>,
     pub default_service: Option<ServiceId>,
     pub routes: Vec<Route>,
+    /// Raw TCP and UDP ports forwarded to services.
+    pub l4: Vec<L4Listener>,
 }
 
 /// The sockets Gatehouse listens on.
@@ -226,4 +228,54 @@ pub struct PathRule {
     pub kind: PathMatch,
     pub service: ServiceId,
     pub rewrite: Option<String>,
+}
+
+/// The transport an L4 listener forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for L4Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            L4Protocol::Tcp => "tcp",
+            L4Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// Connections (TCP) or sessions (UDP) an L4 listener holds at once, unless it says.
+pub const DEFAULT_L4_MAX: usize = 10_000;
+/// A TCP connection with no byte either way for this long is closed (nginx's stream
+/// `proxy_timeout` default).
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(600);
+/// A UDP session with no datagram either way for this long ends.
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// One `l4` entry: a raw TCP or UDP port forwarded to a service's endpoints.
+#[derive(Clone, Debug)]
+pub struct L4Listener {
+    pub listen: SocketAddr,
+    pub protocol: L4Protocol,
+    pub service: ServiceId,
+    /// Client networks allowed; empty allows everyone.
+    pub allow: CidrSet,
+    /// Send a PROXY v2 header to the upstream so it sees the real client (TCP only).
+    pub proxy_protocol_upstream: bool,
+    /// Most concurrent TCP connections (further ones wait in the kernel's accept queue), or
+    /// most UDP sessions (the least recently active is evicted for a new one).
+    pub max: usize,
+    /// No traffic either way for this long ends a connection or session.
+    pub idle: Duration,
+    /// Where the entry is written (or the ConfigMap it came from).
+    pub location: Location,
+}
+
+impl L4Listener {
+    /// How the listener is named in logs and metrics: `tcp/0.0.0.0:5432`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.protocol, self.listen)
+    }
 }

@@ -18,7 +18,6 @@ use crate::{
 };
 
 const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
-const NOT_YET_L4: &str = "TCP/UDP forwarding is not built yet";
 
 /// Parses and validates a configuration. `file` is how errors name the source.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
@@ -68,8 +67,9 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "routes",
             "trusted_proxies",
             "tls",
+            "l4",
         ],
-        &[("l4", NOT_YET_L4)],
+        &[],
     )?;
     let (listen, http_given) = top
         .get("listen")
@@ -85,10 +85,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "listen.proxy_protocol is on but trusted_proxies is empty, so every connection would be refused; list the load balancers' addresses under trusted_proxies",
         );
     }
-    if !http_given {
+    if !http_given && top.get("l4").is_none() {
         r.error(
             top.span,
-            "no listener: set `listen.http` and/or `listen.https` (for example \"0.0.0.0:80\")",
+            "no listener: set `listen.http` and/or `listen.https` (for example \"0.0.0.0:80\"), or `l4` ports",
         );
     }
     let timeouts = top
@@ -170,6 +170,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             report_table_error(r, &routes, &route_nodes, e);
         }
     }
+    let l4 = top
+        .get("l4")
+        .map(|n| read_l4(r, n, &listen, &service_id))
+        .unwrap_or_default();
     let tls = top
         .get("tls")
         .map(|n| read_tls(r, n, file_dir(r.file())))
@@ -188,7 +192,132 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         services: services.into_iter().map(|(s, _)| s).collect(),
         default_service,
         routes,
+        l4,
     })
+}
+
+fn read_l4(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    listen: &Listen,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Vec<L4Listener> {
+    let Some(list) = r.sequence(node, "l4") else {
+        return Vec::new();
+    };
+    let mut out: Vec<L4Listener> = Vec::new();
+    for item in list {
+        let Some(f) = r.section(
+            item,
+            "an l4 entry",
+            &[
+                "listen",
+                "protocol",
+                "service",
+                "allow",
+                "proxy_protocol_upstream",
+                "max_connections",
+                "max_sessions",
+                "idle",
+            ],
+            &[],
+        ) else {
+            continue;
+        };
+        let location = r.location(item.span);
+        let addr = match f.get("listen") {
+            Some(n) => r.parsed(n, "l4 listen", parse_socket_addr),
+            None => {
+                r.error(item.span, "an l4 entry needs `listen` (IP:port)");
+                None
+            }
+        };
+        let what = addr.map_or_else(|| "l4 entry".to_owned(), |a| format!("l4 {a}"));
+        let protocol = f.get("protocol").map_or(Some(L4Protocol::Tcp), |n| {
+            r.parsed(n, &format!("{what} protocol"), |s| match s {
+                "tcp" => Ok(L4Protocol::Tcp),
+                "udp" => Ok(L4Protocol::Udp),
+                _ => Err(format!("`{s}` is not one of `tcp`, `udp`")),
+            })
+        });
+        let service = match f.get("service") {
+            Some(n) => service_id(r, n, &format!("{what} service")),
+            None => {
+                r.error(item.span, format!("{what} needs a `service`"));
+                None
+            }
+        };
+        let allow = f
+            .get("allow")
+            .map(|n| read_cidrs(r, n, &format!("{what} allow")))
+            .unwrap_or_default();
+        let proxy_protocol_upstream = f
+            .get("proxy_protocol_upstream")
+            .and_then(|n| r.boolean(n, &format!("{what} proxy_protocol_upstream")))
+            .unwrap_or(false);
+        // The limit's name says what it counts, so it must match the protocol.
+        let (limit_key, wrong_key) = match protocol {
+            Some(L4Protocol::Udp) => ("max_sessions", "max_connections"),
+            _ => ("max_connections", "max_sessions"),
+        };
+        if let Some(n) = f.get(wrong_key) {
+            r.error(
+                n.span,
+                format!("{what}: `{wrong_key}` does not apply to this protocol; use `{limit_key}`"),
+            );
+        }
+        let max = f.get(limit_key).map_or(Some(DEFAULT_L4_MAX), |n| {
+            r.parsed(n, &format!("{what} {limit_key}"), |s| {
+                match s.parse::<usize>() {
+                    Ok(m) if m > 0 => Ok(m),
+                    _ => Err(format!("`{s}` is not a positive number")),
+                }
+            })
+        });
+        let idle = match f.get("idle") {
+            Some(n) => r.parsed(n, &format!("{what} idle"), positive_duration),
+            None => Some(match protocol {
+                Some(L4Protocol::Udp) => DEFAULT_UDP_IDLE,
+                _ => DEFAULT_TCP_IDLE,
+            }),
+        };
+        if proxy_protocol_upstream && protocol == Some(L4Protocol::Udp) {
+            r.error(
+                item.span,
+                format!("{what}: proxy_protocol_upstream is for TCP; UDP upstreams get the datagrams as sent"),
+            );
+        }
+        let (Some(addr), Some(protocol), Some(service), Some(max), Some(idle)) =
+            (addr, protocol, service, max, idle)
+        else {
+            continue;
+        };
+        let taken_by_http = protocol == L4Protocol::Tcp
+            && addr.port() != 0
+            && [listen.http, listen.https, listen.admin].contains(&Some(addr));
+        let duplicate = addr.port() != 0
+            && out
+                .iter()
+                .any(|o| o.listen == addr && o.protocol == protocol);
+        if taken_by_http || duplicate {
+            r.error(
+                item.span,
+                format!("{protocol}/{addr} is already a listener of this configuration"),
+            );
+            continue;
+        }
+        out.push(L4Listener {
+            listen: addr,
+            protocol,
+            service,
+            allow,
+            proxy_protocol_upstream,
+            max,
+            idle,
+            location,
+        });
+    }
+    out
 }
 
 /// The listeners, and whether `http` was written at all (a bad address is its own error).

@@ -83,7 +83,6 @@ routes:
 #[test]
 fn features_not_built_yet_are_refused_not_ignored() {
     let yaml = r#"listen: { http: "127.0.0.1:80" }
-l4: []
 services: { web: { endpoints: ["10.0.0.1:80"], balance: "hash(client_ip)" } }
 routes:
   - host: a.example.com
@@ -91,11 +90,54 @@ routes:
     paths: [{ path: /, service: web }]
 "#;
     let errs = errors(yaml);
-    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
     assert!(
         errs.iter().all(|e| e.contains("not supported yet")),
         "{errs:#?}"
     );
+}
+
+#[test]
+fn l4_entries_are_validated_with_their_locations() {
+    let yaml = r#"services: { db: { endpoints: ["10.0.0.1:5432"] } }
+l4:
+  - { listen: "0.0.0.0:5432", protocol: tcp, service: db, allow: "10.0.0.0/8", max_connections: 100, idle: 1h }
+  - { listen: "0.0.0.0:5353", protocol: udp, service: db, max_sessions: 50 }
+  - { listen: "0.0.0.0:5432", protocol: tcp, service: db }
+  - { listen: "0.0.0.0:53", protocol: udp, service: db, max_connections: 5, proxy_protocol_upstream: true }
+  - { listen: "0.0.0.0:6000", protocol: sctp, service: nope }
+"#;
+    let errs = errors(yaml);
+    let all = errs.join("\n");
+    assert!(
+        all.contains("bad.yaml:5:5: tcp/0.0.0.0:5432 is already a listener"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`max_connections` does not apply to this protocol; use `max_sessions`"),
+        "{all}"
+    );
+    assert!(all.contains("proxy_protocol_upstream is for TCP"), "{all}");
+    assert!(all.contains("`sctp` is not one of `tcp`, `udp`"), "{all}");
+    assert!(
+        all.contains("service `nope`, which is not defined"),
+        "{all}"
+    );
+    assert_eq!(errs.len(), 5, "{all}");
+
+    // An L4-only configuration needs no HTTP listener.
+    let ok = gatehouse_config::parse(
+        "services: { db: { endpoints: [\"10.0.0.1:5432\"] } }\nl4: [{ listen: \"0.0.0.0:5432\", service: db, idle: 1h }]\n",
+        "ok.yaml",
+    )
+    .expect("valid");
+    assert_eq!(
+        ok.l4[0].protocol,
+        gatehouse_config::L4Protocol::Tcp,
+        "tcp by default"
+    );
+    assert_eq!(ok.l4[0].idle, std::time::Duration::from_secs(3600));
+    assert_eq!(ok.l4[0].max, gatehouse_config::DEFAULT_L4_MAX);
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod conn;
 pub mod demo;
 mod error;
 mod headers;
+mod l4;
 mod listener;
 mod metrics;
 mod pipeline;

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) cert_expiry: IntGaugeVec,
     kubernetes_events: IntCounterVec,
+    pub(crate) l4_connections: IntCounterVec,
+    pub(crate) l4_bytes: IntCounterVec,
+    pub(crate) l4_active: IntGaugeVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -99,6 +102,21 @@ impl Metrics {
                 "kubernetes_events_total",
                 "Kubernetes objects received from watches (listed, added, changed, deleted), by kind",
                 &["kind"],
+            ),
+            l4_connections: counters(
+                "l4_connections_total",
+                "TCP connections accepted and UDP sessions started, by L4 listener",
+                &["listener"],
+            ),
+            l4_bytes: counters(
+                "l4_bytes_total",
+                "Bytes forwarded by L4 listeners: `in` from clients, `out` to clients",
+                &["listener", "direction"],
+            ),
+            l4_active: gauges(
+                "l4_active",
+                "Open TCP connections and live UDP sessions, by L4 listener",
+                &["listener"],
             ),
             registry,
         }

@@ -11,15 +11,17 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use gatehouse_config::{Config, ConfigErrors, Service};
+use gatehouse_config::{Config, ConfigErrors, L4Protocol, Service};
 use tokio::{
-    net::TcpListener,
+    net::{TcpListener, UdpSocket},
     sync::{mpsc, Mutex},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    admin, listener,
+    admin,
+    l4::{self, L4Key, L4Stats},
+    listener,
     metrics::Metrics,
     snapshot::{Snapshot, SnapshotError},
     tls,
@@ -39,6 +41,10 @@ pub(crate) struct Shared {
     pub(crate) draining: CancellationToken,
     /// The port the HTTPS listener is bound to (0: none), for redirects.
     pub(crate) https_port: AtomicU16,
+    /// TCP connections and UDP sessions of L4 listeners, waited for at shutdown.
+    pub(crate) l4_sessions: TaskTracker,
+    /// Fires when the shutdown's grace period is over: L4 sessions close.
+    pub(crate) l4_stop: CancellationToken,
 }
 
 /// Why a configuration could not be started or applied.
@@ -67,6 +73,7 @@ struct Listeners {
     http: Option<RunningListener>,
     https: Option<RunningListener>,
     admin: Option<RunningListener>,
+    l4: HashMap<L4Key, RunningListener>,
 }
 
 /// A running Gatehouse data plane.
@@ -95,6 +102,8 @@ impl Gatehouse {
             tunnels: TaskTracker::new(),
             draining: CancellationToken::new(),
             https_port: AtomicU16::new(0),
+            l4_sessions: TaskTracker::new(),
+            l4_stop: CancellationToken::new(),
         });
         let gatehouse = Gatehouse {
             shared: shared.clone(),
@@ -256,7 +265,28 @@ impl Gatehouse {
         );
     }
 
+    /// The bound address of each L4 listener, in the order of the configuration's `l4`.
+    pub async fn l4_addrs(&self) -> Vec<SocketAddr> {
+        let listeners = self.listeners.lock().await;
+        let config = self.shared.snapshot.load_full().config.clone();
+        L4Key::all(&config.l4)
+            .iter()
+            .filter_map(|k| listeners.l4.get(k).map(|l| l.bound))
+            .collect()
+    }
+
     fn swap_listeners(&self, listeners: &mut Listeners, changes: ListenerChanges) {
+        // L4 listeners one by one: the others keep serving untouched.
+        for key in changes.l4_removed {
+            if let Some(old) = listeners.l4.remove(&key) {
+                tracing::info!(address = %old.bound, "{} listener removed", key.protocol);
+                old.stop.cancel();
+            }
+        }
+        for (key, bound) in changes.l4_added {
+            let running = start_l4(&self.shared, key, bound);
+            listeners.l4.insert(key, running);
+        }
         for (slot, change, kind) in [
             (&mut listeners.http, changes.http, Kind::Http),
             (&mut listeners.https, changes.https, Kind::Https),
@@ -286,23 +316,31 @@ impl Gatehouse {
         );
         tokio::time::sleep(shutdown.drain_delay).await;
         let mut listeners = self.listeners.lock().await;
+        let l4 = std::mem::take(&mut listeners.l4).into_values();
         for client_listener in [listeners.http.take(), listeners.https.take()]
             .into_iter()
             .flatten()
+            .chain(l4)
         {
             client_listener.stop.cancel();
         }
         self.shared.draining.cancel();
         self.shared.connections.close();
         self.shared.tunnels.close();
+        self.shared.l4_sessions.close();
         let finished = tokio::time::timeout(shutdown.grace_period, async {
             self.shared.connections.wait().await;
             self.shared.tunnels.wait().await;
+            self.shared.l4_sessions.wait().await;
         })
         .await
         .is_ok();
         if !finished {
             tracing::warn!("grace period over; closing the remaining connections");
+            self.shared.l4_stop.cancel();
+            // L4 sessions log their end on the way out.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.shared.l4_sessions.wait()).await;
         }
         if let Some(admin) = listeners.admin.take() {
             admin.stop.cancel();
@@ -372,6 +410,48 @@ struct ListenerChanges {
     http: Option<Change>,
     https: Option<Change>,
     admin: Option<Change>,
+    /// L4 listeners new in the configuration, bound already.
+    l4_added: Vec<(L4Key, BoundL4)>,
+    /// L4 listeners the configuration no longer has.
+    l4_removed: Vec<L4Key>,
+}
+
+/// A bound L4 socket, not serving yet.
+enum BoundL4 {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Starts serving a bound L4 socket.
+fn start_l4(shared: &Arc<Shared>, key: L4Key, bound: BoundL4) -> RunningListener {
+    let stop = CancellationToken::new();
+    let label = format!("{}/{}", key.protocol, key.listen);
+    let stats = Arc::new(L4Stats::new(&shared.metrics, &label));
+    let addr = match &bound {
+        BoundL4::Tcp(l) => l.local_addr(),
+        BoundL4::Udp(u) => u.local_addr(),
+    }
+    .unwrap_or(key.listen);
+    tracing::info!(address = %addr, listener = label, "{} listener ready", key.protocol);
+    match bound {
+        BoundL4::Tcp(l) => {
+            tokio::spawn(l4::tcp::accept_loop(
+                l,
+                key,
+                shared.clone(),
+                stop.clone(),
+                stats,
+            ));
+        }
+        BoundL4::Udp(u) => {
+            tokio::spawn(l4::udp::serve(u, key, shared.clone(), stop.clone(), stats));
+        }
+    }
+    RunningListener {
+        configured: key.listen,
+        bound: addr,
+        stop,
+    }
 }
 
 /// Binds the listeners whose address changed.
@@ -394,10 +474,39 @@ async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerCh
             .map_err(|source| ApplyError::Bind { what, addr, source })?;
         Ok(Some(Change(Some((addr, listener)))))
     }
+    let wanted = L4Key::all(&config.l4);
+    let mut l4_added = Vec::new();
+    for key in &wanted {
+        if current.l4.contains_key(key) {
+            continue;
+        }
+        let addr = key.listen;
+        let bound = match key.protocol {
+            L4Protocol::Tcp => TcpListener::bind(addr).await.map(BoundL4::Tcp),
+            L4Protocol::Udp => UdpSocket::bind(addr).await.map(BoundL4::Udp),
+        }
+        .map_err(|source| ApplyError::Bind {
+            what: match key.protocol {
+                L4Protocol::Tcp => "an l4 tcp entry",
+                L4Protocol::Udp => "an l4 udp entry",
+            },
+            addr,
+            source,
+        })?;
+        l4_added.push((*key, bound));
+    }
+    let l4_removed = current
+        .l4
+        .keys()
+        .filter(|k| !wanted.contains(k))
+        .copied()
+        .collect();
     Ok(ListenerChanges {
         http: one("listen.http", current.http.as_ref(), config.listen.http).await?,
         https: one("listen.https", current.https.as_ref(), config.listen.https).await?,
         admin: one("listen.admin", current.admin.as_ref(), config.listen.admin).await?,
+        l4_added,
+        l4_removed,
     })
 }
 

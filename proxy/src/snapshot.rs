@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub(crate) upstreams: Vec<Arc<Upstream>>,
     /// Service name → index in `upstreams`, for publishing endpoints by name.
     by_name: HashMap<String, usize>,
+    /// Running L4 listener → its entry in `config.l4`.
+    pub(crate) l4_index: HashMap<crate::l4::L4Key, usize>,
     /// One per route, then the default service's, then the no-route stats.
     stats: Vec<Arc<RouteStats>>,
     pub(crate) limits: ForwardLimits,
@@ -169,7 +171,13 @@ impl Snapshot {
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
             .keep_alive_interval(Some(t.idle))
             .keep_alive_timeout(Duration::from_secs(20));
+        let l4_index = crate::l4::L4Key::all(&config.l4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, i))
+            .collect();
         Ok(Snapshot {
+            l4_index,
             config,
             table,
             upstreams,

@@ -176,6 +176,15 @@ impl Proxy {
     /// Starts the proxy; `Proxy::addr` is its HTTPS listener if `https`, else its HTTP one.
     pub async fn start_on(yaml: &str, https: bool) -> Self {
         let config = gatehouse_config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+        Self::start_config(config, https).await
+    }
+
+    /// Starts the proxy from a parsed configuration (its HTTP listener is `addr`).
+    pub async fn start_with_config(config: gatehouse_config::Config) -> Self {
+        Self::start_config(config, false).await
+    }
+
+    async fn start_config(config: gatehouse_config::Config, https: bool) -> Self {
         let gatehouse = Gatehouse::start(config, Metrics::new())
             .await
             .expect("starts");
