@@ -9,12 +9,13 @@ use std::{
     sync::Arc,
 };
 
-use gatehouse_config::{Config, Service, ServicePort};
+use gatehouse_config::{Config, L4Protocol, Service, ServicePort};
 use gatehouse_discovery::kubernetes::{
     self,
     ingress::{translate, ClassSelection},
+    l4::mappings,
     routes::{self, secret_pem},
-    Discovery, DiscoveryEvents, PortRef, ServiceKey,
+    ConfigMapRef, Discovery, DiscoveryEvents, PortRef, ServiceKey,
 };
 use gatehouse_proxy::{ApplyError, Gatehouse};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,24 @@ pub struct KubeOptions {
     /// `--ingress-class`: a class name that is ours besides IngressClasses naming our
     /// controller.
     pub ingress_class: Option<String>,
+    /// `--tcp-services-configmap`, `--udp-services-configmap`.
+    pub tcp_services: Option<ConfigMapRef>,
+    pub udp_services: Option<ConfigMapRef>,
+}
+
+/// Reads `NAMESPACE/NAME`.
+pub fn config_map_ref(text: &str) -> Result<ConfigMapRef, String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(ConfigMapRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(format!("`{text}` is not NAMESPACE/NAME")),
+    }
 }
 
 /// What a configuration needs from Kubernetes, it must get: a file naming Kubernetes
@@ -61,9 +80,15 @@ pub async fn start(
         clients.push(kubernetes::client(Some(path)).await?);
     }
     let metrics = gatehouse.metrics().clone();
+    let maps: Vec<ConfigMapRef> = [&options.tcp_services, &options.udp_services]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     Ok(Discovery::spawn(
         clients,
         &options.namespaces,
+        &maps,
         Arc::new(move |kind| metrics.kubernetes_event(kind)),
         stop,
     ))
@@ -73,6 +98,7 @@ pub async fn start(
 /// cluster, and publishes endpoint changes to the services that use them.
 pub struct KubeRoutes {
     class_flag: Option<String>,
+    l4_maps: Vec<(ConfigMapRef, L4Protocol)>,
     /// Problems reported last time, so each is logged when it appears, not on every rebuild.
     reported: BTreeSet<String>,
     /// Which served services take endpoints from which Service port.
@@ -81,8 +107,16 @@ pub struct KubeRoutes {
 
 impl KubeRoutes {
     pub fn new(options: &KubeOptions) -> Self {
+        let l4_maps = [
+            (&options.tcp_services, L4Protocol::Tcp),
+            (&options.udp_services, L4Protocol::Udp),
+        ]
+        .into_iter()
+        .filter_map(|(m, p)| m.clone().map(|m| (m, p)))
+        .collect();
         KubeRoutes {
             class_flag: options.ingress_class.clone(),
+            l4_maps,
             reported: BTreeSet::new(),
             users: HashMap::new(),
         }
@@ -101,9 +135,21 @@ impl KubeRoutes {
             ClassSelection::from_classes(classes.iter().map(|c| &**c), self.class_flag.as_deref());
         let ingresses = discovery.ingresses();
         let translation = translate(ingresses.iter().map(|i| &**i), &selection);
-        let (config, problems) = routes::merge(file, &translation, &|ns, name| {
+        let mut problems = Vec::new();
+        let mut l4 = Vec::new();
+        for (map, protocol) in &self.l4_maps {
+            match discovery.config_map(map) {
+                Some(m) => l4.extend(mappings(&m, *protocol, &mut problems)),
+                None => problems.push(format!(
+                    "ConfigMap {}/{} (--{protocol}-services-configmap) does not exist; no {protocol} ports from it until it is created",
+                    map.namespace, map.name
+                )),
+            }
+        }
+        let (config, merge_problems) = routes::merge(file, &translation, &l4, &|ns, name| {
             discovery.secret(ns, name).map(|s| secret_pem(&s))
         });
+        problems.extend(merge_problems);
         let problems: BTreeSet<String> = problems.into_iter().collect();
         for problem in problems.difference(&self.reported) {
             tracing::warn!("{problem}");

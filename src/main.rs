@@ -6,7 +6,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use gatehouse_config::{Config, TlsEntry, TlsSource, Workers};
-use gatehouse_discovery::kubernetes::{Change, Changed};
+use gatehouse_discovery::kubernetes::{Change, Changed, ConfigMapRef};
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{demo, ApplyError, Gatehouse, Metrics};
 use kube::{KubeOptions, KubeRoutes};
@@ -43,6 +43,13 @@ enum Command {
         /// is `gatehouse.io/ingress`.
         #[arg(long, env = "GATEHOUSE_INGRESS_CLASS")]
         ingress_class: Option<String>,
+        /// A ConfigMap (NAMESPACE/NAME) of TCP ports to expose, in ingress-nginx's format:
+        /// "5432": "db/postgres:5432[:PROXY[:PROXY]]".
+        #[arg(long, env = "GATEHOUSE_TCP_SERVICES_CONFIGMAP", value_parser = kube::config_map_ref, requires = "kubernetes")]
+        tcp_services_configmap: Option<ConfigMapRef>,
+        /// A ConfigMap (NAMESPACE/NAME) of UDP ports to expose: "53": "kube-system/dns:53".
+        #[arg(long, env = "GATEHOUSE_UDP_SERVICES_CONFIGMAP", value_parser = kube::config_map_ref, requires = "kubernetes")]
+        udp_services_configmap: Option<ConfigMapRef>,
     },
     /// Validate a configuration file and exit: 0 and `ok`, or 2 and every error.
     Check {
@@ -91,6 +98,8 @@ fn main() -> ExitCode {
             kubeconfig,
             namespace,
             ingress_class,
+            tcp_services_configmap,
+            udp_services_configmap,
         } => {
             // The watcher notes the file before it is loaded, so no change slips between.
             let watcher = path.as_ref().map(FileWatcher::new);
@@ -117,6 +126,8 @@ fn main() -> ExitCode {
                 kubeconfigs: kubeconfig,
                 namespaces: namespace,
                 ingress_class,
+                tcp_services: tcp_services_configmap,
+                udp_services: udp_services_configmap,
             });
             if let Some(c) = &config {
                 if let Err(e) = kube::check(c, kube.is_some()) {

@@ -117,12 +117,29 @@ async fn run_on(
     listen: &str,
     rest: &str,
 ) -> (Running, std::path::PathBuf) {
+    run_on_with(name, apis, listen, rest, &[], std::process::Stdio::null()).await
+}
+
+async fn run_on_with(
+    name: &str,
+    apis: &[&KubeApi],
+    listen: &str,
+    rest: &str,
+    flags: &[&str],
+    stdout: std::process::Stdio,
+) -> (Running, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("gatehouse.yaml");
+    // Access logs only where a test reads them.
+    let rest = if rest.contains("access_log") {
+        rest.to_owned()
+    } else {
+        format!("access_log: off\n{rest}")
+    };
     std::fs::write(
         &config,
-        format!("listen: {{ http: \"127.0.0.1:0\"{listen}, admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\n{rest}"),
+        format!("listen: {{ http: \"127.0.0.1:0\"{listen}, admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\n{rest}"),
     )
     .unwrap();
     let mut args = vec!["--kubernetes".to_owned()];
@@ -130,8 +147,9 @@ async fn run_on(
         args.push("--kubeconfig".to_owned());
         args.push(api.kubeconfig(&dir).to_str().unwrap().to_owned());
     }
+    args.extend(flags.iter().map(|f| f.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let running = run_with(&config, &args, std::process::Stdio::null()).await;
+    let running = run_with(&config, &args, stdout).await;
     (running, dir)
 }
 
@@ -540,4 +558,86 @@ async fn two_clusters_and_a_vm_serve_one_service_and_readiness_waits_for_both() 
         "{text}"
     );
     assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+async fn free_port() -> u16 {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP request written by hand over a raw TCP connection: what came back.
+async fn raw_http(port: u16) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /raw HTTP/1.1\r\nHost: l4\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_services_configmap_ports_follow_the_configmap() {
+    use tokio::io::AsyncBufReadExt;
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    service(&api, "shop", "web", &web);
+    let (p1, p2) = (free_port().await, free_port().await);
+    let tcp_map = |port: u16| json!({ "metadata": { "namespace": "edge", "name": "tcp-services" }, "data": { port.to_string(): "shop/web:http" } });
+    api.apply(CONFIG_MAPS, tcp_map(p1));
+    let (mut running, _dir) = run_on_with(
+        "tcp-services",
+        &[&api],
+        "",
+        "access_log: stdout\n",
+        &[
+            "--tcp-services-configmap",
+            "edge/tcp-services",
+            "--udp-services-configmap",
+            "edge/udp-services",
+        ],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    wait_ready(&running).await;
+    let mut stdout = tokio::io::BufReader::new(running.child.stdout.take().unwrap()).lines();
+
+    // Any TCP protocol passes; HTTP written by hand shows which pod answered.
+    let answer = raw_http(p1).await.expect("the ConfigMap's port is open");
+    assert!(answer.contains("\"upstream\":\"web\""), "{answer}");
+    let line = tokio::time::timeout(WAIT, stdout.next_line())
+        .await
+        .expect("an access log line")
+        .unwrap()
+        .unwrap();
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(logged["listener"], format!("tcp/127.0.0.1:{p1}"));
+    assert_eq!(logged["end"], "closed");
+    assert_eq!(logged["upstream"], web.addr.to_string());
+    assert!(logged["bytes_in"].as_u64().unwrap() > 0 && logged["bytes_out"].as_u64().unwrap() > 0);
+
+    // The port moves: the old one closes, the new one opens, without a restart.
+    api.apply(CONFIG_MAPS, tcp_map(p2));
+    eventually_async("the new port serves", WAIT, || async {
+        raw_http(p2)
+            .await
+            .is_ok_and(|a| a.contains("\"upstream\":\"web\""))
+    })
+    .await;
+    eventually_async("the old port is closed", WAIT, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", p1))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(api.verbs_seen().contains(&("watch", "configmaps")));
+    assert_eq!(running.terminate().await, Some(0));
 }

@@ -112,9 +112,14 @@ impl UdpEcho {
 
 /// The proxy with one `l4` entry (plus an HTTP listener the harness needs).
 async fn proxy_with(l4: &str, endpoints: &[SocketAddr]) -> (Proxy, SocketAddr) {
+    proxy_with_top("", l4, endpoints).await
+}
+
+/// Like [`proxy_with`], with extra top-level configuration lines.
+async fn proxy_with_top(top: &str, l4: &str, endpoints: &[SocketAddr]) -> (Proxy, SocketAddr) {
     let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
     let yaml = format!(
-        "listen: {{ http: \"127.0.0.1:0\" }}\naccess_log: off\ntimeouts: {{ connect: 1s }}\nshutdown: {{ drain_delay: 0s, grace_period: 300ms }}\nservices: {{ backend: {{ endpoints: [{}] }} }}\nl4:\n  - {{ listen: \"127.0.0.1:0\", service: backend, {l4} }}\n",
+        "{top}listen: {{ http: \"127.0.0.1:0\" }}\naccess_log: off\ntimeouts: {{ connect: 1s }}\nshutdown: {{ drain_delay: 0s, grace_period: 300ms }}\nservices: {{ backend: {{ endpoints: [{}] }} }}\nl4:\n  - {{ listen: \"127.0.0.1:0\", service: backend, {l4} }}\n",
         list.join(", ")
     );
     let proxy = Proxy::start(&yaml).await;
@@ -287,6 +292,48 @@ async fn tcp_sends_a_proxy_v2_header_the_upstream_can_parse() {
     assert_eq!(
         read_to_end(&mut s).await,
         format!("from {local}").as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn tcp_takes_the_client_from_a_trusted_proxy_header_and_applies_the_allow_list_to_it() {
+    let upstream = TcpEcho::start(true).await;
+    let (proxy, addr) = proxy_with_top(
+        "trusted_proxies: [\"127.0.0.9/32\"]\n",
+        "protocol: tcp, proxy_protocol: true, proxy_protocol_upstream: true, allow: \"10.1.0.0/16\"",
+        &[upstream.addr],
+    )
+    .await;
+    let header = |source: &str| {
+        let mut out = Vec::new();
+        proxy_header::ProxyHeader::with_address(proxy_header::ProxiedAddress::stream(
+            source.parse().unwrap(),
+            addr,
+        ))
+        .encode_v2(&mut out)
+        .unwrap();
+        out
+    };
+    // From the load balancer, for an allowed client: the upstream sees that client.
+    let mut s = tcp_from("127.0.0.9", addr).await;
+    s.write_all(&header("10.1.2.3:4567")).await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, b"from 10.1.2.3:4567");
+    // The same load balancer for a client outside the allow-list: closed.
+    let mut s = tcp_from("127.0.0.9", addr).await;
+    s.write_all(&header("10.2.0.1:4567")).await.unwrap();
+    assert!(read_to_end(&mut s).await.is_empty());
+    // Anyone else may not claim a source at all.
+    let mut s = tcp_from("127.0.0.3", addr).await;
+    let _ = s.write_all(&header("10.1.2.3:4567")).await;
+    assert!(read_to_end(&mut s).await.is_empty());
+    assert_eq!(upstream.connections.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        proxy.metric("gatehouse_denied_total{reason=\"allowlist\"}"),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("gatehouse_denied_total{reason=\"untrusted_proxy\"}"),
+        1.0
     );
 }
 

@@ -262,6 +262,9 @@ pub struct L4Listener {
     pub service: ServiceId,
     /// Client networks allowed; empty allows everyone.
     pub allow: CidrSet,
+    /// Expect a PROXY v1/v2 header from the peer (a load balancer in `trusted_proxies`),
+    /// whose source address is then the client (TCP only).
+    pub proxy_protocol: bool,
     /// Send a PROXY v2 header to the upstream so it sees the real client (TCP only).
     pub proxy_protocol_upstream: bool,
     /// Most concurrent TCP connections (further ones wait in the kernel's accept queue), or

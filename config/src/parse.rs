@@ -172,7 +172,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
     }
     let l4 = top
         .get("l4")
-        .map(|n| read_l4(r, n, &listen, &service_id))
+        .map(|n| read_l4(r, n, &listen, trusted_proxies.is_empty(), &service_id))
         .unwrap_or_default();
     let tls = top
         .get("tls")
@@ -200,6 +200,7 @@ fn read_l4(
     r: &mut Reader<'_>,
     node: &MarkedYaml<'_>,
     listen: &Listen,
+    trusted_empty: bool,
     service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
 ) -> Vec<L4Listener> {
     let Some(list) = r.sequence(node, "l4") else {
@@ -215,6 +216,7 @@ fn read_l4(
                 "protocol",
                 "service",
                 "allow",
+                "proxy_protocol",
                 "proxy_protocol_upstream",
                 "max_connections",
                 "max_sessions",
@@ -251,10 +253,13 @@ fn read_l4(
             .get("allow")
             .map(|n| read_cidrs(r, n, &format!("{what} allow")))
             .unwrap_or_default();
-        let proxy_protocol_upstream = f
-            .get("proxy_protocol_upstream")
-            .and_then(|n| r.boolean(n, &format!("{what} proxy_protocol_upstream")))
-            .unwrap_or(false);
+        let flag = |r: &mut Reader<'_>, key: &str| {
+            f.get(key)
+                .and_then(|n| r.boolean(n, &format!("{what} {key}")))
+                .unwrap_or(false)
+        };
+        let proxy_protocol = flag(r, "proxy_protocol");
+        let proxy_protocol_upstream = flag(r, "proxy_protocol_upstream");
         // The limit's name says what it counts, so it must match the protocol.
         let (limit_key, wrong_key) = match protocol {
             Some(L4Protocol::Udp) => ("max_sessions", "max_connections"),
@@ -281,10 +286,16 @@ fn read_l4(
                 _ => DEFAULT_TCP_IDLE,
             }),
         };
-        if proxy_protocol_upstream && protocol == Some(L4Protocol::Udp) {
+        if (proxy_protocol || proxy_protocol_upstream) && protocol == Some(L4Protocol::Udp) {
             r.error(
                 item.span,
-                format!("{what}: proxy_protocol_upstream is for TCP; UDP upstreams get the datagrams as sent"),
+                format!("{what}: proxy_protocol and proxy_protocol_upstream are for TCP; UDP datagrams pass as sent"),
+            );
+        }
+        if proxy_protocol && trusted_empty {
+            r.error(
+                item.span,
+                format!("{what}: proxy_protocol is on but trusted_proxies is empty, so every connection would be refused; list the load balancers' addresses under trusted_proxies"),
             );
         }
         let (Some(addr), Some(protocol), Some(service), Some(max), Some(idle)) =
@@ -311,6 +322,7 @@ fn read_l4(
             protocol,
             service,
             allow,
+            proxy_protocol,
             proxy_protocol_upstream,
             max,
             idle,

@@ -117,7 +117,10 @@ l4:
         all.contains("`max_connections` does not apply to this protocol; use `max_sessions`"),
         "{all}"
     );
-    assert!(all.contains("proxy_protocol_upstream is for TCP"), "{all}");
+    assert!(
+        all.contains("proxy_protocol and proxy_protocol_upstream are for TCP"),
+        "{all}"
+    );
     assert!(all.contains("`sctp` is not one of `tcp`, `udp`"), "{all}");
     assert!(
         all.contains("service `nope`, which is not defined"),

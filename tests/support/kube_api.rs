@@ -69,12 +69,21 @@ pub const SECRETS: Kind = Kind {
     kind: "Secret",
 };
 
-const KINDS: [Kind; 5] = [
+pub const CONFIG_MAPS: Kind = Kind {
+    prefix: "/api/v1",
+    plural: "configmaps",
+    list_kind: "ConfigMapList",
+    api_version: "v1",
+    kind: "ConfigMap",
+};
+
+const KINDS: [Kind; 6] = [
     ENDPOINT_SLICES,
     SERVICES,
     INGRESSES,
     INGRESS_CLASSES,
     SECRETS,
+    CONFIG_MAPS,
 ];
 
 struct Event {

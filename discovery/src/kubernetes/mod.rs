@@ -5,10 +5,12 @@ pub mod endpoints;
 #[cfg(test)]
 mod fixtures;
 pub mod ingress;
+pub mod l4;
 pub mod routes;
 mod watch;
 
 pub use endpoints::{EndpointSet, PortRef, ServiceKey, SliceStore};
 pub use watch::{
-    client, Change, Changed, ClientError, Discovery, DiscoveryEvents, EventHook, TLS_SECRET_TYPE,
+    client, Change, Changed, ClientError, ConfigMapRef, Discovery, DiscoveryEvents, EventHook,
+    TLS_SECRET_TYPE,
 };

@@ -1,16 +1,20 @@
 //! The configuration Gatehouse serves with Kubernetes: the file's, plus the routes,
-//! services and certificates of our Ingresses. Pure: the glue hands in the translation and
+//! services and certificates of our Ingresses and the ports of the TCP/UDP ConfigMaps. Pure: the glue hands in the translation and
 //! a way to read TLS Secrets.
 //!
 //! What the file says wins over an Ingress (an operator's explicit routes are not
 //! overridden by any namespace's object); among Ingresses the translation already put the
 //! oldest first.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+};
 
 use gatehouse_config::{
-    routing::check_regex, Balance, Config, HostPattern, KubernetesRef, Location, PathMatch,
-    PathRule, Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_MAX_BODY,
+    routing::check_regex, Balance, CidrSet, Config, HostPattern, KubernetesRef, L4Listener,
+    L4Protocol, Location, PathMatch, PathRule, Route, Service, ServiceId, ServicePort, TlsEntry,
+    TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
 use k8s_openapi::api::core::v1::Secret;
@@ -18,6 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 use super::{
     endpoints::PortRef,
     ingress::{Backend, IngressPath, PathKind, Translation},
+    l4::L4Mapping,
 };
 
 /// A TLS Secret's PEM certificate chain and key, or why it cannot be used.
@@ -43,6 +48,7 @@ pub fn secret_pem(secret: &Secret) -> SecretPem {
 pub fn merge(
     file: &Config,
     translation: &Translation,
+    l4: &[L4Mapping],
     secret: &dyn Fn(&str, &str) -> Option<SecretPem>,
 ) -> (Config, Vec<String>) {
     let mut config = file.clone();
@@ -130,6 +136,7 @@ pub fn merge(
             }
         }
     }
+    add_l4(&mut config, &mut services, l4, &mut problems);
     let mut claimed: HashMap<&str, String> = HashMap::new();
     for tls in &translation.tls {
         let name = format!("Secret {}/{}", tls.namespace, tls.secret);
@@ -180,6 +187,63 @@ pub fn merge(
         });
     }
     (config, problems)
+}
+
+/// The ConfigMaps' ports, on the address of the HTTP (else HTTPS) listener (the proxy IP
+/// the platform exposes), else on every address. The file's listeners win a port.
+fn add_l4(
+    config: &mut Config,
+    services: &mut Services,
+    l4: &[L4Mapping],
+    problems: &mut Vec<String>,
+) {
+    let ip = config
+        .listen
+        .http
+        .or(config.listen.https)
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    for m in l4 {
+        let listen = SocketAddr::new(ip, m.port);
+        let http_ports = [config.listen.http, config.listen.https, config.listen.admin];
+        let taken = config
+            .l4
+            .iter()
+            .any(|e| e.protocol == m.protocol && e.listen.port() == m.port)
+            || (m.protocol == L4Protocol::Tcp
+                && http_ports.iter().flatten().any(|a| a.port() == m.port));
+        if taken {
+            problems.push(format!(
+                "{}: {}/{} is already a listener of the configuration file; entry ignored",
+                m.source, m.protocol, m.port
+            ));
+            continue;
+        }
+        let Some(service) = service_for(config, services, &m.backend) else {
+            problems.push(format!(
+                "{}: port {}: {:?} is not a valid Service port; entry ignored",
+                m.source, m.port, m.backend.port
+            ));
+            continue;
+        };
+        config.l4.push(L4Listener {
+            listen,
+            protocol: m.protocol,
+            service,
+            allow: CidrSet::default(),
+            proxy_protocol: m.decode_proxy,
+            proxy_protocol_upstream: m.encode_proxy,
+            max: DEFAULT_L4_MAX,
+            idle: match m.protocol {
+                L4Protocol::Tcp => DEFAULT_TCP_IDLE,
+                L4Protocol::Udp => DEFAULT_UDP_IDLE,
+            },
+            location: Location {
+                file: m.source.clone(),
+                line: 0,
+                column: 0,
+            },
+        });
+    }
 }
 
 /// What makes two path rules of a host the same rule, as the routing table sees it.

@@ -1,5 +1,5 @@
-//! The Kubernetes watchers: EndpointSlices, Services, Ingresses, IngressClasses and TLS
-//! Secrets, in every watched namespace of every cluster, kept in stores that the glue reads
+//! The Kubernetes watchers: EndpointSlices, Services, Ingresses, IngressClasses, TLS
+//! Secrets and the L4 ConfigMaps, in every watched namespace of every cluster, kept in stores that the glue reads
 //! endpoint sets and routes from.
 
 use std::{
@@ -14,7 +14,7 @@ use std::{
 
 use futures_util::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{Secret, Service},
+    core::v1::{ConfigMap, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -76,10 +76,19 @@ struct Scope {
     secrets: Store<Secret>,
 }
 
-/// One cluster: its namespaces, and its IngressClasses (cluster-scoped).
+/// One cluster: its namespaces, its IngressClasses (cluster-scoped), and the L4
+/// ConfigMaps named on the command line.
 struct Cluster {
     scopes: Vec<Scope>,
     classes: Store<IngressClass>,
+    maps: Vec<(ConfigMapRef, Store<ConfigMap>)>,
+}
+
+/// A ConfigMap named on the command line (`--tcp-services-configmap NS/NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigMapRef {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// Services whose endpoints may have changed; `None` means any of them.
@@ -119,6 +128,7 @@ impl Discovery {
     pub fn spawn(
         clients: Vec<Client>,
         namespaces: &[String],
+        config_maps: &[ConfigMapRef],
         on_event: EventHook,
         stop: CancellationToken,
     ) -> (Self, DiscoveryEvents) {
@@ -129,8 +139,10 @@ impl Discovery {
         } else {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        // Four namespaced watches per scope, and the cluster's IngressClasses.
-        let pending = Arc::new(AtomicUsize::new(clients.len() * (namespaces.len() * 4 + 1)));
+        // Four namespaced watches per scope, the cluster's IngressClasses, and one per
+        // named ConfigMap.
+        let per_cluster = namespaces.len() * 4 + 1 + config_maps.len();
+        let pending = Arc::new(AtomicUsize::new(clients.len() * per_cluster));
         let synced_tx = Arc::new(synced_tx);
         let once = || SyncOnce::new(pending.clone(), synced_tx.clone());
         let mut clusters = Vec::new();
@@ -188,7 +200,24 @@ impl Discovery {
                 |_: Option<&IngressClass>| Change::Routes,
                 stop.clone(),
             ));
-            clusters.push(Cluster { scopes, classes });
+            let mut maps = Vec::new();
+            for map in config_maps {
+                let (store, writer) = reflector::store::<ConfigMap>();
+                tokio::spawn(reflect(
+                    Api::namespaced(client.clone(), &map.namespace),
+                    watcher::Config::default().fields(&format!("metadata.name={}", map.name)),
+                    writer,
+                    Reporter::new(&tx, &on_event, once(), "ConfigMap"),
+                    |_: Option<&ConfigMap>| Change::Routes,
+                    stop.clone(),
+                ));
+                maps.push((map.clone(), store));
+            }
+            clusters.push(Cluster {
+                scopes,
+                classes,
+                maps,
+            });
         }
         (Discovery { clusters }, DiscoveryEvents { changes, synced })
     }
@@ -241,6 +270,17 @@ impl Discovery {
             .iter()
             .flat_map(|c| c.classes.state())
             .collect()
+    }
+
+    /// A ConfigMap named on the command line, from the first cluster that has it.
+    pub fn config_map(&self, map: &ConfigMapRef) -> Option<Arc<ConfigMap>> {
+        let reference = ObjectRef::<ConfigMap>::new(&map.name).within(&map.namespace);
+        self.clusters.iter().find_map(|c| {
+            c.maps
+                .iter()
+                .filter(|(r, _)| r == map)
+                .find_map(|(_, store)| store.get(&reference))
+        })
     }
 
     /// A TLS Secret, from the first cluster that has it.

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use proxy_header::{ProxiedAddress, ProxyHeader};
+use proxy_header::{io::ProxiedStream, ParseConfig, ProxiedAddress, ProxyHeader};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -80,10 +80,19 @@ pub(crate) async fn accept_loop(
         let Some(entry) = snapshot.l4_entry(&key) else {
             return;
         };
-        if !allowed(entry, client.ip()) {
+        if entry.proxy_protocol {
+            // Anyone could claim any source: only trusted load balancers may send one.
+            if !snapshot
+                .config
+                .trusted_proxies
+                .contains(canonical_ip(client.ip()))
+            {
+                shared.metrics.deny("untrusted_proxy");
+                continue;
+            }
+        } else if !allowed(entry, client.ip()) {
             shared.metrics.deny("allowlist");
             // Closed at once, before any upstream is contacted.
-            drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -101,8 +110,42 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// One client connection, start to end.
-async fn serve(shared: &Shared, stats: &L4Stats, key: L4Key, client: TcpStream, peer: SocketAddr) {
+/// One client connection, start to end: the PROXY header first when the entry expects
+/// one (its source is the client, and the allow-list applies to it).
+async fn serve(shared: &Shared, stats: &L4Stats, key: L4Key, stream: TcpStream, peer: SocketAddr) {
+    let snapshot = shared.snapshot.load_full();
+    let Some(entry) = snapshot.l4_entry(&key) else {
+        return;
+    };
+    if !entry.proxy_protocol {
+        return forward(shared, stats, key, stream, peer).await;
+    }
+    let limit = snapshot.config.timeouts.request_header;
+    let parse = ParseConfig::default();
+    match tokio::time::timeout(limit, ProxiedStream::create_from_tokio(stream, parse)).await {
+        Ok(Ok(proxied)) => {
+            let client = proxied
+                .proxy_header()
+                .proxied_address()
+                .map_or(peer, |a| a.source);
+            if allowed(entry, client.ip()) {
+                forward(shared, stats, key, proxied, client).await;
+            } else {
+                shared.metrics.deny("allowlist");
+            }
+        }
+        Ok(Err(_)) | Err(_) => {
+            shared.metrics.deny("proxy_header");
+            tracing::warn!(listener = stats.label, proxy = %peer, "closed a connection without a valid PROXY protocol header; check that the load balancer sends PROXY v1 or v2");
+        }
+    }
+}
+
+/// Forwards one admitted client connection.
+async fn forward<S>(shared: &Shared, stats: &L4Stats, key: L4Key, client: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Local,
+{
     let started = SystemTime::now();
     let clock = Instant::now();
     let snapshot = shared.snapshot.load_full();
@@ -110,7 +153,7 @@ async fn serve(shared: &Shared, stats: &L4Stats, key: L4Key, client: TcpStream, 
         return;
     };
     let upstream = &snapshot.upstreams[entry.service.0];
-    let local = client.local_addr().unwrap_or(key.listen);
+    let local = client.local().unwrap_or(key.listen);
     let mut record = L4Record {
         started,
         listener: &stats.label,
@@ -226,10 +269,10 @@ fn v6(a: SocketAddr) -> SocketAddr {
 /// Copies both ways until both directions are done (a shutdown of one direction passes
 /// through to the other side), no byte moves for `idle`, or the grace period after a
 /// shutdown ends. Returns how it ended and the bytes moved in and out.
-async fn relay(
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     stats: &L4Stats,
-    client: TcpStream,
+    client: S,
     server: TcpStream,
     idle: Duration,
 ) -> (End, u64, u64) {
@@ -266,16 +309,37 @@ async fn relay(
     (end, bytes_in, bytes_out)
 }
 
+/// The local address of a client stream (where it connected to), for PROXY headers.
+trait Local {
+    fn local(&self) -> io::Result<SocketAddr>;
+}
+
+impl Local for TcpStream {
+    fn local(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
+    }
+}
+
+impl Local for ProxiedStream<TcpStream> {
+    fn local(&self) -> io::Result<SocketAddr> {
+        // What the client connected to, as the load balancer reports it.
+        match self.proxy_header().proxied_address() {
+            Some(a) => Ok(a.destination),
+            None => self.get_ref().local_addr(),
+        }
+    }
+}
+
 /// A stream that notes when bytes last moved through it and counts what it read.
-struct Touching {
-    inner: TcpStream,
+struct Touching<T> {
+    inner: T,
     last: Arc<AtomicU64>,
     origin: Instant,
     read: u64,
 }
 
-impl Touching {
-    fn new(inner: TcpStream, last: Arc<AtomicU64>, origin: Instant) -> Self {
+impl<T> Touching<T> {
+    fn new(inner: T, last: Arc<AtomicU64>, origin: Instant) -> Self {
         Touching {
             inner,
             last,
@@ -290,7 +354,7 @@ impl Touching {
     }
 }
 
-impl AsyncRead for Touching {
+impl<T: AsyncRead + Unpin> AsyncRead for Touching<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -308,7 +372,7 @@ impl AsyncRead for Touching {
     }
 }
 
-impl AsyncWrite for Touching {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Touching<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -52,7 +52,7 @@ fn ingresses_sharing_a_host_keep_their_own_policy_and_the_file_wins_its_paths() 
         json!({ "rules": [rule("shared.example.com", json!([path("/admin", "Exact", "admin", json!({ "name": "http" }))]))] }),
     );
     let t = translate([&open, &closed], &ours());
-    let (config, problems) = merge(&file(), &t, &no_secrets);
+    let (config, problems) = merge(&file(), &t, &[], &no_secrets);
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
 
     let public = table
@@ -101,7 +101,7 @@ fn regex_paths_are_case_insensitive_and_a_bad_one_is_skipped_alone() {
             path("/broken(", "ImplementationSpecific", "web", port(80)),
         ]))] }),
     );
-    let (config, problems) = merge(&file(), &translate([&i], &ours()), &no_secrets);
+    let (config, problems) = merge(&file(), &translate([&i], &ours()), &[], &no_secrets);
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table
         .find("re.example.com", "/APP/users")
@@ -130,7 +130,7 @@ fn hostless_rules_catch_other_hosts_and_the_default_backend_is_the_default_servi
             "rules": [{ "http": { "paths": [path("/", "Prefix", "catchall", port(80))] } }],
         }),
     );
-    let (config, _) = merge(&file(), &translate([&i], &ours()), &no_secrets);
+    let (config, _) = merge(&file(), &translate([&i], &ours()), &[], &no_secrets);
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table.find("whatever.test", "/x").expect("any host");
     assert_eq!(config.routes[m.route].host, HostPattern::Any);
@@ -175,7 +175,7 @@ fn tls_secrets_become_certificates_and_turn_the_redirect_on_by_default() {
         (ns == "a" && name == "good").then(|| Ok(("CERT".to_owned(), "KEY".to_owned())))
     };
     let t = translate([&secure, &optout, &missing, &forced], &ours());
-    let (config, problems) = merge(&file(), &t, &secrets);
+    let (config, problems) = merge(&file(), &t, &[], &secrets);
 
     assert!(route(&config, "a/secure", "secure.example.com").https_redirect);
     assert!(!route(&config, "a/optout", "optout.example.com").https_redirect);
@@ -223,7 +223,12 @@ fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
         json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/33" }),
         json!({ "rules": [rule("bad.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
-    let (config, _) = merge(&file(), &translate([&good, &bad], &ours()), &no_secrets);
+    let (config, _) = merge(
+        &file(),
+        &translate([&good, &bad], &ours()),
+        &[],
+        &no_secrets,
+    );
     assert!(route(&config, "a/good", "good.example.com")
         .unavailable
         .is_none());
@@ -232,4 +237,43 @@ fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
         .clone()
         .expect("fails closed");
     assert!(why.contains("whitelist-source-range"), "{why}");
+}
+
+#[test]
+fn configmap_ports_listen_on_the_proxy_ip_and_the_file_keeps_its_ports() {
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": { "namespace": "edge", "name": "tcp-services" },
+        "data": { "5432": "db/postgres:5432::PROXY", "9000": "web/app:http", "0": "x/y:1" },
+    }))
+    .unwrap();
+    let mut problems = Vec::new();
+    let mappings = crate::kubernetes::l4::mappings(&cm, L4Protocol::Tcp, &mut problems);
+    let mut file = file();
+    file.listen.http = Some("10.0.0.5:80".parse().unwrap());
+    file.l4.push(L4Listener {
+        listen: "10.0.0.5:9000".parse().unwrap(),
+        protocol: L4Protocol::Tcp,
+        service: ServiceId(0),
+        allow: CidrSet::default(),
+        proxy_protocol: false,
+        proxy_protocol_upstream: false,
+        max: 1,
+        idle: std::time::Duration::from_secs(1),
+        location: file.routes[0].location.clone(),
+    });
+    let (config, merged_problems) = merge(&file, &Translation::default(), &mappings, &no_secrets);
+    let pg = config
+        .l4
+        .iter()
+        .find(|l| l.listen.port() == 5432)
+        .expect("added");
+    assert_eq!(pg.listen, "10.0.0.5:5432".parse().unwrap());
+    assert!(pg.proxy_protocol_upstream && !pg.proxy_protocol);
+    assert_eq!(config.services[pg.service.0].name, "db/postgres:5432");
+    assert_eq!(config.l4.len(), 2, "9000 stays the file's");
+    assert!(
+        merged_problems.iter().any(|p| p.contains("tcp/9000")),
+        "{merged_problems:?}"
+    );
+    assert_eq!(problems.len(), 1, "port 0 is not a port: {problems:?}");
 }
