@@ -153,7 +153,6 @@ where
         return;
     };
     let upstream = &snapshot.upstreams[entry.service.0];
-    let local = client.local().unwrap_or(key.listen);
     let mut record = L4Record {
         started,
         listener: &stats.label,
@@ -169,7 +168,7 @@ where
             record.upstream = Some(lease.addr());
             let header = entry
                 .proxy_protocol_upstream
-                .then(|| proxy_v2(peer, local))
+                .then(|| proxy_v2(peer, client.local().unwrap_or(key.listen)))
                 .flatten();
             let sent = match header {
                 Some(h) => server.write_all(&h).await,
@@ -283,7 +282,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let end = {
         // 64 KiB buffers: fewer syscalls on bulk transfers than the default 8 KiB.
         let copy =
-            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, 1 << 16, 1 << 16);
+            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, 1 << 14, 1 << 14);
         tokio::pin!(copy);
         loop {
             let since = Duration::from_millis(last.load(Ordering::Relaxed));
