@@ -30,6 +30,8 @@ declare -A UP=([direct]=$ECHO_UDP [gatehouse]=19213 [nginx]=19223)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+# shellcheck source=load/common.sh
+source "$here/load/common.sh"
 
 for tool in nginx haproxy iperf3 python3 taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y nginx-light libnginx-mod-stream haproxy iperf3" >&2; exit 2; }
@@ -96,12 +98,8 @@ taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($
 HA_PID=$!
 declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID)
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 for t in "${targets[@]}"; do wait_port "${TP[$t]}"; wait_port "${CP[$t]}"; done
 
-tree() { echo "$1" $(pgrep -P "$1" || true); }
-cpu_ticks() { local t=0; [ -z "$1" ] && { echo 0; return; }; for p in $(tree "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-HZ=$(getconf CLK_TCK)
 
 applies() { [ "$1" != udp ] || [ -n "${UP[$2]:-}" ]; }
 
@@ -139,9 +137,6 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { awk -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { print $c }' "$work/results" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "" || a == "-") print "-"; else printf "%.2f", a / b }'; }
 
 echo
 echo "Medians of $ROUNDS rounds; ratio = target / nginx. Rate: Gbit/s (throughput), connections/s (conn), request/response pairs/s (udp)."

@@ -31,6 +31,8 @@ VHOST=bench.example.com
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+# shellcheck source=load/common.sh
+source "$here/load/common.sh"
 
 for tool in wrk nginx haproxy h2load openssl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx-light haproxy nghttp2-client openssl" >&2; exit 2; }
@@ -112,14 +114,8 @@ taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($
 HA_PID=$!
 declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID)
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 for p in "${PORT[@]}" "${TLSPORT[@]}"; do wait_port "$p"; done
 
-# Process tree CPU ticks and RSS (nginx: master + worker).
-tree() { echo "$1" $(pgrep -P "$1" || true); }
-cpu_ticks() { local t=0; [ -z "$1" ] && { echo 0; return; }; for p in $(tree "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-rss_kib() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
-HZ=$(getconf CLK_TCK)
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
 # Prints "requests req/s latency_ms" for one run of a scenario against a target.
@@ -175,9 +171,6 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { awk -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { print $c }' "$work/results" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "") print "-"; else printf "%.2f", a / b }'; }
 
 echo
 echo "Medians of $ROUNDS rounds; ratio = target / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)"

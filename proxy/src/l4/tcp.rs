@@ -216,20 +216,8 @@ async fn connect(
                 let _ = stream.set_nodelay(true);
                 return Some((stream, lease));
             }
-            Ok(Err(_)) | Err(_) => {
-                shared
-                    .metrics
-                    .connect_errors
-                    .with_label_values(&[upstream.name()])
-                    .inc();
-                if let Some(ejected) = endpoint.connect_failed() {
-                    tracing::warn!(
-                        service = upstream.name(),
-                        endpoint = %endpoint.addr(),
-                        "endpoint keeps refusing connections; ejected for {ejected:?}"
-                    );
-                }
-            }
+            Ok(Err(e)) => upstream.connect_failed(endpoint, &shared.metrics, &e),
+            Err(_) => upstream.connect_failed(endpoint, &shared.metrics, &"connect timed out"),
         }
     }
     None

@@ -99,18 +99,7 @@ pub(crate) async fn forward(
         let (mut sender, idle_for) = match connection(endpoint, limits, fresh_only).await {
             Ok(c) => c,
             Err(e) => {
-                metrics
-                    .connect_errors
-                    .with_label_values(&[upstream.name()])
-                    .inc();
-                if let Some(ejected) = endpoint.connect_failed() {
-                    tracing::warn!(
-                        service = upstream.name(),
-                        endpoint = %endpoint.addr(),
-                        error = %e,
-                        "endpoint keeps refusing connections; ejected for {ejected:?}"
-                    );
-                }
+                upstream.connect_failed(endpoint, metrics, &e);
                 tried[tries] = idx;
                 tries += 1;
                 last_connect_error = Some((endpoint.addr(), e));

@@ -61,6 +61,28 @@ impl Upstream {
         }
     }
 
+    /// Counts a failed connect to one of this service's endpoints, and says so when it gets
+    /// the endpoint ejected.
+    pub(crate) fn connect_failed(
+        &self,
+        endpoint: &Endpoint,
+        metrics: &crate::metrics::Metrics,
+        error: &dyn std::fmt::Display,
+    ) {
+        metrics
+            .connect_errors
+            .with_label_values(&[&self.name])
+            .inc();
+        if let Some(ejected) = endpoint.connect_failed() {
+            tracing::warn!(
+                service = self.name,
+                endpoint = %endpoint.addr(),
+                error = %error,
+                "endpoint keeps refusing connections; ejected for {ejected:?}"
+            );
+        }
+    }
+
     /// The endpoint-count gauge of this service.
     pub(crate) fn gauge(&self) -> &prometheus::IntGauge {
         &self.gauge
