@@ -1,0 +1,195 @@
+//! The manifests in deploy/ against the real thing: the RBAC rules grant exactly the
+//! requests the binary's watchers make, the configuration files they ship are valid for
+//! `run --kubernetes`, and the pod outlives Gatehouse's own shutdown.
+
+mod support;
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use saphyr::{LoadableYamlNode, Yaml};
+use serde_json::json;
+use support::{binary::*, kube_api::*, *};
+
+fn docs(path: &str) -> Vec<Yaml<'static>> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    // Leaked so the parsed documents may borrow it for the test's lifetime.
+    Yaml::load_from_str(Box::leak(text.into_boxed_str())).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn strs<'a>(node: &'a Yaml<'_>) -> Vec<&'a str> {
+    node.as_vec()
+        .map(|v| v.iter().filter_map(Yaml::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The API group each resource Gatehouse watches belongs to.
+fn group_of(resource: &str) -> &'static str {
+    match resource {
+        "endpointslices" => "discovery.k8s.io",
+        "ingresses" | "ingressclasses" => "networking.k8s.io",
+        _ => "",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_grants_exactly_what_the_watchers_request() {
+    // The binary as the DaemonSet runs it: every watch, both L4 ConfigMaps.
+    let api = KubeApi::start().await;
+    api.apply(
+        INGRESS_CLASSES,
+        json!({ "metadata": { "name": "gatehouse" }, "spec": { "controller": "gatehouse.io/ingress" } }),
+    );
+    let dir = std::env::temp_dir().join(format!("gatehouse-rbac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\n",
+    )
+    .unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let running = run_with(
+        &config,
+        &[
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--tcp-services-configmap=gatehouse/tcp-services",
+            "--udp-services-configmap=gatehouse/udp-services",
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let c = client();
+    eventually_async("ready", Duration::from_secs(15), || async {
+        admin_get(&c, running.admin, "/readyz").await.status == 200
+    })
+    .await;
+    let requested: BTreeSet<(&str, String, String)> = api
+        .verbs_seen()
+        .into_iter()
+        .map(|(verb, resource)| (group_of(resource), resource.to_owned(), verb.to_owned()))
+        .collect();
+    assert_eq!(running.terminate().await, Some(0));
+
+    // What deploy/base/rbac.yaml grants: (group, resource, verb), and where.
+    let mut cluster_wide = BTreeSet::new();
+    let mut in_namespace = BTreeSet::new();
+    let rbac = docs("deploy/base/rbac.yaml");
+    for doc in &rbac {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let target = match kind {
+            "ClusterRole" => &mut cluster_wide,
+            "Role" => {
+                assert_eq!(doc["metadata"]["namespace"].as_str(), Some("gatehouse"));
+                &mut in_namespace
+            }
+            _ => continue,
+        };
+        for rule in doc["rules"].as_vec().expect("rules") {
+            for group in strs(&rule["apiGroups"]) {
+                for resource in strs(&rule["resources"]) {
+                    for verb in strs(&rule["verbs"]) {
+                        target.insert((group, resource.to_owned(), verb.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    let granted: BTreeSet<_> = cluster_wide.union(&in_namespace).cloned().collect();
+    assert_eq!(
+        granted, requested,
+        "RBAC must grant what the watchers request, nothing more"
+    );
+    assert!(
+        in_namespace.iter().all(|(_, r, _)| r == "configmaps")
+            && cluster_wide.iter().all(|(_, r, _)| r != "configmaps"),
+        "ConfigMaps only in Gatehouse's own namespace"
+    );
+    // The DaemonSet names ConfigMaps in that namespace.
+    let daemonset = &docs("deploy/base/daemonset.yaml")[0];
+    let args = strs(&daemonset["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--tcp-services-configmap=gatehouse/tcp-services"),
+        "{args:?}"
+    );
+}
+
+#[tokio::test]
+async fn shipped_configurations_are_valid_and_the_pod_outlives_the_drain() {
+    let grace_pod = docs("deploy/base/daemonset.yaml")[0]["spec"]["template"]["spec"]
+        ["terminationGracePeriodSeconds"]
+        .as_integer()
+        .expect("terminationGracePeriodSeconds") as u64;
+    for file in [
+        "deploy/base/configmap.yaml",
+        "deploy/overlays/hostnetwork/config.yaml",
+    ] {
+        let text = docs(file)
+            .iter()
+            .find_map(|d| d["data"]["gatehouse.yaml"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{file} has gatehouse.yaml"));
+        let path = std::env::temp_dir().join(format!(
+            "gatehouse-shipped-{}-{}.yaml",
+            std::process::id(),
+            file.replace('/', "-")
+        ));
+        std::fs::write(&path, &text).unwrap();
+        let out = run_to_end(&["check", "--kubernetes"], &path).await;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ok",
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = gatehouse_config::parse(&text, file).unwrap();
+        let needed = config.shutdown.drain_delay + config.shutdown.grace_period;
+        assert!(
+            Duration::from_secs(grace_pod) > needed,
+            "{file}: terminationGracePeriodSeconds {grace_pod} must exceed drain_delay + grace_period ({needed:?})"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_only_charts_metrics_gatehouse_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/gatehouse-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let registered = std::fs::read_to_string(root.join("proxy/src/metrics.rs")).unwrap();
+    let names = regex::Regex::new(r"gatehouse_([a-z0-9_]+)").unwrap();
+    let mut charted = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for m in names.captures_iter(expr) {
+                // Histograms are exported as _bucket/_sum/_count of the registered name.
+                let name = m[1].trim_end_matches("_bucket").to_owned();
+                assert!(
+                    registered.contains(&format!("\"{name}\"")),
+                    "panel {} charts gatehouse_{name}, which Gatehouse does not export",
+                    panel["title"]
+                );
+                charted.insert(name);
+            }
+        }
+    }
+    // Every SPEC §5 metric has a panel.
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "upstream_connect_errors_total",
+        "endpoints",
+        "tls_handshakes_total",
+        "denied_total",
+        "l4_connections_total",
+        "l4_bytes_total",
+        "config_reloads_total",
+        "kubernetes_events_total",
+    ] {
+        assert!(charted.contains(name), "no panel for gatehouse_{name}");
+    }
+}
