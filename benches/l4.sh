@@ -120,23 +120,13 @@ print(int(e["bytes"]), "%.2f" % (e["bits_per_second"] / 1e9), "-")' ;;
 for s in "${scenarios[@]}"; do for t in "${targets[@]}"; do applies "$s" "$t" && load "$s" "$t" 1 >/dev/null; done; done
 
 echo "rounds=$ROUNDS seconds=$SECONDS_PER_RUN clients=$CONNS (proxy on CPU 0; load tool and upstreams on CPU 1)"
-for r in $(seq 1 "$ROUNDS"); do
-  for s in "${scenarios[@]}"; do
-    for t in "${targets[@]}"; do
-      applies "$s" "$t" || continue
-      before=$(cpu_ticks "${PID[$t]}")
-      read -r ops rate p99 < <(load "$s" "$t" "$SECONDS_PER_RUN")
-      after=$(cpu_ticks "${PID[$t]}")
-      # CPU per operation: µs per connection or datagram pair; ms per GiB for throughput.
-      cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$ops" -v s="$s" 'BEGIN {
-        if (!n) { print 0; exit } sec = d / hz
-        if (s == "throughput") printf "%.1f", sec * 1000 / (n / 1073741824); else printf "%.2f", sec * 1e6 / n }')
-      echo "$s $t $rate $p99 $cpu" >> "$work/results"
-      printf 'round %d %-10s %-9s %10s  p99 %7s ms  cpu %8s\n' "$r" "$s" "$t" "$rate" "$p99" "$cpu"
-    done
-  done
-done
-
+# CPU per operation: ms per GiB moved (throughput), µs per connection or datagram pair.
+per_op() {
+  awk -v sec="$2" -v n="$3" -v s="$1" 'BEGIN {
+    if (!n) { print 0; exit }
+    if (s == "throughput") printf "%.1f", sec * 1000 / (n / 1073741824); else printf "%.2f", sec * 1e6 / n }'
+}
+run_rounds
 
 echo
 echo "Medians of $ROUNDS rounds; ratio = target / nginx. Rate: Gbit/s (throughput), connections/s (conn), request/response pairs/s (udp)."

@@ -157,20 +157,9 @@ done
 for s in "${scenarios[@]}"; do for t in "${targets[@]}"; do applies "$s" "$t" && load "$s" "$t" 2 >/dev/null; done; done
 
 echo "rounds=$ROUNDS seconds=$SECONDS_PER_RUN connections=$CONNS (proxy on CPU 0; load tool and upstream on CPU 1)"
-for r in $(seq 1 "$ROUNDS"); do
-  for s in "${scenarios[@]}"; do
-    for t in "${targets[@]}"; do
-      applies "$s" "$t" || continue
-      before=$(cpu_ticks "${PID[$t]}")
-      read -r reqs rps lat < <(load "$s" "$t" "$SECONDS_PER_RUN")
-      after=$(cpu_ticks "${PID[$t]}")
-      cpu_us=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", n ? d / hz * 1e6 / n : 0 }')
-      echo "$s $t $rps $lat $cpu_us" >> "$work/results"
-      printf 'round %d %-13s %-9s %10s req/s  latency %8s ms  cpu %7s us/req\n' "$r" "$s" "$t" "$rps" "$lat" "$cpu_us"
-    done
-  done
-done
-
+# CPU per request, µs.
+per_op() { awk -v sec="$2" -v n="$3" 'BEGIN { printf "%.2f", n ? sec * 1e6 / n : 0 }'; }
+run_rounds
 
 echo
 echo "Medians of $ROUNDS rounds; ratio = target / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)"

@@ -14,3 +14,24 @@ HZ=$(getconf CLK_TCK)
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { awk -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { print $c }' "$work/results" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "" || a == "-") print "-"; else printf "%.2f", a / b }'; }
+
+# The measurement loop both scripts share: ROUNDS interleaved rounds of every scenario and
+# target for which `applies S T` holds. The script defines `load S T SECS` (prints
+# "operations rate latency") and `per_op S CPU_SECONDS OPERATIONS` (prints the CPU figure);
+# each run's "S T rate latency cpu" goes to $work/results for `col`.
+run_rounds() {
+  local r s t before after ops rate lat cpu
+  for r in $(seq 1 "$ROUNDS"); do
+    for s in "${scenarios[@]}"; do
+      for t in "${targets[@]}"; do
+        applies "$s" "$t" || continue
+        before=$(cpu_ticks "${PID[$t]}")
+        read -r ops rate lat < <(load "$s" "$t" "$SECONDS_PER_RUN")
+        after=$(cpu_ticks "${PID[$t]}")
+        cpu=$(per_op "$s" "$(awk -v d=$((after - before)) -v hz="$HZ" 'BEGIN { print d / hz }')" "$ops")
+        echo "$s $t $rate $lat $cpu" >> "$work/results"
+        printf 'round %d %-13s %-9s %12s  latency %8s ms  cpu %8s\n' "$r" "$s" "$t" "$rate" "$lat" "$cpu"
+      done
+    done
+  done
+}
