@@ -347,6 +347,28 @@ impl SyncOnce {
     }
 }
 
+/// What a watcher event was, for counting and for "synced".
+#[derive(Clone, Copy)]
+enum Seen {
+    /// An object arrived (listed, added, changed or deleted).
+    Object,
+    /// A (re)list is complete.
+    Listed,
+    Other,
+}
+
+impl Seen {
+    fn of<K>(event: &watcher::Event<K>) -> Self {
+        match event {
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitApply(_) => {
+                Seen::Object
+            }
+            watcher::Event::InitDone => Seen::Listed,
+            watcher::Event::Init => Seen::Other,
+        }
+    }
+}
+
 /// How one watch tells the rest what happened.
 struct Reporter {
     changes: mpsc::UnboundedSender<Change>,
@@ -371,19 +393,13 @@ impl Reporter {
     }
 
     /// Counts and forwards one watcher event; false when nobody listens any more.
-    fn event<K>(
-        &mut self,
-        event: &watcher::Event<K>,
-        change: impl FnOnce() -> Option<Change>,
-    ) -> bool {
-        match event {
-            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitApply(_) => {
-                (self.on_event)(self.kind)
-            }
-            watcher::Event::InitDone => self.once.listed(),
-            watcher::Event::Init => {}
+    fn event(&mut self, seen: Seen, change: Option<Change>) -> bool {
+        match seen {
+            Seen::Object => (self.on_event)(self.kind),
+            Seen::Listed => self.once.listed(),
+            Seen::Other => {}
         }
-        match change() {
+        match change {
             Some(change) => self.changes.send(change).is_ok(),
             None => true,
         }
@@ -418,20 +434,10 @@ async fn watch_slices(
             Some(Ok(event)) => {
                 // The store takes the event first, so "synced" is only said once it holds
                 // the whole list.
-                let mut seen = watcher::Event::Init;
-                if let watcher::Event::InitDone = event {
-                    seen = watcher::Event::InitDone;
-                } else if matches!(
-                    event,
-                    watcher::Event::Apply(_)
-                        | watcher::Event::Delete(_)
-                        | watcher::Event::InitApply(_)
-                ) {
-                    seen = watcher::Event::Apply(());
-                }
+                let seen = Seen::of(&event);
                 let changed = store.lock().unwrap_or_else(|p| p.into_inner()).apply(event);
                 let change = (!changed.is_empty()).then_some(Change::Endpoints(Some(changed)));
-                if !reporter.event(&seen, || change) {
+                if !reporter.event(seen, change) {
                     return;
                 }
             }
@@ -468,11 +474,14 @@ async fn reflect<K>(
             e = events.next() => e,
         };
         let keep_going = match &event {
-            Some(Ok(event)) => reporter.event(event, || match event {
-                watcher::Event::Apply(o) | watcher::Event::Delete(o) => Some(change(Some(o))),
-                watcher::Event::InitDone => Some(change(None)),
-                watcher::Event::Init | watcher::Event::InitApply(_) => None,
-            }),
+            Some(Ok(event)) => {
+                let what = match event {
+                    watcher::Event::Apply(o) | watcher::Event::Delete(o) => Some(change(Some(o))),
+                    watcher::Event::InitDone => Some(change(None)),
+                    watcher::Event::Init | watcher::Event::InitApply(_) => None,
+                };
+                reporter.event(Seen::of(event), what)
+            }
             Some(Err(e)) => {
                 reporter.failed(e);
                 true

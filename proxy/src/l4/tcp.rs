@@ -27,6 +27,7 @@ use super::{allowed, End, L4Key, L4Record, L4Stats};
 use crate::{
     conn::canonical_ip,
     runtime::Shared,
+    snapshot::Snapshot,
     upstream::{Lease, Upstream, MAX_TRIES},
 };
 
@@ -102,7 +103,7 @@ pub(crate) async fn accept_loop(
         let (shared, stats, active) = (shared.clone(), stats.clone(), active.clone());
         let tracker = shared.l4_sessions.clone();
         tracker.spawn(async move {
-            serve(&shared, &stats, key, stream, client).await;
+            serve(&shared, &stats, snapshot, key, stream, client).await;
             stats.active.dec();
             active.count.fetch_sub(1, Ordering::AcqRel);
             active.freed.notify_one();
@@ -112,13 +113,19 @@ pub(crate) async fn accept_loop(
 
 /// One client connection, start to end: the PROXY header first when the entry expects
 /// one (its source is the client, and the allow-list applies to it).
-async fn serve(shared: &Shared, stats: &L4Stats, key: L4Key, stream: TcpStream, peer: SocketAddr) {
-    let snapshot = shared.snapshot.load_full();
+async fn serve(
+    shared: &Shared,
+    stats: &L4Stats,
+    snapshot: Arc<Snapshot>,
+    key: L4Key,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let Some(entry) = snapshot.l4_entry(&key) else {
         return;
     };
     if !entry.proxy_protocol {
-        return forward(shared, stats, key, stream, peer).await;
+        return forward(shared, stats, snapshot, key, stream, peer).await;
     }
     let limit = snapshot.config.timeouts.request_header;
     let parse = ParseConfig::default();
@@ -129,7 +136,7 @@ async fn serve(shared: &Shared, stats: &L4Stats, key: L4Key, stream: TcpStream, 
                 .proxied_address()
                 .map_or(peer, |a| a.source);
             if allowed(entry, client.ip()) {
-                forward(shared, stats, key, proxied, client).await;
+                forward(shared, stats, snapshot, key, proxied, client).await;
             } else {
                 shared.metrics.deny("allowlist");
             }
@@ -141,18 +148,28 @@ async fn serve(shared: &Shared, stats: &L4Stats, key: L4Key, stream: TcpStream, 
     }
 }
 
-/// Forwards one admitted client connection.
-async fn forward<S>(shared: &Shared, stats: &L4Stats, key: L4Key, client: S, peer: SocketAddr)
-where
+/// Forwards one admitted client connection, with the snapshot current when it arrived.
+async fn forward<S>(
+    shared: &Shared,
+    stats: &L4Stats,
+    snapshot: Arc<Snapshot>,
+    key: L4Key,
+    client: S,
+    peer: SocketAddr,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Local,
 {
     let started = SystemTime::now();
     let clock = Instant::now();
-    let snapshot = shared.snapshot.load_full();
     let Some(entry) = snapshot.l4_entry(&key) else {
         return;
     };
-    let upstream = &snapshot.upstreams[entry.service.0];
+    let upstream = snapshot.upstreams[entry.service.0].clone();
+    let (idle, send_proxy, listen) = (entry.idle, entry.proxy_protocol_upstream, entry.listen);
+    let (connect_timeout, access_log) = (snapshot.limits.connect, snapshot.config.access_log);
+    // A connection may last for days: it must not keep this snapshot (every route and
+    // certificate of it) alive through later reloads.
+    drop(snapshot);
     let mut record = L4Record {
         started,
         listener: &stats.label,
@@ -163,12 +180,11 @@ where
         duration: Duration::ZERO,
         end: End::NoUpstream,
     };
-    match connect(shared, upstream, snapshot.limits.connect).await {
+    match connect(shared, &upstream, connect_timeout).await {
         Some((mut server, lease)) => {
             record.upstream = Some(lease.addr());
-            let header = entry
-                .proxy_protocol_upstream
-                .then(|| proxy_v2(peer, client.local().unwrap_or(key.listen)))
+            let header = send_proxy
+                .then(|| proxy_v2(peer, client.local().unwrap_or(listen)))
                 .flatten();
             let sent = match header {
                 Some(h) => server.write_all(&h).await,
@@ -177,7 +193,7 @@ where
             record.end = match sent {
                 Ok(()) => {
                     let (end, bytes_in, bytes_out) =
-                        relay(shared, stats, client, server, entry.idle).await;
+                        relay(shared, stats, client, server, idle).await;
                     record.bytes_in = bytes_in;
                     record.bytes_out = bytes_out;
                     end
@@ -193,7 +209,7 @@ where
         ),
     }
     record.duration = clock.elapsed();
-    record.write(snapshot.config.access_log);
+    record.write(access_log);
 }
 
 /// Connects to one of the service's endpoints, trying up to [`MAX_TRIES`].

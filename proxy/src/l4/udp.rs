@@ -64,16 +64,27 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let snapshot = shared.snapshot.load_full();
-        let Some(entry) = snapshot.l4_entry(&key) else {
-            break;
+        // Every datagram: a guard, not an Arc clone, released before any await.
+        let admitted = {
+            let snapshot = shared.snapshot.load();
+            snapshot
+                .l4_entry(&key)
+                .map(|entry| allowed(entry, client.ip()))
         };
-        if !allowed(entry, client.ip()) {
-            shared.metrics.deny("allowlist");
-            continue;
+        match admitted {
+            None => break,
+            Some(false) => {
+                shared.metrics.deny("allowlist");
+                continue;
+            }
+            Some(true) => {}
         }
         let now_ms = origin.elapsed().as_millis() as u64;
         if !sessions.contains_key(&client) {
+            let snapshot = shared.snapshot.load_full();
+            let Some(entry) = snapshot.l4_entry(&key) else {
+                break;
+            };
             if sessions.len() >= entry.max {
                 evict_least_recent(&mut sessions);
             }
