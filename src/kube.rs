@@ -164,7 +164,36 @@ impl KubeRoutes {
             };
             Some(discovery.endpoints(&key, &port_ref(&reference.port)))
         };
-        gatehouse.apply_discovered(config, &endpoints).await?;
+        let mut config = config;
+        loop {
+            // A ConfigMap port that cannot be bound (taken on this node) must not hold back
+            // every other change: drop that port, say so, and apply the rest.
+            let fallback = config
+                .l4
+                .iter()
+                .any(|l| l.location.is_object())
+                .then(|| config.clone());
+            match (
+                gatehouse.apply_discovered(config, &endpoints).await,
+                fallback,
+            ) {
+                (Ok(()), _) => break,
+                (Err(ApplyError::Bind { what, addr, source }), Some(mut without)) => {
+                    let before = without.l4.len();
+                    without
+                        .l4
+                        .retain(|l| !(l.location.is_object() && l.listen == addr));
+                    if without.l4.len() == before {
+                        return Err(ApplyError::Bind { what, addr, source });
+                    }
+                    tracing::error!(
+                        "cannot listen on {addr} for a TCP/UDP services ConfigMap entry ({source}); that port stays closed, everything else is applied. Free the port or change the entry"
+                    );
+                    config = without;
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
         self.users = users;
         Ok(())
     }

@@ -638,6 +638,41 @@ async fn tcp_services_configmap_ports_follow_the_configmap() {
             .is_err()
     })
     .await;
+    // A port something else holds on the node: that entry stays closed, and nothing else
+    // is held back (the other port, a new Ingress).
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    api.apply(
+        CONFIG_MAPS,
+        json!({ "metadata": { "namespace": "edge", "name": "tcp-services" },
+                "data": { p2.to_string(): "shop/web:http", taken.to_string(): "shop/web:http" } }),
+    );
+    api.apply(
+        INGRESSES,
+        plain(
+            "shop",
+            "late",
+            "late.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    let cluster = Cluster {
+        api: api.clone(),
+        running,
+        _dir,
+    };
+    until(
+        &cluster,
+        "the Ingress after the bad port",
+        "late.example.com",
+        "/",
+        (200, "web"),
+    )
+    .await;
+    assert!(raw_http(p2)
+        .await
+        .is_ok_and(|a| a.contains("\"upstream\":\"web\"")));
+    drop(holder);
     assert!(api.verbs_seen().contains(&("watch", "configmaps")));
-    assert_eq!(running.terminate().await, Some(0));
+    assert_eq!(cluster.running.terminate().await, Some(0));
 }

@@ -13,9 +13,17 @@ pub struct Location {
     pub column: usize,
 }
 
+impl Location {
+    /// Whether this names a Kubernetes object (a ConfigMap, an Ingress) rather than a
+    /// place in the configuration file.
+    pub fn is_object(&self) -> bool {
+        self.line == 0
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
+        if self.is_object() {
             // Not from a file (a Kubernetes object): the name says it all.
             f.write_str(&self.file)
         } else {
