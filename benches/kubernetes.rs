@@ -19,7 +19,11 @@ use gatehouse_discovery::kubernetes::endpoints::SERVICE_NAME_LABEL;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use support::{binary::*, kube_api::*, TestUpstream};
+use support::{
+    binary::{admin_get, run_with, Running},
+    kube_api::*,
+    TestUpstream,
+};
 
 const PROPAGATION_ROUNDS: usize = 200;
 const CHURN_PER_SECOND: usize = 1000;
@@ -174,6 +178,8 @@ async fn start_gatehouse(api: &KubeApi, dir: &std::path::Path) -> Running {
     .await
 }
 
+/// Polls /readyz every 5 ms (the shared test helper polls every 20 ms, too coarse for
+/// timing the initial sync).
 async fn wait_ready(running: &Running) {
     let c = support::client();
     loop {

@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use saphyr::{LoadableYamlNode, Yaml};
 use serde_json::json;
-use support::{binary::*, kube_api::*, *};
+use support::{binary::*, kube_api::*};
 
 fn docs(path: &str) -> Vec<Yaml<'static>> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
@@ -61,11 +61,7 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
         std::process::Stdio::null(),
     )
     .await;
-    let c = client();
-    eventually_async("ready", Duration::from_secs(15), || async {
-        admin_get(&c, running.admin, "/readyz").await.status == 200
-    })
-    .await;
+    wait_ready(&running).await;
     let requested: BTreeSet<(&str, String, String)> = api
         .verbs_seen()
         .into_iter()

@@ -153,14 +153,6 @@ async fn run_on_with(
     (running, dir)
 }
 
-async fn wait_ready(running: &Running) {
-    let c = client();
-    eventually_async("/readyz after the first sync", WAIT, || async {
-        admin_get(&c, running.admin, "/readyz").await.status == 200
-    })
-    .await;
-}
-
 /// Status and answering upstream of a GET from 127.0.0.1.
 async fn fetch(cluster: &Cluster, host: &str, path: &str) -> (u16, String) {
     fetch_from(cluster, "127.0.0.1", host, path).await

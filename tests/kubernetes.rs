@@ -170,13 +170,7 @@ async fn the_binary_follows_endpointslices_under_load() {
         std::process::Stdio::null(),
     )
     .await;
-    let c = client();
-    eventually_async(
-        "/readyz after the first sync",
-        Duration::from_secs(20),
-        || async { admin_get(&c, running.admin, "/readyz").await.status == 200 },
-    )
-    .await;
+    wait_ready(&running).await;
 
     let load = SteadyLoad::start(3, running.http, "k.example.com");
     let served = |pod: &TestUpstream| pod.requests.load(Ordering::Relaxed);

@@ -289,51 +289,35 @@ fn openssl(args: &[&str], dir: &std::path::Path) {
     assert!(status.success(), "openssl {args:?}");
 }
 
+/// `openssl req -x509` for `<name>.example.com` into `<name>.crt`, with `key` saying
+/// which key to make or use.
+fn self_signed(dir: &std::path::Path, name: &str, key: &[&str]) {
+    let (crt, subj, san) = (
+        format!("{name}.crt"),
+        format!("/CN={name}.example.com"),
+        format!("subjectAltName=DNS:{name}.example.com"),
+    );
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(key);
+    args.extend_from_slice(&["-out", &crt, "-days", "2", "-subj", &subj, "-addext", &san]);
+    openssl(&args, dir);
+}
+
 #[tokio::test]
 async fn rsa_and_ecdsa_keys_in_pkcs8_pkcs1_and_sec1_with_curl_and_openssl() {
     let up = TestUpstream::start("a").await;
     let dir = temp_dir("keys");
     // RSA, PKCS#8 key.
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "rsa8.key",
-            "-out",
-            "rsa8.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rsa8.example.com",
-            "-addext",
-            "subjectAltName=DNS:rsa8.example.com",
-        ],
+    self_signed(
         &dir,
+        "rsa8",
+        &["-newkey", "rsa:2048", "-nodes", "-keyout", "rsa8.key"],
     );
     // RSA, PKCS#1 key.
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "rsa1.pem",
-            "-out",
-            "rsa1.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rsa1.example.com",
-            "-addext",
-            "subjectAltName=DNS:rsa1.example.com",
-        ],
+    self_signed(
         &dir,
+        "rsa1",
+        &["-newkey", "rsa:2048", "-nodes", "-keyout", "rsa1.pem"],
     );
     openssl(
         &["rsa", "-in", "rsa1.pem", "-out", "rsa1.key", "-traditional"],
@@ -352,23 +336,7 @@ async fn rsa_and_ecdsa_keys_in_pkcs8_pkcs1_and_sec1_with_curl_and_openssl() {
         ],
         &dir,
     );
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-key",
-            "ec.key",
-            "-out",
-            "ec.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ec.example.com",
-            "-addext",
-            "subjectAltName=DNS:ec.example.com",
-        ],
-        &dir,
-    );
+    self_signed(&dir, "ec", &["-key", "ec.key"]);
     assert!(std::fs::read_to_string(dir.join("rsa1.key"))
         .unwrap()
         .contains("BEGIN RSA PRIVATE KEY"));

@@ -106,3 +106,12 @@ pub async fn run_to_end(args: &[&str], config: &std::path::Path) -> std::process
         .await
         .expect("the binary runs")
 }
+
+/// Waits for `/readyz` to answer 200 (with Kubernetes: after every watch's first list).
+pub async fn wait_ready(running: &Running) {
+    let c = client();
+    eventually_async("/readyz 200", Duration::from_secs(20), || async {
+        admin_get(&c, running.admin, "/readyz").await.status == 200
+    })
+    .await;
+}
