@@ -10,7 +10,7 @@
 //! `cargo bench --bench kubernetes`. Proxy and load share the machine's two cores; figures
 //! are medians and percentiles, never one run.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/integration/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,13 +2,11 @@
 //! requests the binary's watchers make, the configuration files they ship are valid for
 //! `run --kubernetes`, and the pod outlives Gatehouse's own shutdown.
 
-mod support;
-
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
+use crate::support::{binary::*, kube_api::*};
 use saphyr::{LoadableYamlNode, Yaml};
 use serde_json::json;
-use support::{binary::*, kube_api::*};
 
 fn docs(path: &str) -> Vec<Yaml<'static>> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
@@ -21,15 +19,6 @@ fn strs<'a>(node: &'a Yaml<'_>) -> Vec<&'a str> {
     node.as_vec()
         .map(|v| v.iter().filter_map(Yaml::as_str).collect())
         .unwrap_or_default()
-}
-
-/// The API group each resource Gatehouse watches belongs to.
-fn group_of(resource: &str) -> &'static str {
-    match resource {
-        "endpointslices" => "discovery.k8s.io",
-        "ingresses" | "ingressclasses" => "networking.k8s.io",
-        _ => "",
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,10 +51,11 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
     )
     .await;
     wait_ready(&running).await;
+    // Every request the binary made, with its method: a get, a write or an Event would show.
     let requested: BTreeSet<(&str, String, String)> = api
-        .verbs_seen()
+        .seen()
         .into_iter()
-        .map(|(verb, resource)| (group_of(resource), resource.to_owned(), verb.to_owned()))
+        .map(|s| (s.group, s.resource, s.verb.to_owned()))
         .collect();
     assert_eq!(running.terminate().await, Some(0));
 

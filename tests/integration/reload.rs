@@ -1,13 +1,11 @@
 //! Configuration reloads under load: valid files replace the configuration, invalid ones
 //! change nothing, and no request fails either way.
 
-mod support;
-
 use std::{path::Path, sync::Arc, time::Duration};
 
+use crate::support::*;
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{Gatehouse, Metrics};
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 fn valid(version: usize, a: std::net::SocketAddr, b: std::net::SocketAddr) -> String {

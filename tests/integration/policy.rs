@@ -1,12 +1,10 @@
 //! Allow-lists and the real client IP: clients bound to different loopback addresses,
 //! X-Forwarded-For from trusted and untrusted peers, PROXY protocol v1 and v2.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::*;
 use proxy_header::{ProxiedAddress, ProxyHeader};
-use support::*;
 
 /// `listen` is the inline mapping of the `listen` section.
 fn config(up: SocketAddr, listen: &str, extra: &str) -> String {

@@ -1,8 +1,6 @@
 //! Endpoint sets published by discovery take effect for the next request, lock-free, and
 //! lose no request while at least one endpoint is ready.
 
-mod support;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -12,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use support::*;
+use crate::support::*;
 
 const ZERO: u8 = 3;
 

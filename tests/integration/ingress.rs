@@ -1,14 +1,12 @@
 //! Ingresses, IngressClasses and TLS Secrets through the binary, against the Kubernetes API
 //! test server: what an operator sees when they `kubectl apply` these objects.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{binary::*, kube_api::*, *};
 use base64::Engine;
 use gatehouse_discovery::kubernetes::endpoints::SERVICE_NAME_LABEL;
 use serde_json::{json, Value};
-use support::{binary::*, kube_api::*, *};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -381,7 +379,7 @@ async fn annotations_apply_per_ingress_and_a_bad_one_fails_closed_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_secrets_serve_rotate_redirect_and_a_missing_one_affects_only_its_hosts() {
-    use support::tls::*;
+    use crate::support::tls::*;
     let cluster = start("ingress-tls", true).await;
     let api = &cluster.api;
     let https = cluster.running.https.expect("an HTTPS listener");
@@ -539,8 +537,8 @@ async fn two_clusters_and_a_vm_serve_one_service_and_readiness_waits_for_both() 
         "ingressclasses",
         "secrets",
     ] {
-        expected.insert(("list", resource));
-        expected.insert(("watch", resource));
+        expected.insert(("list", resource.to_owned()));
+        expected.insert(("watch", resource.to_owned()));
     }
     assert_eq!(east.verbs_seen(), expected);
     let metrics = admin_get(&c, cluster.running.admin, "/metrics").await;
@@ -665,6 +663,8 @@ async fn tcp_services_configmap_ports_follow_the_configmap() {
         .await
         .is_ok_and(|a| a.contains("\"upstream\":\"web\"")));
     drop(holder);
-    assert!(api.verbs_seen().contains(&("watch", "configmaps")));
+    assert!(api
+        .verbs_seen()
+        .contains(&("watch", "configmaps".to_owned())));
     assert_eq!(cluster.running.terminate().await, Some(0));
 }

@@ -1,13 +1,11 @@
 //! Every way a request can fail gets the right status, fast, and never a hang.
 
-mod support;
-
 use std::{sync::atomic::Ordering, time::Duration};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},

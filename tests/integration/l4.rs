@@ -1,8 +1,6 @@
 //! L4 exposure: raw TCP and UDP through the proxy, with real sockets on loopback
 //! addresses (127.0.0.2, 127.0.0.3, ... play different clients).
 
-mod support;
-
 use std::{
     collections::BTreeSet,
     net::SocketAddr,
@@ -13,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use support::*;
+use crate::support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpSocket, TcpStream, UdpSocket},

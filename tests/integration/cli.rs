@@ -1,10 +1,8 @@
 //! The `gatehouse` binary as an operator runs it: `check`, exit codes, SIGHUP, SIGTERM.
 
-mod support;
-
 use std::{process::Stdio, time::Duration};
 
-use support::{binary::*, *};
+use crate::support::{binary::*, *};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,

@@ -1,12 +1,11 @@
 //! Kubernetes discovery against the test API server, through the real kube-rs client.
 
-mod support;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use crate::support::{kube_api::*, *};
 use futures_util::StreamExt;
 use gatehouse_discovery::kubernetes::{
     endpoints::SERVICE_NAME_LABEL, PortRef, ServiceKey, SliceStore,
@@ -14,7 +13,6 @@ use gatehouse_discovery::kubernetes::{
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
-use support::{kube_api::*, *};
 
 fn slice(name: &str, ips: &[&str]) -> serde_json::Value {
     json!({
@@ -130,8 +128,8 @@ fn pod_slice(pod: &TestUpstream, ready: bool, terminating: bool) -> serde_json::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_follows_endpointslices_under_load() {
+    use crate::support::binary::*;
     use std::sync::atomic::Ordering;
-    use support::binary::*;
 
     let api = KubeApi::start().await;
     let mut pods = Vec::new();

@@ -204,16 +204,87 @@ impl Proxy {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// The value of a metric line (name with labels, as printed) in /metrics text.
-    pub fn metric(&self, line_prefix: &str) -> f64 {
-        let (_, text) = self.gatehouse.metrics().encode();
-        let text = String::from_utf8(text).unwrap();
-        text.lines()
-            .find(|l| l.starts_with(line_prefix) && l[line_prefix.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+    /// The value of one series (`name{label="value",...}`, labels in any order), 0 when
+    /// the proxy has not exported it yet (a labelled counter that never counted).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metric_opt(series).unwrap_or(0.0)
     }
+
+    /// The value of one series, `None` when it is not exported.
+    pub fn metric_opt(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.gatehouse.metrics().encode();
+        metric_value(&String::from_utf8(text).unwrap(), series)
+    }
+}
+
+/// The value of `series` in Prometheus text, `None` when absent. The series is parsed
+/// whole (a malformed one, such as a bare prefix, fails the test rather than matching
+/// nothing), labels compare in any order, and a value that does not parse fails the test.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    let want = parse_series(series).unwrap_or_else(|| panic!("not a metric series: {series}"));
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let got =
+                parse_series(name).unwrap_or_else(|| panic!("unparsable line in /metrics: {line}"));
+            (got == want).then(|| {
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|e| panic!("{line}: value does not parse: {e}"))
+            })
+        })
+}
+
+/// `name{k="v",...}` as (name, labels); `None` when it is not that shape.
+fn parse_series(s: &str) -> Option<(String, std::collections::BTreeMap<String, String>)> {
+    let (name, rest) = match s.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}')?),
+        None => (s, ""),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return None;
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    let mut rest = rest;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => value.push(chars.next()?.1),
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(key.to_owned(), value);
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    Some((name.to_owned(), labels))
+}
+
+/// A fresh directory for one test's files (configurations, certificates, kubeconfigs).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;

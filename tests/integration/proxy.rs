@@ -1,13 +1,11 @@
 //! The data plane end to end: a real client → Gatehouse → real upstreams, on 127.0.0.1.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

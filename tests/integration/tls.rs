@@ -1,16 +1,14 @@
 //! TLS termination with real handshakes: a rustls client, curl and openssl s_client.
 
-mod support;
-
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use crate::support::{tls::*, *};
 use bytes::Bytes;
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{Gatehouse, Metrics};
 use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use support::{tls::*, *};
 use tokio_util::sync::CancellationToken;
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -1,0 +1,19 @@
+//! Gatehouse end to end: real sockets on loopback, real upstreams and clients, the real
+//! binary, and a Kubernetes API test server that the real kube-rs client talks to.
+//!
+//! One crate with a module per area, so the harness in `support` is built once.
+
+mod support;
+
+mod cli;
+mod deploy;
+mod endpoints;
+mod failures;
+mod ingress;
+mod kubernetes;
+mod l4;
+mod policy;
+mod proxy;
+mod reload;
+mod streaming;
+mod tls;
