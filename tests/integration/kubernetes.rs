@@ -1,118 +1,139 @@
-//! Kubernetes discovery against the test API server, through the real kube-rs client.
+//! Kubernetes endpoint discovery through the binary, against the test API server.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
-use crate::support::{kube_api::*, *};
-use futures_util::StreamExt;
-use gatehouse_discovery::kubernetes::{
-    endpoints::SERVICE_NAME_LABEL, PortRef, ServiceKey, SliceStore,
-};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{watcher, WatchStreamExt};
+use crate::support::{binary::*, kube_api::*, *};
+use gatehouse_discovery::kubernetes::endpoints::SERVICE_NAME_LABEL;
 use serde_json::json;
 
-fn slice(name: &str, ips: &[&str]) -> serde_json::Value {
-    json!({
-        "metadata": { "namespace": "default", "name": name, "labels": { SERVICE_NAME_LABEL: "web" } },
-        "addressType": "IPv4",
-        "ports": [{ "name": "http", "port": 8080 }],
-        "endpoints": ips.iter().map(|ip| json!({ "addresses": [ip], "conditions": { "ready": true } })).collect::<Vec<_>>(),
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The binary watching `api` for the `shop` namespace, serving `k.example.com` from the
+/// Service `web` (port by name, so no Service object is needed).
+async fn run_binary(api: &KubeApi, dir: &std::path::Path) -> Running {
+    let config = dir.join("gatehouse.yaml");
+    std::fs::write(&config, "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\nservices: { web: { kubernetes: { namespace: shop, name: web, port: http } } }\nroutes: [{ host: k.example.com, paths: [{ path: /, service: web }] }]\n").unwrap();
+    let kubeconfig = api.kubeconfig(dir);
+    let running = run_with(
+        &config,
+        &[
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            "shop",
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    wait_ready(&running).await;
+    running
+}
+
+/// Which pods answer `k.example.com` now: enough requests to go round every endpoint
+/// (round robin) a few times.
+async fn answering(running: &Running) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..12 {
+        let got = request_from(
+            "127.0.0.1",
+            running.http,
+            b"",
+            get_req("k.example.com", "/", &[]),
+        )
+        .await
+        .expect("an answer");
+        if got.status == 200 {
+            seen.insert(got.json()["upstream"].as_str().unwrap().to_owned());
+        }
+    }
+    seen
+}
+
+async fn until_answering(running: &Running, want: &[&str]) {
+    let want: BTreeSet<String> = want.iter().map(|w| w.to_string()).collect();
+    eventually_async(&format!("pods {want:?} answer"), WAIT, || async {
+        answering(running).await == want
     })
+    .await;
 }
 
-async fn kube_client(api: &KubeApi) -> kube::Client {
-    let dir = std::env::temp_dir().join(format!("gatehouse-kube-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig(&dir)).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
-#[tokio::test]
-async fn endpointslice_watch_resumes_relists_after_410_and_keeps_state_through_outages() {
-    let api = KubeApi::start().await;
-    api.apply(ENDPOINT_SLICES, slice("web-a", &["10.0.0.1"]));
-    let store = Arc::new(Mutex::new(SliceStore::default()));
-    let events = watcher(
-        kube::Api::<EndpointSlice>::all(kube_client(&api).await),
-        watcher::Config::default()
-            .labels(SERVICE_NAME_LABEL)
-            .timeout(30),
-    )
-    .default_backoff();
-    let feed = store.clone();
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            if let Ok(event) = event {
-                feed.lock().unwrap().apply(event);
-            }
-        }
-    });
-    let web = ServiceKey {
-        namespace: "default".into(),
-        name: "web".into(),
-    };
-    let ready = |store: &Arc<Mutex<SliceStore>>| {
-        let mut v: Vec<String> = store
-            .lock()
-            .unwrap()
-            .endpoints(&web, &PortRef::Name("http".into()), None)
-            .ready
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
-        v.sort();
-        v
-    };
-    let wait_for = |want: &'static [&'static str]| {
-        let store = store.clone();
-        async move {
-            eventually(
-                &format!("endpoints {want:?}"),
-                Duration::from_secs(20),
-                || ready(&store) == want,
-            )
-            .await;
-        }
-    };
-
-    wait_for(&["10.0.0.1:8080"]).await;
-    assert_eq!(api.requests().0, 1, "one initial list");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_pages_lists_resumes_watches_relists_after_410_and_serves_through_outages() {
+    // Over TLS with a bearer token, as in a cluster.
+    let api = KubeApi::start_tls().await;
+    let pods = [
+        TestUpstream::start("a").await,
+        TestUpstream::start("b").await,
+        TestUpstream::start("c").await,
+    ];
+    // 1,100 slices of other Services first: kube-rs lists in pages of 500, and web's slices
+    // sort after them, so serving pod a needs the third page.
+    for i in 0..1100 {
+        api.apply(
+            ENDPOINT_SLICES,
+            json!({
+                "metadata": { "namespace": "shop", "name": format!("bulk-{i:04}"), "labels": { SERVICE_NAME_LABEL: format!("bulk-{i}") } },
+                "addressType": "IPv4",
+                "ports": [{ "name": "http", "port": 9 }],
+                "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }],
+            }),
+        );
+    }
+    api.apply(ENDPOINT_SLICES, pod_slice(&pods[0], true, false));
+    let dir = temp_dir("k8s-watch");
+    let running = run_binary(&api, &dir).await;
+    until_answering(&running, &["a"]).await;
+    let lists = || api.count("list", "endpointslices");
+    let watches = || api.count("watch", "endpointslices");
+    assert_eq!(lists(), 3, "the first list came in three pages of 500");
 
     // A change arrives over the watch.
-    api.apply(ENDPOINT_SLICES, slice("web-a", &["10.0.0.1", "10.0.0.2"]));
-    wait_for(&["10.0.0.1:8080", "10.0.0.2:8080"]).await;
+    api.apply(ENDPOINT_SLICES, pod_slice(&pods[1], true, false));
+    until_answering(&running, &["a", "b"]).await;
 
     // The watch stream drops: the watcher resumes from its resourceVersion, no relist.
+    let watched = watches();
     api.drop_watches();
-    api.apply(ENDPOINT_SLICES, slice("web-b", &["10.0.0.3"]));
-    wait_for(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]).await;
-    assert_eq!(api.requests().0, 1, "resumed, not relisted");
+    api.apply(ENDPOINT_SLICES, pod_slice(&pods[2], true, false));
+    until_answering(&running, &["a", "b", "c"]).await;
+    assert!(watches() > watched, "watched again");
+    assert_eq!(lists(), 3, "resumed, not relisted");
 
-    // History compacted while the watch was away: 410 Gone, then a relist.
+    // History compacted while the watch was away: 410 Gone, then a relist (in pages).
     api.compact();
     api.drop_watches();
-    api.delete(ENDPOINT_SLICES, "default", "web-b");
-    wait_for(&["10.0.0.1:8080", "10.0.0.2:8080"]).await;
-    assert!(api.requests().0 >= 2, "relisted after 410");
+    api.delete(ENDPOINT_SLICES, "shop", "web-c");
+    until_answering(&running, &["a", "b"]).await;
+    eventually("a relist after 410, in pages", WAIT, || lists() >= 6).await;
 
-    // The API server goes away: the last known endpoints stay; back, changes flow again.
+    // The API server goes away: readiness and the last known endpoints stay.
+    let c = client();
+    let failed = "Kubernetes watch of EndpointSlices failed";
+    let before = running.logged(failed);
     api.set_down(true);
-    let watches_before = api.requests().1;
-    assert_eq!(ready(&store), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    eventually("the EndpointSlice watcher reports the outage", WAIT, || {
+        running.logged(failed) > before
+    })
+    .await;
+    assert_eq!(
+        admin_get(&c, running.admin, "/readyz").await.status,
+        200,
+        "ready through an API outage"
+    );
+    assert_eq!(
+        answering(&running).await,
+        BTreeSet::from(["a".into(), "b".into()])
+    );
+    // Back: changes flow again.
     api.set_down(false);
-    api.apply(ENDPOINT_SLICES, slice("web-a", &["10.0.0.9"]));
-    wait_for(&["10.0.0.9:8080"]).await;
-    assert!(api.requests().1 > watches_before);
+    api.apply(ENDPOINT_SLICES, pod_slice(&pods[2], true, false));
+    until_answering(&running, &["a", "b", "c"]).await;
+    assert_eq!(admin_get(&c, running.admin, "/readyz").await.status, 200);
+    // The binary only ever listed and watched; nothing else reached the API server.
+    let verbs: BTreeSet<&str> = api.seen().iter().map(|s| s.verb).collect();
+    assert_eq!(verbs, BTreeSet::from(["list", "watch"]));
+    assert_eq!(running.terminate().await, Some(0));
 }
 
 /// One EndpointSlice per pod: test upstreams listen on different ports of 127.0.0.1, and a
@@ -190,16 +211,33 @@ async fn the_binary_follows_endpointslices_under_load() {
     for pod in &pods[..3] {
         api.apply(ENDPOINT_SLICES, pod_slice(pod, false, true));
     }
-    let marks: Vec<usize> = pods.iter().map(served).collect();
-    eventually(
-        "only pod3 gets new requests",
-        Duration::from_secs(10),
-        || {
-            let now = served(&pods[3]);
-            now > marks[3] + 50
-        },
-    )
-    .await;
+    // Once the change has arrived, pod3 gets every new request: a window in which pod3
+    // served 50 requests and the terminating pods none. Then a second such window, strict.
+    let window = || async {
+        let marks: Vec<usize> = pods.iter().map(served).collect();
+        eventually("pod3 serves 50 more", Duration::from_secs(10), || {
+            served(&pods[3]) >= marks[3] + 50
+        })
+        .await;
+        pods[..3]
+            .iter()
+            .zip(&marks)
+            .filter(|(pod, mark)| served(pod) != **mark)
+            .map(|(pod, _)| pod.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !window().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the terminating pods kept getting new requests"
+        );
+    }
+    assert_eq!(
+        window().await,
+        Vec::<String>::new(),
+        "terminating pods get no new request while a ready one exists"
+    );
     for pod in &pods[..3] {
         api.delete(ENDPOINT_SLICES, "shop", &format!("web-{}", pod.name));
     }

@@ -18,6 +18,8 @@ pub struct Running {
     /// The HTTPS listener, when the configuration has one.
     pub https: Option<std::net::SocketAddr>,
     pub admin: std::net::SocketAddr,
+    /// Every line the binary wrote to stderr (its diagnostics) so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Starts the binary and reads the bound addresses from its start-up log.
@@ -60,12 +62,19 @@ pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -
     .await;
     assert!(found.is_ok(), "the binary announced its listeners");
     // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push(line);
+        }
+    });
     Running {
         child,
         http: http.unwrap(),
         https,
         admin: admin.unwrap(),
+        log,
     }
 }
 
@@ -85,6 +94,16 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 impl Running {
+    /// How many stderr lines so far contain `needle`.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Sends SIGTERM and returns the exit code, failing if the process outlives 15 s.
     pub async fn terminate(mut self) -> Option<i32> {
         signal(&self.child, "-TERM");

@@ -241,6 +241,9 @@ impl KubeApi {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                if server.state.lock().unwrap().down {
+                    continue;
+                }
                 // As Go's net/http does: no Nagle delay on small watch events.
                 let _ = stream.set_nodelay(true);
                 let (server, tls) = (server.clone(), tls.clone());
@@ -262,7 +265,7 @@ impl KubeApi {
     async fn serve_connection(self, io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static) {
         let svc = hyper::service::service_fn(move |req| {
             let server = self.clone();
-            async move { Ok::<_, Infallible>(server.handle(req).await) }
+            async move { server.handle(req).await }
         });
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(io), svc)
@@ -384,7 +387,9 @@ impl KubeApi {
         self.changes.send_modify(|c| c.1 += 1);
     }
 
-    /// While down, every request gets 503 and open watches end.
+    /// While down, the server is unreachable as a restarting API server is: new
+    /// connections are closed at once, requests on open ones end the connection without an
+    /// answer, and open watches end.
     pub fn set_down(&self, down: bool) {
         self.state.lock().unwrap().down = down;
         if down {
@@ -423,7 +428,7 @@ impl KubeApi {
         (count("list"), count("watch"))
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Answer {
+    async fn handle(&self, req: Request<Incoming>) -> Result<Answer, std::io::Error> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let query: BTreeMap<String, String> =
@@ -468,12 +473,23 @@ impl KubeApi {
             s.down
         };
         if down {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "down for the test",
-            );
+            // An error from the service makes hyper drop the connection unanswered.
+            return Err(std::io::Error::other("down for the test"));
         }
+        Ok(self
+            .answer(verb, target, authorized, &query, parts.headers, body)
+            .await)
+    }
+
+    async fn answer(
+        &self,
+        verb: &'static str,
+        target: Option<Target>,
+        authorized: bool,
+        query: &BTreeMap<String, String>,
+        headers: http::HeaderMap,
+        body: Incoming,
+    ) -> Answer {
         if !authorized {
             return status(
                 StatusCode::UNAUTHORIZED,
@@ -484,8 +500,7 @@ impl KubeApi {
         let Some(target) = target else {
             return status(StatusCode::NOT_FOUND, "NotFound", "unknown path");
         };
-        let content_type = parts
-            .headers
+        let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
@@ -495,8 +510,8 @@ impl KubeApi {
             Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body"),
         };
         match verb {
-            "watch" => self.watch_request(&target, &query),
-            "list" => self.list(&target, &query),
+            "watch" => self.watch_request(&target, query),
+            "list" => self.list(&target, query),
             "get" => match self.get_target(&target) {
                 Some(o) => json_response(StatusCode::OK, &o),
                 None => not_found(&target),

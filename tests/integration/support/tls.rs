@@ -154,6 +154,13 @@ pub fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
     stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
+/// The certificate's notAfter, in seconds since the epoch.
+pub fn not_after(pem: &str) -> i64 {
+    let der = der_of(pem);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.validity().not_after.timestamp()
+}
+
 pub fn der_of(pem: &str) -> Vec<u8> {
     CertificateDer::from_pem_slice(pem.as_bytes())
         .unwrap()
