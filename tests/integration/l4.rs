@@ -131,11 +131,26 @@ async fn tcp_from(local: &str, to: SocketAddr) -> TcpStream {
     socket.connect(to).await.unwrap()
 }
 
-/// Reads until EOF (or the deadline) and returns what arrived.
+/// Reads until the proxy closes the connection and returns what arrived; fails the test
+/// if it is still open after `WAIT`. A reset counts as closed.
 async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    read_until_closed(s, WAIT).await
+}
+
+async fn read_until_closed(s: &mut TcpStream, deadline: Duration) -> Vec<u8> {
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
-    out
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Err(_) => panic!(
+                "still open after {deadline:?} (got {:?})",
+                String::from_utf8_lossy(&out)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 #[tokio::test]
@@ -260,7 +275,12 @@ async fn tcp_allow_list_closes_others_before_any_upstream_connect() {
     let (proxy, addr) = proxy_with("protocol: tcp, allow: \"127.0.0.2/32\"", &[echo.addr]).await;
     let mut denied = tcp_from("127.0.0.3", addr).await;
     let _ = denied.write_all(b"let me in").await;
-    assert!(read_to_end(&mut denied).await.is_empty(), "closed at once");
+    assert!(
+        read_until_closed(&mut denied, Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "closed at once, without data"
+    );
     assert_eq!(
         echo.connections.load(Ordering::Relaxed),
         0,
@@ -448,10 +468,15 @@ async fn udp_ask(local: &str, to: SocketAddr, msg: &str) -> Option<String> {
     udp_ask_on(&socket, to, msg).await
 }
 
+/// Sends `msg` and waits up to `WAIT` for one reply (`None`: no reply by then).
 async fn udp_ask_on(socket: &UdpSocket, to: SocketAddr, msg: &str) -> Option<String> {
     socket.send_to(msg.as_bytes(), to).await.unwrap();
+    udp_reply(socket, WAIT).await
+}
+
+async fn udp_reply(socket: &UdpSocket, wait: Duration) -> Option<String> {
     let mut buf = vec![0u8; 65536];
-    let (n, _) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))
+    let (n, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
         .await
         .ok()?
         .ok()?;
@@ -503,15 +528,24 @@ async fn udp_sessions_expire_when_idle() {
     let (proxy, addr) = proxy_with("protocol: udp, idle: 300ms", &[echo.addr]).await;
     let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
     assert_eq!(udp_ask_on(&socket, addr, "1").await.as_deref(), Some("e:1"));
+    let replied = Instant::now();
+    // Counted when it started (the session may already have idled out on a slow machine).
+    let started = "gatehouse_l4_connections_total{listener=\"udp/127.0.0.1:0\"}";
+    assert_eq!(proxy.metric(started), 1.0);
     let active = "gatehouse_l4_active{listener=\"udp/127.0.0.1:0\"}";
-    assert_eq!(proxy.metric(active), 1.0);
     eventually("the idle session ends", WAIT, || {
         proxy.metric(active) == 0.0
     })
     .await;
+    assert!(
+        replied.elapsed() >= Duration::from_millis(250),
+        "ended by the idle timeout, not before it: {:?}",
+        replied.elapsed()
+    );
     // The same client starts a new session (a new upstream socket).
     assert_eq!(udp_ask_on(&socket, addr, "2").await.as_deref(), Some("e:2"));
     assert_eq!(echo.sessions(), 2);
+    assert_eq!(proxy.metric(started), 2.0);
 }
 
 #[tokio::test]
@@ -522,11 +556,18 @@ async fn udp_allow_list_drops_datagrams_from_others() {
         udp_ask("127.0.0.2", addr, "ok").await.as_deref(),
         Some("e:ok")
     );
-    assert_eq!(udp_ask("127.0.0.3", addr, "no").await, None, "dropped");
+    let denied = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    denied.send_to(b"no", addr).await.unwrap();
     eventually("the drop is counted", WAIT, || {
         proxy.metric("gatehouse_denied_total{reason=\"allowlist\"}") == 1.0
     })
     .await;
+    // The drop is decided; a reply, had one been sent, would be on its way by now.
+    assert_eq!(
+        udp_reply(&denied, Duration::from_millis(200)).await,
+        None,
+        "dropped"
+    );
     assert_eq!(
         echo.sessions(),
         1,

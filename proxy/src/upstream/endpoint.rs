@@ -153,3 +153,37 @@ impl std::fmt::Debug for Endpoint {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_starts_after_three_failures_and_doubles_up_to_thirty_seconds() {
+        let endpoint = Endpoint::new(([127, 0, 0, 1], 1).into());
+        assert_eq!(endpoint.connect_failed(), None);
+        assert_eq!(endpoint.connect_failed(), None);
+        assert!(!endpoint.is_ejected(), "two failures are not enough");
+        let secs: Vec<u64> = (0..8)
+            .map(|_| endpoint.connect_failed().expect("ejected").as_secs())
+            .collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert!(endpoint.is_ejected());
+        // One successful connect restores it, and the count starts over.
+        endpoint.connect_succeeded();
+        assert!(!endpoint.is_ejected());
+        assert_eq!(endpoint.connect_failed(), None);
+    }
+
+    #[test]
+    fn an_ejection_ends_when_its_time_is_up() {
+        let endpoint = Endpoint::new(([127, 0, 0, 1], 1).into());
+        for _ in 0..3 {
+            endpoint.connect_failed();
+        }
+        assert!(endpoint.is_ejected());
+        // Pretend the ejection began a second ago.
+        endpoint.ejected_until.store(now_ms(), Ordering::Relaxed);
+        assert!(!endpoint.is_ejected());
+    }
+}
