@@ -160,6 +160,49 @@ fn merge(
     all
 }
 
+/// A request's hold on an endpoint: counts as in flight until dropped, and carries the
+/// connection back to the pool when the response was read completely.
+pub(crate) struct Lease {
+    endpoint: Arc<Endpoint>,
+    sender: Option<Sender>,
+}
+
+impl Lease {
+    pub(crate) fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.begin();
+        Lease {
+            endpoint,
+            sender: None,
+        }
+    }
+
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.endpoint.addr()
+    }
+
+    pub(crate) fn keep(&mut self, sender: Sender) {
+        self.sender = Some(sender);
+    }
+
+    /// The connection was handed to a tunnel and must not return to the pool.
+    pub(crate) fn drop_connection(&mut self) {
+        self.sender = None;
+    }
+
+    /// Ends the request on this endpoint; `reusable` returns the connection to the pool.
+    pub(crate) fn finish(mut self, reusable: bool) {
+        if let (true, Some(sender)) = (reusable, self.sender.take()) {
+            self.endpoint.release(sender);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.end();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,48 +288,5 @@ mod tests {
         assert_eq!(second[1].in_flight(), 1);
         u.set_discovered(&[]);
         assert_eq!(u.endpoints().len(), 1, "the fixed endpoint stays");
-    }
-}
-
-/// A request's hold on an endpoint: counts as in flight until dropped, and carries the
-/// connection back to the pool when the response was read completely.
-pub(crate) struct Lease {
-    endpoint: Arc<Endpoint>,
-    sender: Option<Sender>,
-}
-
-impl Lease {
-    pub(crate) fn new(endpoint: Arc<Endpoint>) -> Self {
-        endpoint.begin();
-        Lease {
-            endpoint,
-            sender: None,
-        }
-    }
-
-    pub(crate) fn addr(&self) -> std::net::SocketAddr {
-        self.endpoint.addr()
-    }
-
-    pub(crate) fn keep(&mut self, sender: Sender) {
-        self.sender = Some(sender);
-    }
-
-    /// The connection was handed to a tunnel and must not return to the pool.
-    pub(crate) fn drop_connection(&mut self) {
-        self.sender = None;
-    }
-
-    /// Ends the request on this endpoint; `reusable` returns the connection to the pool.
-    pub(crate) fn finish(mut self, reusable: bool) {
-        if let (true, Some(sender)) = (reusable, self.sender.take()) {
-            self.endpoint.release(sender);
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.endpoint.end();
     }
 }
