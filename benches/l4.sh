@@ -103,17 +103,22 @@ for t in "${targets[@]}"; do wait_port "${TP[$t]}"; wait_port "${CP[$t]}"; done
 
 applies() { [ "$1" != udp ] || [ -n "${UP[$2]:-}" ]; }
 
-# Prints "operations rate p99_ms" (throughput: "bytes Gbit/s -").
+# Prints "operations rate p99_ms errors" (throughput: "bytes Gbit/s - errors", where an
+# iperf3 run that reports an error counts one).
 load() {
   local scenario=$1 t=$2 secs=$3
   case $scenario in
     throughput)
       taskset -c 1 iperf3 -c 127.0.0.1 -p "${TP[$t]}" -t "$secs" -J 2>/dev/null | python3 -c '
 import json, sys
-e = json.load(sys.stdin)["end"]["sum_received"]
-print(int(e["bytes"]), "%.2f" % (e["bits_per_second"] / 1e9), "-")' ;;
-    conn) taskset -c 1 "$LOADER" conn "127.0.0.1:${CP[$t]}" "$secs" "$CONNS" | awk '{print $1, $2, $3}' ;;
-    udp) taskset -c 1 "$LOADER" udp "127.0.0.1:${UP[$t]}" "$secs" "$CONNS" | awk '{print $1, $2, $3}' ;;
+try:
+    report = json.load(sys.stdin)
+    e = report["end"]["sum_received"]
+    print(int(e["bytes"]), "%.2f" % (e["bits_per_second"] / 1e9), "-", 1 if report.get("error") else 0)
+except (ValueError, KeyError):
+    print(0, 0, "-", "?")' ;;
+    conn) taskset -c 1 "$LOADER" conn "127.0.0.1:${CP[$t]}" "$secs" "$CONNS" | awk '{print $1, $2, $3, $4}' ;;
+    udp) taskset -c 1 "$LOADER" udp "127.0.0.1:${UP[$t]}" "$secs" "$CONNS" | awk '{print $1, $2, $3, $4}' ;;
   esac
 }
 
@@ -131,14 +136,16 @@ run_rounds
 echo
 echo "Medians of $ROUNDS rounds; ratio = target / nginx. Rate: Gbit/s (throughput), connections/s (conn), request/response pairs/s (udp)."
 echo "CPU: the proxy's ms per GiB moved (throughput) or µs per connection / per datagram pair."
-printf '| %-10s | %-9s | %10s | %5s | %8s | %5s | %10s | %5s |\n' scenario target rate ratio "p99 ms" ratio CPU ratio
-printf '|%s|\n' "------------|-----------|------------|-------|----------|-------|------------|-------"
+printf '| %-10s | %-9s | %10s | %5s | %8s | %5s | %10s | %5s | %6s |\n' scenario target rate ratio "p99 ms" ratio CPU ratio errors
+printf '|%s|\n' "------------|-----------|------------|-------|----------|-------|------------|-------|--------"
 for s in "${scenarios[@]}"; do
   for t in "${targets[@]}"; do
     applies "$s" "$t" || continue
     rate=$(col "$s" "$t" 3); p99=$(col "$s" "$t" 4); cpu=$(col "$s" "$t" 5)
-    printf '| %-10s | %-9s | %10s | %5s | %8s | %5s | %10s | %5s |\n' "$s" "$t" \
+    printf '| %-10s | %-9s | %10s | %5s | %8s | %5s | %10s | %5s | %6s |\n' "$s" "$t" \
       "$rate" "$(ratio "$rate" "$(col "$s" nginx 3)")" "$p99" "$(ratio "$p99" "$(col "$s" nginx 4)")" \
-      "$( [ "$t" = direct ] && echo - || echo "$cpu")" "$( [ "$t" = direct ] && echo - || ratio "$cpu" "$(col "$s" nginx 5)")"
+      "$( [ "$t" = direct ] && echo - || echo "$cpu")" "$( [ "$t" = direct ] && echo - || ratio "$cpu" "$(col "$s" nginx 5)")" \
+      "$(errors_of "$s" "$t")"
   done
 done
+check_errors

@@ -118,7 +118,16 @@ for p in "${PORT[@]}" "${TLSPORT[@]}"; do wait_port "$p"; done
 
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
-# Prints "requests req/s latency_ms" for one run of a scenario against a target.
+# Errors in wrk's output: socket errors (connect, read, write, timeout) plus non-2xx/3xx
+# answers; "?" when wrk printed no summary at all.
+wrk_errors() {
+  awk '/requests in/ { ok = 1 }
+       /Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
+       /Non-2xx or 3xx responses:/ { e += $5 }
+       END { if (ok) print e + 0; else print "?" }'
+}
+
+# Prints "requests req/s latency_ms errors" for one run of a scenario against a target.
 load() {
   local scenario=$1 t=$2 secs=$3 out
   case $scenario in
@@ -130,11 +139,15 @@ load() {
       out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" -H "Connection: close" "https://127.0.0.1:${TLSPORT[$t]}/") ;;
     h2)
       out=$(taskset -c 1 h2load -c"$CONNS" -m10 -D"$secs" "https://127.0.0.1:${TLSPORT[$t]}/" 2>&1)
-      awk '/^requests:/ { n = $2 } /finished in/ { gsub(",", ""); r = $4 } /time for request:/ { m = $5 } END {
-        v = m + 0; if (m ~ /us$/) v /= 1000; else if (m ~ /ms$/) v += 0; else if (m ~ /s$/) v *= 1000; printf "%s %s %.3f\n", n, r, v }' <<<"$out"
+      # Errors: requests that failed, errored or timed out, and 4xx/5xx answers.
+      awk '/^requests:/ { gsub(",", ""); n = $2; e += $10 + $12 + $14; seen = 1 }
+        /^status codes:/ { gsub(",", ""); e += $7 + $9 }
+        /finished in/ { gsub(",", ""); r = $4 } /time for request:/ { m = $5 } END {
+        v = m + 0; if (m ~ /us$/) v /= 1000; else if (m ~ /ms$/) v += 0; else if (m ~ /s$/) v *= 1000
+        printf "%s %s %.3f %s\n", n, r, v, seen ? e + 0 : "?" }' <<<"$out"
       return ;;
   esac
-  echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+  echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") $(wrk_errors <<<"$out")"
 }
 
 applies() { [ "$2" != direct ] || [ "$1" = http ]; }
@@ -164,16 +177,17 @@ run_rounds
 echo
 echo "Medians of $ROUNDS rounds; ratio = target / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)"
 echo "latency: p99 (wrk) or mean (h2load, h2 rows)"
-printf '| %-13s | %-9s | %10s | %5s | %10s | %5s | %10s | %5s |\n' scenario target "req/s" ratio "latency ms" ratio "CPU us/req" ratio
-printf '|%s|\n' "---------------|-----------|------------|-------|------------|-------|------------|-------"
+printf '| %-13s | %-9s | %10s | %5s | %10s | %5s | %10s | %5s | %6s |\n' scenario target "req/s" ratio "latency ms" ratio "CPU us/req" ratio errors
+printf '|%s|\n' "---------------|-----------|------------|-------|------------|-------|------------|-------|--------"
 for s in "${scenarios[@]}"; do
   for t in "${targets[@]}"; do
     applies "$s" "$t" || continue
     rps=$(col "$s" "$t" 3); lat=$(col "$s" "$t" 4); cpu=$(col "$s" "$t" 5)
     nrps=$(col "$s" nginx 3); nlat=$(col "$s" nginx 4); ncpu=$(col "$s" nginx 5)
-    printf '| %-13s | %-9s | %10s | %5s | %10s | %5s | %10s | %5s |\n' "$s" "$t" \
+    printf '| %-13s | %-9s | %10s | %5s | %10s | %5s | %10s | %5s | %6s |\n' "$s" "$t" \
       "$rps" "$(ratio "$rps" "$nrps")" "$lat" "$(ratio "$lat" "$nlat")" \
-      "$( [ "$t" = direct ] && echo - || echo "$cpu")" "$( [ "$t" = direct ] && echo - || ratio "$cpu" "$ncpu")"
+      "$( [ "$t" = direct ] && echo - || echo "$cpu")" "$( [ "$t" = direct ] && echo - || ratio "$cpu" "$ncpu")" \
+      "$(errors_of "$s" "$t")"
   done
 done
 echo
@@ -183,3 +197,4 @@ for t in "${targets[@]}"; do
   [ "$t" = direct ] && continue
   printf '| %-9s | %13s | %5s |\n' "$t" "${IDLE_KIB[$t]}" "$(ratio "${IDLE_KIB[$t]}" "${IDLE_KIB[nginx]:-}")"
 done
+check_errors

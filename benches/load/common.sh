@@ -17,21 +17,41 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "" || a == "-"
 
 # The measurement loop both scripts share: ROUNDS interleaved rounds of every scenario and
 # target for which `applies S T` holds. The script defines `load S T SECS` (prints
-# "operations rate latency") and `per_op S CPU_SECONDS OPERATIONS` (prints the CPU figure);
-# each run's "S T rate latency cpu" goes to $work/results for `col`.
+# "operations rate latency errors": errors are failed or non-2xx operations, so a target
+# that fails fast cannot pass for a fast one) and `per_op S CPU_SECONDS OPERATIONS` (prints
+# the CPU figure); each run's "S T rate latency cpu errors" goes to $work/results for `col`.
 run_rounds() {
-  local r s t before after ops rate lat cpu
+  local r s t before after ops rate lat errs cpu
   for r in $(seq 1 "$ROUNDS"); do
     for s in "${scenarios[@]}"; do
       for t in "${targets[@]}"; do
         applies "$s" "$t" || continue
         before=$(cpu_ticks "${PID[$t]}")
-        read -r ops rate lat < <(load "$s" "$t" "$SECONDS_PER_RUN")
+        read -r ops rate lat errs < <(load "$s" "$t" "$SECONDS_PER_RUN")
         after=$(cpu_ticks "${PID[$t]}")
         cpu=$(per_op "$s" "$(awk -v d=$((after - before)) -v hz="$HZ" 'BEGIN { print d / hz }')" "$ops")
-        echo "$s $t $rate $lat $cpu" >> "$work/results"
-        printf 'round %d %-13s %-9s %12s  latency %8s ms  cpu %8s\n' "$r" "$s" "$t" "$rate" "$lat" "$cpu"
+        echo "$s $t $rate $lat $cpu ${errs:-?}" >> "$work/results"
+        printf 'round %d %-13s %-9s %12s  latency %8s ms  cpu %8s  errors %s\n' "$r" "$s" "$t" "$rate" "$lat" "$cpu" "${errs:-?}"
       done
     done
   done
+}
+
+# Sum of the errors column (6) for scenario S and target T over every round ("?" when a
+# run's output could not be read).
+errors_of() { awk -v s="$1" -v t="$2" '$1 == s && $2 == t { if ($6 == "?") u = 1; else n += $6 } END { print u ? "?" : n + 0 }' "$work/results"; }
+
+# After the tables: every run must have succeeded, or the figures mean nothing. Prints
+# which scenario and target failed, and exits 1.
+check_errors() {
+  local bad
+  bad=$(awk '$6 == "?" || $6 > 0 { print "  " $1 " " $2 ": " $6 " errors in one run" }' "$work/results" | sort | uniq -c)
+  if [ -n "$bad" ]; then
+    echo
+    echo "FAILED: some runs had failed or non-2xx requests (or unreadable output); their figures are not comparable:"
+    echo "$bad"
+    exit 1
+  fi
+  echo
+  echo "Every request of every run succeeded (no socket errors, timeouts or non-2xx answers)."
 }

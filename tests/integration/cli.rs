@@ -208,3 +208,252 @@ async fn access_log_is_one_json_line_per_request_on_stdout_without_query_strings
     assert!(entry["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test]
+async fn a_port_that_cannot_be_bound_at_start_exits_1_naming_it() {
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = holder.local_addr().unwrap();
+    let config = temp_file(
+        "taken",
+        &format!("listen: {{ http: \"{taken}\" }}\nservices: {{}}\nroutes: []\n"),
+    );
+    let out = run_to_end(&["run"], &config).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a runtime failure, not a bad file"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&taken.to_string()), "names the address: {err}");
+}
+
+fn slow_config(up: &TestUpstream, grace: &str) -> String {
+    format!(
+        "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s, grace_period: {grace} }}\nservices: {{ a: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ host: s.example.com, paths: [{{ path: /, service: a }}] }}]\n",
+        up.addr
+    )
+}
+
+#[tokio::test]
+async fn sigint_drains_like_sigterm_and_a_second_signal_exits_1_at_once() {
+    let up = TestUpstream::start("up").await;
+    let (mut running, _) = start_yaml("sigint", &slow_config(&up, "30s"), &[]).await;
+    wait_ready(&running).await;
+    let http = running.http;
+    let _slow = tokio::spawn(async move {
+        request_from(
+            "127.0.0.1",
+            http,
+            b"",
+            get_req("s.example.com", "/delay/20000", &[]),
+        )
+        .await
+    });
+    eventually(
+        "the slow request reached the upstream",
+        Duration::from_secs(10),
+        || up.requests.load(std::sync::atomic::Ordering::Relaxed) == 1,
+    )
+    .await;
+    signal(&running.child, "-INT");
+    let c = client();
+    eventually_async(
+        "/readyz turns 503 on SIGINT",
+        Duration::from_secs(5),
+        || async { admin_get(&c, running.admin, "/readyz").await.status == 503 },
+    )
+    .await;
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "still draining: the in-flight request has 30 s"
+    );
+    let second = std::time::Instant::now();
+    signal(&running.child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), running.child.wait())
+        .await
+        .expect("a second signal exits at once")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(second.elapsed() < Duration::from_secs(3));
+    assert_eq!(running.logged("second signal"), 1);
+}
+
+/// One round trip through an echo tunnel, within 5 s.
+async fn echo(tunnel: &mut tokio::net::TcpStream) -> [u8; 4] {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let round_trip = async {
+        tunnel.write_all(b"ping").await?;
+        let mut b = [0u8; 4];
+        tunnel.read_exact(&mut b).await?;
+        Ok::<_, std::io::Error>(b)
+    };
+    tokio::time::timeout(Duration::from_secs(5), round_trip)
+        .await
+        .expect("an echo within 5 s")
+        .expect("the tunnel is open")
+}
+
+/// Reads HTTP/2 frames (9-byte header, then the payload) until a GOAWAY (type 7) arrives;
+/// answers the server's SETTINGS. `false` when the connection ends without one.
+async fn until_goaway(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut head = [0u8; 9];
+        if stream.read_exact(&mut head).await.is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return false;
+        }
+        match (head[3], head[4]) {
+            (7, _) => return true,
+            // SETTINGS without ACK: acknowledge it.
+            (4, 0) => {
+                let _ = stream.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_http2_goaway_and_gives_websocket_tunnels_the_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::start("up").await;
+    let (mut running, _) = start_yaml("goaway", &slow_config(&up, "2s"), &[]).await;
+    wait_ready(&running).await;
+
+    // An idle HTTP/2 connection (prior knowledge): preface and an empty SETTINGS frame.
+    let mut h2 = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // A WebSocket-style tunnel through the proxy to the upstream's echo protocol.
+    let mut tunnel = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    tunnel
+        .write_all(b"GET /upgrade HTTP/1.1\r\nHost: s.example.com\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tunnel.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(&echo(&mut tunnel).await, b"ping");
+
+    let started = std::time::Instant::now();
+    signal(&running.child, "-TERM");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), until_goaway(&mut h2))
+            .await
+            .expect("GOAWAY within 5 s"),
+        "the HTTP/2 connection is told to go away"
+    );
+    // The tunnel keeps working during the grace period...
+    assert_eq!(
+        &echo(&mut tunnel).await,
+        b"ping",
+        "a tunnel works on after SIGTERM"
+    );
+    // ...and is closed when it ends; the process then exits 0.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tunnel.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the tunnel is closed after the grace period"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "not before the grace period: {waited:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+        .await
+        .expect("exits after the grace period")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_the_line_the_readme_shows_and_serves_it() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let documented = readme
+        .lines()
+        .find(|l| l.starts_with("Gatehouse demo is running."))
+        .expect("the README shows the demo's line");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let printed = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Gatehouse demo is running.") {
+                return line;
+            }
+        }
+        panic!("the demo exited without its line");
+    })
+    .await
+    .expect("the demo's line within 20 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert_eq!(
+        printed, documented,
+        "the README shows the line the demo prints"
+    );
+
+    // What the line says to run works: plain HTTP, HTTPS with the generated certificate,
+    // and the metrics.
+    let got = request_from(
+        "127.0.0.1",
+        "127.0.0.1:8080".parse().unwrap(),
+        b"",
+        get_req("localhost:8080", "/hello", &[]),
+    )
+    .await
+    .expect("the demo answers on 8080");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["x-served-by"], "gatehouse-demo");
+    assert_eq!(got.json()["uri"], "/hello");
+    let tls = crate::support::tls::connect(
+        crate::support::tls::any_certificate_client(),
+        "127.0.0.1:8443".parse().unwrap(),
+        Some("localhost"),
+        "localhost",
+    )
+    .await
+    .expect("TLS on 8443");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(get_req("localhost", "/hello", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(resp).await.json()["headers"]["x-forwarded-proto"],
+        "https"
+    );
+    let metrics = admin_get(&client(), "127.0.0.1:9901".parse().unwrap(), "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    signal(&child, "-INT");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("SIGINT stops the demo")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

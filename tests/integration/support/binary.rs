@@ -115,6 +115,22 @@ impl Running {
     }
 }
 
+/// Writes `yaml` as `gatehouse.yaml` in a fresh directory and runs the binary on it (with
+/// `extra` arguments); returns the running binary and the file.
+pub async fn start_yaml(name: &str, yaml: &str, extra: &[&str]) -> (Running, std::path::PathBuf) {
+    let config = temp_dir(name).join("gatehouse.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    (run_with(&config, extra, Stdio::null()).await, config)
+}
+
+impl Running {
+    /// The value of one metric series from the admin listener (`None`: not exported).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let got = admin_get(&client(), self.admin, "/metrics").await;
+        metric_value(&String::from_utf8_lossy(&got.body), series)
+    }
+}
+
 /// Runs the binary to completion with `args` (and `config` after `--config`).
 pub async fn run_to_end(args: &[&str], config: &std::path::Path) -> std::process::Output {
     Command::new(BIN)

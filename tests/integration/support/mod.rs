@@ -35,6 +35,8 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
     pub connections: Arc<AtomicUsize>,
+    /// Connections open now (accepted and not yet closed by either side).
+    pub open: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
 }
 
@@ -44,14 +46,17 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let (conns, reqs, n) = (connections.clone(), requests.clone(), name.to_owned());
+        let now_open = open.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 conns.fetch_add(1, Ordering::Relaxed);
-                let (reqs, n) = (reqs.clone(), n.clone());
+                now_open.fetch_add(1, Ordering::Relaxed);
+                let (reqs, n, now_open) = (reqs.clone(), n.clone(), now_open.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         reqs.fetch_add(1, Ordering::Relaxed);
@@ -61,6 +66,7 @@ impl TestUpstream {
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
                         .await;
+                    now_open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
@@ -68,6 +74,7 @@ impl TestUpstream {
             addr,
             name: name.to_owned(),
             connections,
+            open,
             requests,
         }
     }
