@@ -106,3 +106,146 @@ async fn a_hundred_reloads_valid_and_invalid_under_load_lose_no_request() {
     assert_eq!(got.headers["x-version"], last_valid.to_string());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn served_yaml(http: &str, up: std::net::SocketAddr, generation: &str) -> String {
+    format!(
+        "listen: {{ http: \"{http}\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\nservices: {{ web: {{ endpoints: [\"{up}\"] }} }}\nroutes: [{{ host: r.example.com, response_headers: {{ X-Gen: \"{generation}\" }}, paths: [{{ path: /, service: web }}] }}]\n"
+    )
+}
+
+/// The X-Gen header of an answer on `port`; `None` while nothing listens there.
+async fn generation_on(port: u16) -> Option<String> {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let got = request_from(
+        "127.0.0.1",
+        ([127, 0, 0, 1], port).into(),
+        b"",
+        get_req("r.example.com", "/", &[]),
+    )
+    .await?;
+    Some(got.headers.get("x-gen")?.to_str().ok()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_an_unbindable_port_is_refused_and_a_moved_listener_moves() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let p1 = free_port().await;
+    let (running, file) = start_yaml(
+        "move-listener",
+        &served_yaml(&format!("127.0.0.1:{p1}"), up.addr, "one"),
+        &[],
+    )
+    .await;
+    wait_ready(&running).await;
+    assert_eq!(generation_on(p1).await.as_deref(), Some("one"));
+    // A keep-alive connection opened on the old port before the move.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", p1))
+        .await
+        .unwrap();
+    let (mut early, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        early
+            .send_request(get_req("r.example.com", "/", &[]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A port something else holds: the reload is refused, the old listener keeps serving.
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = holder.local_addr().unwrap();
+    write_atomically(&file, &served_yaml(&taken.to_string(), up.addr, "two"));
+    let errors = r#"gatehouse_config_reloads_total{result="error"}"#;
+    eventually_async(
+        "the unbindable reload is refused",
+        Duration::from_secs(10),
+        || async { running.metric(errors).await == Some(1.0) },
+    )
+    .await;
+    assert_eq!(
+        generation_on(p1).await.as_deref(),
+        Some("one"),
+        "nothing changed"
+    );
+    assert!(
+        running.logged(&taken.to_string()) >= 1,
+        "the log names the port"
+    );
+
+    // A free port: the listener moves; the old port stops accepting new connections.
+    let p3 = free_port().await;
+    write_atomically(
+        &file,
+        &served_yaml(&format!("127.0.0.1:{p3}"), up.addr, "three"),
+    );
+    eventually_async("the new port serves", Duration::from_secs(10), || async {
+        generation_on(p3).await.as_deref() == Some("three")
+    })
+    .await;
+    eventually_async(
+        "the old port is closed",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", p1))
+                .await
+                .is_err()
+        },
+    )
+    .await;
+    // The connection accepted before the move still carries requests.
+    assert_eq!(
+        early
+            .send_request(get_req("r.example.com", "/", &[]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(running.metric(errors).await, Some(1.0));
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_by_symlink_swap_is_applied() {
+    use crate::support::binary::*;
+    use std::os::unix::fs::symlink;
+    let up = TestUpstream::start("up").await;
+    // The kubelet's layout of a mounted ConfigMap: the file is a link into `..data`, itself
+    // a link to a timestamped directory that an update replaces by renaming a new link.
+    let dir = temp_dir("configmap-swap");
+    let version = |name: &str, generation: &str| {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(
+            dir.join(name).join("gatehouse.yaml"),
+            served_yaml("127.0.0.1:0", up.addr, generation),
+        )
+        .unwrap();
+    };
+    version("..2026_12_01_a", "one");
+    symlink("..2026_12_01_a", dir.join("..data")).unwrap();
+    symlink("..data/gatehouse.yaml", dir.join("gatehouse.yaml")).unwrap();
+    let running = run(&dir.join("gatehouse.yaml")).await;
+    wait_ready(&running).await;
+    let port = running.http.port();
+    assert_eq!(generation_on(port).await.as_deref(), Some("one"));
+
+    version("..2026_12_01_b", "two");
+    symlink("..2026_12_01_b", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2026_12_01_a")).unwrap();
+    eventually_async(
+        "the swapped file is applied",
+        Duration::from_secs(10),
+        || async { generation_on(port).await.as_deref() == Some("two") },
+    )
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}
