@@ -1,10 +1,10 @@
 //! The data plane end to end: a real client → Gatehouse → real upstreams, on 127.0.0.1.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use crate::support::*;
 use bytes::Bytes;
-use http::Request;
+use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -240,4 +240,191 @@ async fn upstream_connections_are_reused() {
         1,
         "one pooled connection serves sequential requests"
     );
+}
+
+fn one_route(up: &TestUpstream, extra: &str) -> String {
+    format!(
+        "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\n{extra}services: {{ a: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ host: h.example.com, paths: [{{ path: /, service: a }}] }}]\n",
+        up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_takes_host_from_authority_and_refuses_header_lists_above_32k() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let (running, _) = start_yaml("h2-headers", &one_route(&up, ""), &[]).await;
+    wait_ready(&running).await;
+    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // No Host header at all: HTTP/2 names the host in :authority only.
+    let req = Request::get("http://h.example.com/from-authority")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = collect(h2.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["host"], "h.example.com");
+    assert_eq!(got.json()["uri"], "/from-authority");
+
+    // 40 KiB of headers: refused (431 or a reset stream), never forwarded.
+    let before = up.requests.load(Ordering::Relaxed);
+    let req = Request::get("http://h.example.com/big")
+        .header("x-big", "b".repeat(40 * 1024))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    if let Ok(resp) = h2.send_request(req).await {
+        assert_eq!(resp.status(), 431);
+    }
+    assert_eq!(
+        up.requests.load(Ordering::Relaxed),
+        before,
+        "never forwarded"
+    );
+    // A 30 KiB header list is fine, on a fresh connection.
+    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://h.example.com/ok")
+        .header("x-big", "b".repeat(30 * 1024))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn an_upstream_that_switches_protocols_unasked_is_502() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let (running, _) = start_yaml("unasked-upgrade", &one_route(&up, ""), &[]).await;
+    wait_ready(&running).await;
+    // The upstream answers /upgrade with 101 whether or not the client asked.
+    let got = request_from(
+        "127.0.0.1",
+        running.http,
+        b"",
+        get_req("h.example.com", "/upgrade", &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 502);
+    assert_eq!(up.requests.load(Ordering::Relaxed), 1);
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn the_default_service_counts_under_route_default() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let yaml = one_route(&up, "").replace("routes:", "default_service: a\nroutes:");
+    let (running, _) = start_yaml("route-default", &yaml, &[]).await;
+    wait_ready(&running).await;
+    for host in ["unrouted.example.com", "other.example.com"] {
+        let got = request_from("127.0.0.1", running.http, b"", get_req(host, "/", &[]))
+            .await
+            .expect("an answer");
+        assert_eq!(got.status, 200);
+    }
+    let got = request_from(
+        "127.0.0.1",
+        running.http,
+        b"",
+        get_req("h.example.com", "/", &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 200);
+    let series =
+        |route: &str| format!("gatehouse_http_requests_total{{code=\"200\",route=\"{route}\"}}");
+    assert_eq!(running.metric(&series("default")).await, Some(2.0));
+    assert_eq!(running.metric(&series("h.example.com")).await, Some(1.0));
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_upstream_connections_idle_out_and_the_pool_keeps_at_most_256() {
+    use crate::support::binary::*;
+    // Idle: with timeouts.idle 1s, a pooled connection is closed about a second after use.
+    let up = TestUpstream::start("up").await;
+    let (running, _) = start_yaml(
+        "pool-idle",
+        &one_route(&up, "timeouts: { idle: 1s }\n"),
+        &[],
+    )
+    .await;
+    wait_ready(&running).await;
+    let got = request_from(
+        "127.0.0.1",
+        running.http,
+        b"",
+        get_req("h.example.com", "/", &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 200);
+    let used = std::time::Instant::now();
+    assert_eq!(
+        up.open.load(Ordering::Relaxed),
+        1,
+        "kept in the pool after the answer"
+    );
+    eventually(
+        "the idle pooled connection is closed",
+        Duration::from_secs(10),
+        || up.open.load(Ordering::Relaxed) == 0,
+    )
+    .await;
+    assert!(
+        used.elapsed() >= Duration::from_millis(900),
+        "not before idle: {:?}",
+        used.elapsed()
+    );
+    assert_eq!(running.terminate().await, Some(0));
+
+    // Cap: 320 slow requests at once need more than 256 upstream connections; when they
+    // are done, 256 go back to the pool and the rest are closed.
+    let up = TestUpstream::start("up").await;
+    let (running, _) = start_yaml("pool-cap", &one_route(&up, ""), &[]).await;
+    wait_ready(&running).await;
+    let http = running.http;
+    let all: Vec<_> = (0..320)
+        .map(|_| {
+            tokio::spawn(async move {
+                request_from(
+                    "127.0.0.1",
+                    http,
+                    b"",
+                    get_req("h.example.com", "/delay/2000", &[]),
+                )
+                .await
+                .map(|g| g.status)
+            })
+        })
+        .collect();
+    for one in all {
+        assert_eq!(one.await.unwrap(), Some(StatusCode::OK));
+    }
+    let opened = up.connections.load(Ordering::Relaxed);
+    assert!(
+        opened > 256,
+        "the load needed more than the cap: {opened} connections"
+    );
+    eventually(
+        "the pool keeps 256 and closes the rest",
+        Duration::from_secs(3),
+        || up.open.load(Ordering::Relaxed) == 256,
+    )
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
 }
