@@ -1,7 +1,7 @@
 //! Allow-lists and the real client IP: clients bound to different loopback addresses,
 //! X-Forwarded-For from trusted and untrusted peers, PROXY protocol v1 and v2.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use crate::support::*;
 use proxy_header::{ProxiedAddress, ProxyHeader};
@@ -203,4 +203,75 @@ async fn proxy_protocol_v1_and_v2_only_from_trusted_peers() {
         proxy.metric(r#"gatehouse_denied_total{reason="proxy_header"}"#),
         1.0
     );
+}
+
+/// A PROXY v2 LOCAL header: what a load balancer's own health check sends.
+const PROXY_V2_LOCAL: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_local_headers_keep_the_peer_and_a_missing_header_times_out() {
+    use crate::support::binary::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::start("a").await;
+    let yaml = config(
+        up.addr,
+        r#"{ http: "127.0.0.1:0", admin: "127.0.0.1:0", proxy_protocol: true }"#,
+        "trusted_proxies: [\"127.0.0.4\"]\ntimeouts: { request_header: 500ms }\nshutdown: { drain_delay: 0s }",
+    );
+    let (running, _) = start_yaml("proxy-local", &yaml, &[]).await;
+    wait_ready(&running).await;
+    let http = running.http;
+
+    // LOCAL: no address in the header, so the client is the (trusted) peer itself.
+    let got = request_from(
+        "127.0.0.4",
+        http,
+        PROXY_V2_LOCAL,
+        get_req("open.example.com", "/", &[]),
+    )
+    .await
+    .expect("a LOCAL header is served");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["x-real-ip"], "127.0.0.4");
+    let got = request_from(
+        "127.0.0.4",
+        http,
+        PROXY_V2_LOCAL,
+        get_req("locked.example.com", "/", &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 403, "the allow-list sees the peer");
+
+    // No header at all, or half of one: closed once request_header has passed.
+    for (what, sent) in [
+        ("nothing", &b""[..]),
+        ("half a header", &b"PROXY TCP4 198.51"[..]),
+    ] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.4:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(http).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after 5 s"));
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "{what}: closed without an answer"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{what}: not before request_header: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        running
+            .metric(r#"gatehouse_denied_total{reason="proxy_header"}"#)
+            .await,
+        Some(2.0)
+    );
+    assert_eq!(running.terminate().await, Some(0));
 }
