@@ -591,3 +591,274 @@ trusted_proxies: ["127.0.0.1"]"#,
     assert_eq!(got.json()["headers"]["x-real-ip"], "198.51.100.9");
     assert_eq!(got.json()["headers"]["x-forwarded-proto"], "https");
 }
+
+/// The binary with an HTTP and an HTTPS listener serving `tls` entries, for `a.example.com`
+/// (with forced HTTPS) and `nocert.example.com`.
+async fn binary_with_tls(
+    name: &str,
+    up: std::net::SocketAddr,
+    tls: &str,
+    extra: &str,
+    stdout: std::process::Stdio,
+) -> (crate::support::binary::Running, PathBuf) {
+    let dir = temp_dir(name);
+    let config = dir.join("gatehouse.yaml");
+    write(
+        &dir,
+        "gatehouse.yaml",
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", https: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\n{extra}services: {{ a: {{ endpoints: [\"{up}\"] }} }}\ntls:\n{tls}routes:\n  - {{ host: a.example.com, https_redirect: true, paths: [{{ path: /, service: a }}] }}\n  - {{ host: nocert.example.com, paths: [{{ path: /, service: a }}] }}\n"
+        ),
+    );
+    let running = crate::support::binary::run_with(&config, &[], stdout).await;
+    crate::support::binary::wait_ready(&running).await;
+    (running, dir)
+}
+
+#[tokio::test]
+async fn check_refuses_duplicate_names_mismatched_keys_and_nameless_certificates() {
+    let dir = temp_dir("tls-refusals");
+    let ca = TestCa::new();
+    cert_files(&ca, &dir, "one", &["dup.example.com"], (-1, 30));
+    cert_files(&ca, &dir, "two", &["dup.example.com"], (-1, 30));
+    cert_files(&ca, &dir, "mine", &["m.example.com"], (-1, 30));
+    let (_, other_key) = ca.leaf(&["other.example.com"], (-1, 30));
+    write(&dir, "mine.key", &other_key);
+    cert_files(&ca, &dir, "nameless", &[], (-1, 30));
+    let tls = tls_entry(&dir, "one", "")
+        + &tls_entry(&dir, "two", "")
+        + &tls_entry(&dir, "mine", "")
+        + &tls_entry(&dir, "nameless", "");
+    write(
+        &dir,
+        "gatehouse.yaml",
+        &format!("listen: {{ https: \"127.0.0.1:0\" }}\nservices: {{}}\ntls:\n{tls}routes: []\n"),
+    );
+    let config = dir.join("gatehouse.yaml");
+    let out = crate::support::binary::run_to_end(&["check"], &config).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = config.display().to_string();
+    // Each refusal points at its entry (lines 4..=7 of the file).
+    for (line, says) in [
+        (5, "`dup.example.com` is already served by"),
+        (6, "is not the key of"),
+        (7, "has no DNS name to serve; add `hosts:`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{file}:{line}:")) && l.contains(says)),
+            "line {line} should say `{says}`:\n{err}"
+        );
+    }
+    assert!(err.contains("3 error(s)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_renewal_is_refused_once_and_the_finished_pair_is_served() {
+    let up = TestUpstream::start("a").await;
+    let ca = TestCa::new();
+    let dir = temp_dir("half-renewal-certs");
+    let v1 = cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    let (running, _) = binary_with_tls(
+        "half-renewal",
+        up.addr,
+        &tls_entry(&dir, "a", ""),
+        "access_log: off\n",
+        std::process::Stdio::null(),
+    )
+    .await;
+    let https = running.https.unwrap();
+    let served = || async {
+        let s = connect(
+            ca.client(&[]),
+            https,
+            Some("a.example.com"),
+            "a.example.com",
+        )
+        .await
+        .unwrap();
+        presented(&s)
+    };
+    assert_eq!(served().await, der_of(&v1));
+    // cert-manager writes the certificate, then the key: in between they do not match.
+    let (v2, key2) = ca.leaf(&["a.example.com"], (-1, 60));
+    write(&dir, "a.crt", &v2);
+    let errors = r#"gatehouse_config_reloads_total{result="error"}"#;
+    eventually_async(
+        "the half-written pair is refused",
+        Duration::from_secs(10),
+        || async { running.metric(errors).await == Some(1.0) },
+    )
+    .await;
+    assert_eq!(
+        served().await,
+        der_of(&v1),
+        "the last good certificate serves"
+    );
+    // The file is checked every second; two more checks must not refuse (or log) it again.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(running.metric(errors).await, Some(1.0));
+    assert_eq!(running.logged("is not the key of"), 1, "logged once");
+    write(&dir, "a.key", &key2);
+    let want = der_of(&v2);
+    eventually_async(
+        "the finished pair is served",
+        Duration::from_secs(10),
+        || async { served().await == want },
+    )
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_stops_when_the_certificate_expires_while_running() {
+    let up = TestUpstream::start("a").await;
+    let ca = TestCa::new();
+    let dir = temp_dir("expiring-certs");
+    let (cert, key) = ca.leaf_expiring_in(&["a.example.com"], 3);
+    write(&dir, "a.crt", &cert);
+    write(&dir, "a.key", &key);
+    let (running, _) = binary_with_tls(
+        "expiring",
+        up.addr,
+        &tls_entry(&dir, "a", ""),
+        "access_log: off\n",
+        std::process::Stdio::null(),
+    )
+    .await;
+    let plain = || async {
+        request_from(
+            "127.0.0.1",
+            running.http,
+            b"",
+            get_req("a.example.com", "/", &[]),
+        )
+        .await
+        .expect("an answer")
+        .status
+    };
+    assert_eq!(
+        plain().await,
+        308,
+        "redirected while the certificate is valid"
+    );
+    let expires = std::time::UNIX_EPOCH + Duration::from_secs(not_after(&cert) as u64);
+    eventually_async(
+        "served over HTTP once it expired",
+        Duration::from_secs(15),
+        || async { plain().await == 200 },
+    )
+    .await;
+    assert!(
+        std::time::SystemTime::now() >= expires,
+        "the redirect stopped at the expiry, not before"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+/// The next access log line, parsed.
+async fn next_entry(
+    log: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(Duration::from_secs(10), log.next_line())
+        .await
+        .expect("an access log line")
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_are_counted_by_result_and_the_access_log_names_protocol_and_tls() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let up = TestUpstream::start("a").await;
+    let ca = TestCa::new();
+    let dir = temp_dir("handshake-certs");
+    cert_files(&ca, &dir, "a", &["a.example.com"], (-1, 30));
+    let (mut running, _) = binary_with_tls(
+        "handshakes",
+        up.addr,
+        &tls_entry(&dir, "a", ""),
+        "access_log: stdout\ntimeouts: { request_header: 500ms }\n",
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let https = running.https.unwrap();
+    let mut log = tokio::io::BufReader::new(running.child.stdout.take().unwrap()).lines();
+    // A success over HTTP/2, logged with its protocol and TLS version.
+    let s = connect(
+        ca.client(&[b"h2"]),
+        https,
+        Some("a.example.com"),
+        "a.example.com",
+    )
+    .await
+    .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = h2
+        .send_request(
+            Request::get("https://a.example.com/")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(collect(resp).await.status, 200);
+    let entry = next_entry(&mut log).await;
+    assert_eq!(entry["protocol"], "HTTP/2.0");
+    assert_eq!(entry["tls"], "TLSv1.3");
+    // Plain HTTP/1.1: no TLS.
+    let got = request_from(
+        "127.0.0.1",
+        running.http,
+        b"",
+        get_req("nocert.example.com", "/", &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200);
+    let entry = next_entry(&mut log).await;
+    assert_eq!(entry["protocol"], "HTTP/1.1");
+    assert!(entry["tls"].is_null(), "{entry}");
+
+    // A failure: a name no certificate serves, and no default.
+    assert!(connect(
+        any_certificate_client(),
+        https,
+        Some("unknown.example.com"),
+        "unknown.example.com"
+    )
+    .await
+    .is_err());
+    // A timeout: a connection that never says hello.
+    let mut silent = tokio::net::TcpStream::connect(https).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed after request_header");
+    assert!(matches!(read, Ok(0) | Err(_)));
+    let count = |result: &'static str| {
+        let running = &running;
+        async move {
+            running
+                .metric(&format!(
+                    "gatehouse_tls_handshakes_total{{result=\"{result}\"}}"
+                ))
+                .await
+        }
+    };
+    eventually_async("the timeout is counted", Duration::from_secs(5), || async {
+        count("timeout").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(count("failure").await, Some(1.0));
+    assert_eq!(count("success").await, Some(1.0));
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -28,12 +28,26 @@ impl TestCa {
 
     /// A leaf for `names`, valid from `days_from_now.0` to `days_from_now.1` days from now.
     pub fn leaf(&self, names: &[&str], valid_days: (i64, i64)) -> (String, String) {
+        self.leaf_between(names, time_days(valid_days.0), time_days(valid_days.1))
+    }
+
+    /// A leaf for `names` that expires `seconds` from now.
+    pub fn leaf_expiring_in(&self, names: &[&str], seconds: i64) -> (String, String) {
+        self.leaf_between(names, time_days(-1), time::Duration::seconds(seconds))
+    }
+
+    fn leaf_between(
+        &self,
+        names: &[&str],
+        from: time::Duration,
+        to: time::Duration,
+    ) -> (String, String) {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
         let now = time_now();
-        params.not_before = now + time_days(valid_days.0);
-        params.not_after = now + time_days(valid_days.1);
+        params.not_before = now + from;
+        params.not_after = now + to;
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
