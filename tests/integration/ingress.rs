@@ -668,3 +668,166 @@ async fn tcp_services_configmap_ports_follow_the_configmap() {
         .contains(&("watch", "configmaps".to_owned())));
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// An Ingress of ours for `host` → web, with `annotations`.
+fn annotated(name: &str, host: &str, annotations: Value, path_kind: (&str, &str)) -> Value {
+    ingress(
+        "shop",
+        name,
+        "2026-01-01T00:00:00Z",
+        "gatehouse",
+        annotations,
+        host,
+        json!([path(path_kind.0, path_kind.1, "web")]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_end() {
+    let cluster = start("ingress-fates", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+
+    // Each changes who may reach what or where a request goes: served without it, the
+    // Ingress would silently lose a policy, so it answers 503 instead.
+    let refused: &[(&str, &str)] = &[
+        ("backend-protocol", "GRPC"),
+        ("backend-protocol", "GRPCS"),
+        ("backend-protocol", "HTTPS"),
+        ("backend-protocol", "H2C"),
+        ("backend-protocol", "FCGI"),
+        ("auth-type", "basic"),
+        ("auth-secret", "shop/users"),
+        ("auth-url", "http://auth.shop.svc/check"),
+        ("auth-signin", "https://login.example.com/start"),
+        ("auth-tls-secret", "shop/client-ca"),
+        ("auth-tls-verify-client", "on"),
+        ("configuration-snippet", "more_set_headers \"X-A: b\";"),
+        ("server-snippet", "location /admin { return 200; }"),
+        ("canary", "true"),
+        ("canary-weight", "10"),
+        ("canary-by-header", "X-Canary"),
+        ("canary-by-cookie", "canary"),
+        ("limit-rps", "5"),
+        ("limit-connections", "5"),
+        ("limit-burst-multiplier", "3"),
+        ("upstream-hash-by", "$request_uri"),
+        ("denylist-source-range", "10.0.0.0/8"),
+    ];
+    for (i, (name, value)) in refused.iter().enumerate() {
+        // Alternate the prefixes: both are read.
+        let prefix = if i % 2 == 0 {
+            "nginx.ingress.kubernetes.io"
+        } else {
+            "gatehouse.io"
+        };
+        api.apply(
+            INGRESSES,
+            annotated(
+                &format!("refused-{i}"),
+                &format!("r{i}.example.com"),
+                json!({ format!("{prefix}/{name}"): value }),
+                ("/", "Prefix"),
+            ),
+        );
+    }
+    // Cosmetic (buffer sizes): served, the annotation logged as ignored.
+    api.apply(
+        INGRESSES,
+        annotated(
+            "cosmetic",
+            "cosmetic.example.com",
+            json!({ "nginx.ingress.kubernetes.io/proxy-buffer-size": "16k" }),
+            ("/", "Prefix"),
+        ),
+    );
+    // use-regex alone: a case-insensitive regex anchored at the start, nothing rewritten.
+    api.apply(
+        INGRESSES,
+        annotated(
+            "regex",
+            "regex.example.com",
+            json!({ "nginx.ingress.kubernetes.io/use-regex": "true" }),
+            ("/v[0-9]+/items", "ImplementationSpecific"),
+        ),
+    );
+    // gatehouse.io/response-headers: `;` or newline separated.
+    api.apply(
+        INGRESSES,
+        annotated(
+            "headers",
+            "headers.example.com",
+            json!({ "gatehouse.io/response-headers": "X-Frame-Options: DENY\nX-Team: shop; X-Env: prod" }),
+            ("/", "Prefix"),
+        ),
+    );
+    // force-ssl-redirect without a certificate here (TLS ends at a load balancer).
+    api.apply(
+        INGRESSES,
+        annotated(
+            "forced",
+            "forced.example.com",
+            json!({ "nginx.ingress.kubernetes.io/force-ssl-redirect": "true" }),
+            ("/", "Prefix"),
+        ),
+    );
+    until(
+        &cluster,
+        "the last Ingress is served",
+        "forced.example.com",
+        "/",
+        (308, ""),
+    )
+    .await;
+
+    for (i, (name, value)) in refused.iter().enumerate() {
+        let host = format!("r{i}.example.com");
+        assert_eq!(
+            fetch(&cluster, &host, "/").await,
+            (503, String::new()),
+            "{name}: {value} must fail closed"
+        );
+    }
+    assert_eq!(
+        web.requests.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no refused Ingress reached the pod"
+    );
+    assert_eq!(
+        fetch(&cluster, "cosmetic.example.com", "/").await,
+        (200, "web".to_owned())
+    );
+    assert!(
+        cluster
+            .running
+            .logged("proxy-buffer-size is not supported and is ignored")
+            >= 1
+    );
+
+    let got = get_from(&cluster, "127.0.0.1", "regex.example.com", "/V2/items?x=1").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["uri"], "/V2/items?x=1", "matched, not rewritten");
+    assert_eq!(
+        fetch(&cluster, "regex.example.com", "/api/v2/items")
+            .await
+            .0,
+        404,
+        "anchored"
+    );
+    assert_eq!(
+        fetch(&cluster, "regex.example.com", "/vx/items").await.0,
+        404
+    );
+
+    let got = get_from(&cluster, "127.0.0.1", "headers.example.com", "/").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["x-frame-options"], "DENY");
+    assert_eq!(got.headers["x-team"], "shop");
+    assert_eq!(got.headers["x-env"], "prod");
+
+    let got = get_from(&cluster, "127.0.0.1", "forced.example.com", "/p?q=1").await;
+    assert_eq!(got.status, 308);
+    assert_eq!(got.headers["location"], "https://forced.example.com/p?q=1");
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

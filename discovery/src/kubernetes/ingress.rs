@@ -21,21 +21,25 @@ const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 pub(crate) const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
 
 /// Annotations that change what a request may do; until Gatehouse implements one, an
-/// Ingress using it is served with 503 rather than without the policy.
-const REFUSED: [&str; 12] = [
+/// Ingress using it is served with 503 rather than without the policy. Whole families are
+/// refused by [`is_refused`]: every `auth-*` (basic, external and client-certificate
+/// authentication), every `canary*`, every `*-snippet`.
+const REFUSED: [&str; 5] = [
     "limit-rps",
     "limit-connections",
     "limit-burst-multiplier",
-    "canary",
-    "canary-weight",
-    "canary-by-header",
     "upstream-hash-by",
-    "auth-url",
-    "auth-type",
     "denylist-source-range",
-    "configuration-snippet",
-    "server-snippet",
 ];
+
+/// Whether an annotation (name without prefix) must make its Ingress fail closed.
+/// `canary: "false"` says the Ingress is not a canary, which changes nothing.
+fn is_refused(name: &str, value: &str) -> bool {
+    REFUSED.contains(&name)
+        || name.starts_with("auth-")
+        || name.ends_with("-snippet")
+        || (name.starts_with("canary") && !(name == "canary" && value.trim() == "false"))
+}
 
 /// Which Ingresses are ours.
 #[derive(Clone, Debug, Default)]
@@ -350,7 +354,7 @@ fn annotations(
             "response-headers" if gatehouse_only.contains(name) => {
                 policy.response_headers = response_headers(value).map_err(|e| format!("annotation {name}: {e}"))?;
             }
-            refused if REFUSED.contains(&refused) => {
+            refused if is_refused(refused, value) => {
                 return Err(format!("annotation {name} is not supported yet, and serving without it would drop a policy"))
             }
             other => problems.push(format!("Ingress {source}: annotation {other} is not supported and is ignored")),

@@ -191,3 +191,33 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
         .as_deref()
         .is_some_and(|w| w.contains("limit-rps")));
 }
+
+#[test]
+fn annotation_fates() {
+    // (name, value, refused)
+    let cases = [
+        ("limit-rps", "5", true),
+        ("limit-connections", "5", true),
+        ("limit-burst-multiplier", "3", true),
+        ("upstream-hash-by", "$request_uri", true),
+        ("denylist-source-range", "10.0.0.0/8", true),
+        ("auth-type", "basic", true),
+        ("auth-secret", "users", true),
+        ("auth-url", "http://a/check", true),
+        ("auth-tls-secret", "ns/ca", true),
+        ("auth-tls-verify-client", "on", true),
+        ("configuration-snippet", "x", true),
+        ("server-snippet", "x", true),
+        ("stream-snippet", "x", true),
+        ("canary", "true", true),
+        ("canary", " false ", false),
+        ("canary-weight", "10", true),
+        ("canary-by-cookie", "c", true),
+        ("proxy-buffer-size", "16k", false),
+        ("ssl-redirect", "true", false),
+        ("whitelist-source-range", "10.0.0.0/8", false),
+    ];
+    for (name, value, refused) in cases {
+        assert_eq!(is_refused(name, value), refused, "{name}: {value}");
+    }
+}
