@@ -257,3 +257,141 @@ async fn the_binary_follows_endpointslices_under_load() {
     assert!(ok >= 100, "the load ran through every phase");
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// A kube-rs client from a kubeconfig file.
+async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The harness itself: the test API server answers get, writes, Events, Leases and pages
+/// as the real one does, and records each request with its method, so a test that lists
+/// what the binary requested would see any of them.
+#[tokio::test]
+async fn the_test_api_server_answers_and_records_every_verb() {
+    use k8s_openapi::api::{coordination::v1::Lease, core::v1::ConfigMap, events::v1::Event};
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    let api = KubeApi::start_tls().await;
+    let dir = temp_dir("api-server-verbs");
+    let client = kube_client(&api.kubeconfig(&dir)).await;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "edge");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": { "name": "gatehouse-leader" },
+        "spec": { "holderIdentity": "pod-a", "leaseDurationSeconds": 15 },
+    }))
+    .unwrap();
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    assert!(
+        leases.create(&PostParams::default(), &lease).await.is_err(),
+        "409 AlreadyExists"
+    );
+    let got = leases.get("gatehouse-leader").await.unwrap();
+    assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("pod-a"));
+    let patched = leases
+        .patch(
+            "gatehouse-leader",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "holderIdentity": "pod-b" } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("pod-b")
+    );
+    assert_eq!(
+        patched.spec.as_ref().unwrap().lease_duration_seconds,
+        Some(15),
+        "merged"
+    );
+    // An update from a stale copy is a conflict, as optimistic locking requires.
+    let stale = leases
+        .replace("gatehouse-leader", &PostParams::default(), &created)
+        .await;
+    assert!(
+        matches!(stale, Err(kube::Error::Api(ref e)) if e.code == 409),
+        "{stale:?}"
+    );
+    leases
+        .delete("gatehouse-leader", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(leases.get("gatehouse-leader").await, Err(kube::Error::Api(ref e)) if e.code == 404)
+    );
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "shop");
+    let event: Event = serde_json::from_value(json!({
+        "metadata": { "generateName": "web." },
+        "eventTime": "2026-12-01T00:00:00.000000Z",
+        "reason": "Refused", "note": "annotation auth-url is not supported yet",
+        "type": "Warning", "action": "Serve", "reportingController": "gatehouse.io/ingress",
+        "reportingInstance": "pod-a",
+        "regarding": { "kind": "Ingress", "namespace": "shop", "name": "web" },
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    assert_eq!(api.objects(EVENTS).len(), 1);
+
+    // Pages: five ConfigMaps, two a page.
+    for i in 0..5 {
+        api.apply(
+            CONFIG_MAPS,
+            json!({ "metadata": { "namespace": "edge", "name": format!("m{i}") } }),
+        );
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "edge");
+    let mut names = Vec::new();
+    let mut params = ListParams::default().limit(2);
+    loop {
+        let page = maps.list(&params).await.unwrap();
+        names.extend(page.items.iter().filter_map(|m| m.metadata.name.clone()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["m0", "m1", "m2", "m3", "m4"]);
+
+    let verbs: Vec<(String, &str, String)> = api
+        .seen()
+        .into_iter()
+        .map(|s| (s.method, s.verb, s.resource))
+        .collect();
+    let had = |method: &str, verb: &str, resource: &str| {
+        verbs
+            .iter()
+            .filter(|(m, v, r)| m == method && *v == verb && r == resource)
+            .count()
+    };
+    assert_eq!(had("POST", "create", "leases"), 2);
+    assert_eq!(had("GET", "get", "leases"), 2);
+    assert_eq!(had("PATCH", "patch", "leases"), 1);
+    assert_eq!(had("PUT", "update", "leases"), 1);
+    assert_eq!(had("DELETE", "delete", "leases"), 1);
+    assert_eq!(had("POST", "create", "events"), 1);
+    assert_eq!(had("GET", "list", "configmaps"), 3, "three pages");
+    assert!(api.seen().iter().all(|s| s.verb != "unauthorized"));
+
+    // A client without the bearer token is refused, and that is recorded too.
+    let anonymous = dir.join("anonymous");
+    std::fs::write(
+        &anonymous,
+        std::fs::read_to_string(api.kubeconfig(&dir))
+            .unwrap()
+            .replace(TOKEN, "wrong-token"),
+    )
+    .unwrap();
+    let intruder: Api<ConfigMap> = Api::namespaced(kube_client(&anonymous).await, "edge");
+    assert!(
+        matches!(intruder.list(&ListParams::default()).await, Err(kube::Error::Api(ref e)) if e.code == 401)
+    );
+    assert_eq!(api.seen().last().unwrap().verb, "unauthorized");
+}
