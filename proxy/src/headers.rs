@@ -130,3 +130,258 @@ pub(crate) fn to_client(
         headers.insert(name.clone(), value.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        // (headers in, names left)
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (&[("connection", "close"), ("x-a", "1")], &["x-a"]),
+            (
+                &[
+                    ("connection", "keep-alive, X-Secret"),
+                    ("x-secret", "s"),
+                    ("x-a", "1"),
+                ],
+                &["x-a"],
+            ),
+            (
+                &[
+                    ("connection", "x-one"),
+                    ("connection", "x-two"),
+                    ("x-one", "1"),
+                    ("x-two", "2"),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("keep-alive", "timeout=5"),
+                    ("proxy-connection", "keep-alive"),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("te", "trailers"),
+                    ("trailer", "x-sum"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                &[],
+            ),
+            (&[("upgrade", "websocket"), ("host", "a")], &["host"]),
+            (
+                &[("x-a", "1"), ("content-length", "3")],
+                &["content-length", "x-a"],
+            ),
+        ];
+        for (input, left) in cases {
+            let mut h = map(input);
+            remove_hop_by_hop(&mut h);
+            assert_eq!(names(&h), left.to_vec(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_is_a_request_only_when_connection_says_so() {
+        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+            (
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                Some("websocket"),
+            ),
+            (
+                &[("connection", "keep-alive, upgrade"), ("upgrade", "h2c")],
+                Some("h2c"),
+            ),
+            (&[("upgrade", "websocket")], None),
+            (&[("connection", "upgrade")], None),
+            (&[("connection", "close"), ("upgrade", "websocket")], None),
+        ];
+        for (input, want) in cases {
+            let got = upgrade_request(&map(input));
+            assert_eq!(
+                got.as_ref().map(|v| v.to_str().unwrap()),
+                *want,
+                "{input:?}"
+            );
+        }
+    }
+
+    fn conn(tls: bool) -> ConnInfo {
+        let mut c = ConnInfo::new(
+            "192.0.2.10:40000".parse().unwrap(),
+            "127.0.0.1:8443".parse().unwrap(),
+        );
+        if tls {
+            c.tls = Some(crate::conn::TlsInfo {
+                cert: None,
+                version: "TLSv1.3",
+            });
+        }
+        c
+    }
+
+    fn client(ip: &str, trusted: bool) -> Client {
+        Client {
+            ip: ip.parse().unwrap(),
+            ip_header: ip.parse().unwrap(),
+            via_trusted_proxy: trusted,
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+        // (incoming, peer trusted, TLS, X-Forwarded-For, X-Forwarded-Proto)
+        let cases: &[(&[(&str, &str)], bool, bool, &str, &str)] = &[
+            (&[], false, false, "192.0.2.10", "http"),
+            (&[], false, true, "192.0.2.10", "https"),
+            (
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-proto", "https"),
+                ],
+                false,
+                false,
+                "192.0.2.10",
+                "http",
+            ),
+            (
+                &[
+                    ("x-forwarded-for", "203.0.113.5"),
+                    ("x-forwarded-proto", "https"),
+                ],
+                true,
+                false,
+                "203.0.113.5, 192.0.2.10",
+                "https",
+            ),
+            (
+                &[("x-forwarded-for", "")],
+                true,
+                false,
+                "192.0.2.10",
+                "http",
+            ),
+            (
+                &[("x-forwarded-proto", "http")],
+                true,
+                true,
+                "192.0.2.10",
+                "http",
+            ),
+        ];
+        for (incoming, trusted, tls, xff, xfp) in cases {
+            let mut h = map(incoming);
+            to_upstream(
+                &mut h,
+                &conn(*tls),
+                &client("203.0.113.5", *trusted),
+                None,
+                None,
+            );
+            assert_eq!(h["x-forwarded-for"], *xff, "{incoming:?} trusted={trusted}");
+            assert_eq!(
+                h["x-forwarded-proto"], *xfp,
+                "{incoming:?} trusted={trusted} tls={tls}"
+            );
+            assert_eq!(h["x-real-ip"], "203.0.113.5");
+            assert_eq!(h["x-forwarded-port"], "8443");
+        }
+    }
+
+    #[test]
+    fn host_is_kept_or_filled_in_and_upgrades_survive_the_hop_by_hop_pass() {
+        let mut h = map(&[
+            ("host", "a.example.com"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        to_upstream(
+            &mut h,
+            &conn(false),
+            &client("192.0.2.10", false),
+            Some("a.example.com".parse().unwrap()),
+            Some("websocket".parse().unwrap()),
+        );
+        assert_eq!(h["host"], "a.example.com");
+        assert_eq!(h["x-forwarded-host"], "a.example.com");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        // HTTP/2 has no Host header: the authority becomes one.
+        let mut h = HeaderMap::new();
+        to_upstream(
+            &mut h,
+            &conn(false),
+            &client("192.0.2.10", false),
+            Some("b.example.com".parse().unwrap()),
+            None,
+        );
+        assert_eq!(h["host"], "b.example.com");
+        assert!(h.get("connection").is_none() && h.get("upgrade").is_none());
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_headers_keep_an_accepted_upgrade_and_take_route_headers() {
+        let extra = [(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY"),
+        )];
+        // (upstream headers, switching, left)
+        let cases: &[(&[(&str, &str)], bool, &[&str])] = &[
+            (
+                &[
+                    ("connection", "keep-alive"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a", "x-frame-options"],
+            ),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                true,
+                &["connection", "upgrade", "x-frame-options"],
+            ),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                false,
+                &["x-frame-options"],
+            ),
+            (
+                &[("x-frame-options", "SAMEORIGIN")],
+                false,
+                &["x-frame-options"],
+            ),
+        ];
+        for (input, switching, left) in cases {
+            let mut h = map(input);
+            to_client(&mut h, *switching, &extra);
+            assert_eq!(names(&h), left.to_vec(), "{input:?} switching={switching}");
+            assert_eq!(
+                h["x-frame-options"], "DENY",
+                "route headers replace the upstream's"
+            );
+            assert_eq!(h.get_all("x-frame-options").iter().count(), 1);
+        }
+    }
+}
