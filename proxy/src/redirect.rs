@@ -91,3 +91,203 @@ fn warn_once(snapshot: &Snapshot, host: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gatehouse_config::{Location, TlsEntry, TlsSource};
+
+    use super::*;
+    use crate::{client::Client, metrics::Metrics};
+
+    /// Routes for `localhost` (which a valid certificate serves), `nocert.test` (none) and
+    /// `forced.test` (forced: TLS ends before Gatehouse), each with `https_redirect`, and
+    /// `plain.test` without.
+    fn snapshot() -> Snapshot {
+        let mut config = gatehouse_config::parse(
+            "listen: { http: \"127.0.0.1:0\" }\nservices: { a: { endpoints: [] } }\nroutes:\n  - { host: localhost, https_redirect: true, paths: [{ path: /, service: a }] }\n  - { host: nocert.test, https_redirect: true, paths: [{ path: /, service: a }] }\n  - { host: plain.test, paths: [{ path: /, service: a }] }\n  - { host: forced.test, paths: [{ path: /, service: a }] }\n",
+            "test.yaml",
+        )
+        .unwrap();
+        config.routes[3].force_https_redirect = true;
+        let (cert, key) = crate::tls::self_signed_localhost().unwrap();
+        config.tls.push(TlsEntry {
+            source: TlsSource::Inline {
+                name: "localhost".into(),
+                cert,
+                key,
+            },
+            hosts: None,
+            default: false,
+            strict: true,
+            location: Location {
+                file: "test.yaml".into(),
+                line: 1,
+                column: 1,
+            },
+        });
+        Snapshot::build(Arc::new(config), None, &|_| Vec::new(), &Metrics::new()).unwrap()
+    }
+
+    fn conn(tls: bool) -> ConnInfo {
+        let mut c = ConnInfo::new(
+            "192.0.2.1:4000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        if tls {
+            c.tls = Some(crate::conn::TlsInfo {
+                cert: None,
+                version: "TLSv1.3",
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn redirects_only_plaintext_requests_for_hosts_with_a_valid_certificate() {
+        let snapshot = snapshot();
+        // (route, host, target, https port, TLS, peer trusted, X-Forwarded-Proto, Location)
+        let cases: &[(
+            usize,
+            &str,
+            &str,
+            u16,
+            bool,
+            bool,
+            Option<&str>,
+            Option<&str>,
+        )] = &[
+            (
+                0,
+                "localhost",
+                "/a?b=1",
+                443,
+                false,
+                false,
+                None,
+                Some("https://localhost/a?b=1"),
+            ),
+            (
+                0,
+                "localhost",
+                "/",
+                8443,
+                false,
+                false,
+                None,
+                Some("https://localhost:8443/"),
+            ),
+            (
+                0,
+                "localhost",
+                "/",
+                0,
+                false,
+                false,
+                None,
+                Some("https://localhost/"),
+            ),
+            (0, "localhost", "/", 443, true, false, None, None),
+            (
+                0,
+                "localhost",
+                "/.well-known/acme-challenge/t",
+                443,
+                false,
+                false,
+                None,
+                None,
+            ),
+            (0, "localhost", "/", 443, false, true, Some("https"), None),
+            (0, "localhost", "/", 443, false, true, Some("HTTPS"), None),
+            (
+                0,
+                "localhost",
+                "/",
+                443,
+                false,
+                false,
+                Some("https"),
+                Some("https://localhost/"),
+            ),
+            (
+                0,
+                "localhost",
+                "/",
+                443,
+                false,
+                true,
+                Some("http"),
+                Some("https://localhost/"),
+            ),
+            (1, "nocert.test", "/", 443, false, false, None, None),
+            (2, "plain.test", "/", 443, false, false, None, None),
+            (
+                3,
+                "forced.test",
+                "/x",
+                443,
+                false,
+                false,
+                None,
+                Some("https://forced.test/x"),
+            ),
+        ];
+        for &(route, host, target, port, tls, trusted, xfp, want) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = xfp {
+                headers.insert(&X_FORWARDED_PROTO, v.parse().unwrap());
+            }
+            let client = Client {
+                ip: "192.0.2.1".parse().unwrap(),
+                ip_header: HeaderValue::from_static("192.0.2.1"),
+                via_trusted_proxy: trusted,
+            };
+            let got = https_location(
+                &snapshot,
+                port,
+                &snapshot.config.routes[route],
+                host,
+                &conn(tls),
+                &client,
+                &headers,
+                &target.parse().unwrap(),
+            );
+            assert_eq!(
+                got.as_ref().map(|v| v.to_str().unwrap()),
+                want,
+                "{host}{target} port={port} tls={tls} trusted={trusted} xfp={xfp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hsts_goes_on_https_answers_of_redirected_hosts_with_a_valid_certificate() {
+        let snapshot = snapshot();
+        let routes = &snapshot.config.routes;
+        assert!(wants_hsts(&snapshot, &routes[0], "localhost", &conn(true)));
+        assert!(!wants_hsts(
+            &snapshot,
+            &routes[0],
+            "localhost",
+            &conn(false)
+        ));
+        assert!(!wants_hsts(
+            &snapshot,
+            &routes[1],
+            "nocert.test",
+            &conn(true)
+        ));
+        assert!(!wants_hsts(
+            &snapshot,
+            &routes[2],
+            "plain.test",
+            &conn(true)
+        ));
+        assert!(
+            !wants_hsts(&snapshot, &routes[3], "forced.test", &conn(true)),
+            "no certificate here"
+        );
+    }
+}
