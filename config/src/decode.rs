@@ -234,5 +234,29 @@ mod tests {
     fn suggestions() {
         assert_eq!(closest("alow", &["allow", "host"]), Some("allow"));
         assert_eq!(closest("zzzzzz", &["allow", "host"]), None);
+        // Long keys tolerate a quarter of their length in typos (3 here), short ones 2.
+        assert_eq!(
+            closest("upstream_respo", &["upstream_response", "idle"]),
+            Some("upstream_response")
+        );
+        assert_eq!(closest("hsot", &["host", "paths"]), Some("host"));
+        assert_eq!(closest("xyz", &["host"]), None);
+    }
+
+    #[test]
+    fn edit_distances() {
+        // (a, b, insertions + deletions + substitutions)
+        let cases = [
+            ("kitten", "sitting", 3),
+            ("", "abc", 3),
+            ("abc", "", 3),
+            ("flaw", "lawn", 2),
+            ("same", "same", 0),
+            ("conect", "connect", 1),
+            ("ab", "ba", 2),
+        ];
+        for (a, b, d) in cases {
+            assert_eq!(edit_distance(a, b), d, "{a} → {b}");
+        }
     }
 }

@@ -359,6 +359,9 @@ routes: []
     );
     assert_eq!(c.tls[1].hosts.as_ref().map(Vec::len), Some(2));
     assert_eq!(c.referenced_files().len(), 4);
+    // Metrics and logs name a certificate by its file.
+    assert_eq!(c.tls[0].label(), "/etc/gatehouse/certs/a.crt");
+    assert_eq!(c.tls[1].label(), "/abs/b.crt");
     let errs = errors("listen: { https: \"127.0.0.1:443\" }\ntls: [{ cert: a.crt }, { cert: b, key: b, default: true }, { cert: c, key: c, default: true }]\n");
     let all = errs.join("\n");
     assert!(all.contains("needs `key`"), "{all}");
@@ -388,4 +391,157 @@ routes: []
     let all = errs.join("\n");
     assert!(all.contains("unknown key `prot`"), "{all}");
     assert!(all.contains("needs `namespace`"), "{all}");
+}
+
+/// One route for `a.example.com` to a service `s`, plus `top` lines and `route` keys.
+fn with(top: &str, route: &str) -> String {
+    format!(
+        "listen: {{ http: \"127.0.0.1:8080\" }}\n{top}\nservices: {{ s: {{ endpoints: [\"10.0.0.1:80\"] }} }}\nroutes:\n  - {{ host: a.example.com, {route}paths: [{{ path: /, service: s }}] }}\n"
+    )
+}
+
+#[test]
+fn top_level_values_accepted_and_refused() {
+    use gatehouse_config::{AccessLog, Workers};
+    // (top-level lines, accepted)
+    let cases = [
+        ("access_log: stdout", true),
+        ("access_log: off", true),
+        ("access_log: file", false),
+        ("workers: auto", true),
+        ("workers: 1", true),
+        ("workers: 1024", true),
+        ("workers: 0", false),
+        ("workers: 1025", false),
+        ("workers: many", false),
+    ];
+    for (top, accepted) in cases {
+        assert_eq!(parse(&with(top, ""), "t.yaml").is_ok(), accepted, "{top}");
+    }
+    let c = parse(&with("access_log: stdout\nworkers: 4", ""), "t.yaml").unwrap();
+    assert_eq!(c.access_log, AccessLog::Stdout);
+    assert_eq!(c.workers, Workers::Count(4));
+    let c = parse(&with("access_log: off", ""), "t.yaml").unwrap();
+    assert_eq!(c.access_log, AccessLog::Off);
+}
+
+#[test]
+fn route_values_booleans_scalars_and_defaults() {
+    let c = parse(&with("", "https_redirect: false, "), "t.yaml").unwrap();
+    assert!(!c.routes[0].https_redirect);
+    let c = parse(&with("", "https_redirect: true, "), "t.yaml").unwrap();
+    assert!(c.routes[0].https_redirect);
+    assert!(!errors(&with("", "https_redirect: yes please, ")).is_empty());
+    // Without max_body: nginx's 1 MiB.
+    let c = parse(&with("", ""), "t.yaml").unwrap();
+    assert_eq!(c.routes[0].max_body, 1 << 20);
+    assert_eq!(gatehouse_config::DEFAULT_MAX_BODY, 1_048_576);
+    // YAML booleans and numbers are header values as written.
+    let c = parse(
+        &with(
+            "",
+            "response_headers: { X-On: true, X-Version: 1.5, X-Count: 3 }, ",
+        ),
+        "t.yaml",
+    )
+    .unwrap();
+    let headers: Vec<(String, String)> = c.routes[0]
+        .response_headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("x-on".to_owned(), "true".to_owned()),
+            ("x-version".to_owned(), "1.5".to_owned()),
+            ("x-count".to_owned(), "3".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn l4_limits_defaults_and_port_conflicts() {
+    let l4 = |entries: &str| with(&format!("l4:\n{entries}"), "");
+    // (entries, accepted)
+    let cases = [
+        ("  - { listen: \"127.0.0.1:5432\", service: s, max_connections: 1 }", true),
+        ("  - { listen: \"127.0.0.1:5432\", service: s, max_connections: 0 }", false),
+        ("  - { listen: \"127.0.0.1:5353\", protocol: udp, service: s, max_sessions: 0 }", false),
+        // The HTTP listener's TCP port is taken; UDP on the same port is another socket.
+        ("  - { listen: \"127.0.0.1:8080\", service: s }", false),
+        ("  - { listen: \"127.0.0.1:8080\", protocol: udp, service: s }", true),
+        // Port 0 (the kernel picks) never conflicts.
+        ("  - { listen: \"127.0.0.1:0\", service: s }\n  - { listen: \"127.0.0.1:0\", service: s }", true),
+        ("  - { listen: \"127.0.0.1:6000\", service: s }\n  - { listen: \"127.0.0.1:6000\", service: s }", false),
+        ("  - { listen: \"127.0.0.1:6000\", service: s }\n  - { listen: \"127.0.0.1:6000\", protocol: udp, service: s }", true),
+    ];
+    for (entries, accepted) in cases {
+        assert_eq!(parse(&l4(entries), "t.yaml").is_ok(), accepted, "{entries}");
+    }
+    let c = parse(
+        &l4("  - { listen: \"127.0.0.1:5353\", protocol: udp, service: s }\n  - { listen: \"127.0.0.1:5432\", service: s }"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.l4[0].idle.as_secs(),
+        30,
+        "UDP sessions idle out after 30 s"
+    );
+    assert_eq!(
+        c.l4[1].idle.as_secs(),
+        600,
+        "TCP connections after 10 min, as nginx"
+    );
+    assert_eq!(c.l4[0].label(), "udp/127.0.0.1:5353");
+    assert_eq!(c.l4[1].label(), "tcp/127.0.0.1:5432");
+}
+
+#[test]
+fn v4_mapped_ranges_are_ipv4_ranges() {
+    use gatehouse_config::cidr::parse_cidr;
+    // (written, understood as)
+    let cases = [
+        ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ("::ffff:10.1.2.3/128", "10.1.2.3/32"),
+        ("::ffff:0.0.0.0/96", "0.0.0.0/0"),
+        ("::ffff:10.1.2.3", "10.1.2.3/32"),
+        ("2001:db8::/32", "2001:db8::/32"),
+        ("10.0.0.0/8", "10.0.0.0/8"),
+    ];
+    for (written, want) in cases {
+        assert_eq!(parse_cidr(written).unwrap().to_string(), want, "{written}");
+    }
+}
+
+#[test]
+fn errors_print_one_per_line_and_objects_without_a_line() {
+    use gatehouse_config::{ConfigError, ConfigErrors, Location};
+    let at = |file: &str, line| Location {
+        file: file.into(),
+        line,
+        column: 3,
+    };
+    let errors = ConfigErrors(vec![
+        ConfigError {
+            location: at("a.yaml", 1),
+            message: "first".into(),
+        },
+        ConfigError {
+            location: at("Ingress shop/web", 0),
+            message: "second".into(),
+        },
+        ConfigError {
+            location: at("a.yaml", 9),
+            message: "third".into(),
+        },
+    ]);
+    assert_eq!(
+        errors.to_string(),
+        "a.yaml:1:3: first\nIngress shop/web: second\na.yaml:9:3: third"
+    );
+    assert!(at("x", 0).is_object());
+    assert!(!at("x", 1).is_object());
+    assert_eq!(ConfigErrors(Vec::new()).to_string(), "");
 }
