@@ -53,6 +53,21 @@ impl ConnInfo {
     }
 }
 
+#[cfg(test)]
+impl ConnInfo {
+    /// A connection from `peer` to `local`, over TLS 1.3 (no certificate of ours) when `tls`.
+    pub(crate) fn for_test(peer: &str, local: &str, tls: bool) -> Self {
+        let mut conn = ConnInfo::new(peer.parse().unwrap(), local.parse().unwrap());
+        if tls {
+            conn.tls = Some(TlsInfo {
+                cert: None,
+                version: "TLSv1.3",
+            });
+        }
+        conn
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as IPv4.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {

@@ -228,17 +228,7 @@ mod tests {
     }
 
     fn conn(tls: bool) -> ConnInfo {
-        let mut c = ConnInfo::new(
-            "192.0.2.10:40000".parse().unwrap(),
-            "127.0.0.1:8443".parse().unwrap(),
-        );
-        if tls {
-            c.tls = Some(crate::conn::TlsInfo {
-                cert: None,
-                version: "TLSv1.3",
-            });
-        }
-        c
+        ConnInfo::for_test("192.0.2.10:40000", "127.0.0.1:8443", tls)
     }
 
     fn client(ip: &str, trusted: bool) -> Client {

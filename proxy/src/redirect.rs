@@ -131,17 +131,7 @@ mod tests {
     }
 
     fn conn(tls: bool) -> ConnInfo {
-        let mut c = ConnInfo::new(
-            "192.0.2.1:4000".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-        );
-        if tls {
-            c.tls = Some(crate::conn::TlsInfo {
-                cert: None,
-                version: "TLSv1.3",
-            });
-        }
-        c
+        ConnInfo::for_test("192.0.2.1:4000", "127.0.0.1:80", tls)
     }
 
     #[test]

@@ -550,16 +550,6 @@ async fn two_clusters_and_a_vm_serve_one_service_and_readiness_waits_for_both() 
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-async fn free_port() -> u16 {
-    tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An HTTP request written by hand over a raw TCP connection: what came back.
 async fn raw_http(port: u16) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,14 +8,19 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The binary watching `api` for the `shop` namespace, serving `k.example.com` from the
-/// Service `web` (port by name, so no Service object is needed).
-async fn run_binary(api: &KubeApi, dir: &std::path::Path) -> Running {
+/// A file serving `k.example.com` from the Service `shop/web` at `port` (a name, or a
+/// number that only the Service object can resolve).
+fn k8s_config(dir: &std::path::Path, port: &str) -> std::path::PathBuf {
     let config = dir.join("gatehouse.yaml");
-    std::fs::write(&config, "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\nservices: { web: { kubernetes: { namespace: shop, name: web, port: http } } }\nroutes: [{ host: k.example.com, paths: [{ path: /, service: web }] }]\n").unwrap();
-    let kubeconfig = api.kubeconfig(dir);
+    std::fs::write(&config, format!("listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\nservices: {{ web: {{ kubernetes: {{ namespace: shop, name: web, port: {port} }} }} }}\nroutes: [{{ host: k.example.com, paths: [{{ path: /, service: web }}] }}]\n")).unwrap();
+    config
+}
+
+/// The binary on `config`, watching `api` for the `shop` namespace, ready.
+async fn run_binary(api: &KubeApi, config: &std::path::Path) -> Running {
+    let kubeconfig = api.kubeconfig(config.parent().unwrap());
     let running = run_with(
-        &config,
+        config,
         &[
             "--kubernetes",
             "--kubeconfig",
@@ -35,14 +40,7 @@ async fn run_binary(api: &KubeApi, dir: &std::path::Path) -> Running {
 async fn answering(running: &Running) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     for _ in 0..12 {
-        let got = request_from(
-            "127.0.0.1",
-            running.http,
-            b"",
-            get_req("k.example.com", "/", &[]),
-        )
-        .await
-        .expect("an answer");
+        let got = get_at(running.http, "k.example.com", "/").await;
         if got.status == 200 {
             seen.insert(got.json()["upstream"].as_str().unwrap().to_owned());
         }
@@ -81,8 +79,7 @@ async fn the_binary_pages_lists_resumes_watches_relists_after_410_and_serves_thr
         );
     }
     api.apply(ENDPOINT_SLICES, pod_slice(&pods[0], true, false));
-    let dir = temp_dir("k8s-watch");
-    let running = run_binary(&api, &dir).await;
+    let running = run_binary(&api, &k8s_config(&temp_dir("k8s-watch"), "http")).await;
     until_answering(&running, &["a"]).await;
     let lists = || api.count("list", "endpointslices");
     let watches = || api.count("watch", "endpointslices");
@@ -165,31 +162,15 @@ async fn the_binary_follows_endpointslices_under_load() {
             "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
         }),
     );
-    let dir = std::env::temp_dir().join(format!("gatehouse-k8s-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = api.kubeconfig(&dir);
-    let config = dir.join("gatehouse.yaml");
     // By port number, so the Service watch is needed to resolve it.
-    std::fs::write(&config, "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\nservices: { web: { kubernetes: { namespace: shop, name: web, port: 80 } } }\nroutes: [{ host: k.example.com, paths: [{ path: /, service: web }] }]\n").unwrap();
+    let config = k8s_config(&temp_dir("k8s-under-load"), "80");
 
     // Without --kubernetes such a file is refused, not served without endpoints.
     let out = run_to_end(&["run"], &config).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--kubernetes"));
 
-    let running = run_with(
-        &config,
-        &[
-            "--kubernetes",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--namespace",
-            "shop",
-        ],
-        std::process::Stdio::null(),
-    )
-    .await;
-    wait_ready(&running).await;
+    let running = run_binary(&api, &config).await;
 
     let load = SteadyLoad::start(3, running.http, "k.example.com");
     let served = |pod: &TestUpstream| pod.requests.load(Ordering::Relaxed);

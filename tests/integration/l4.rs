@@ -382,16 +382,6 @@ async fn tcp_connection_limit_holds_further_clients_until_one_leaves() {
     assert_eq!(&b, b"c");
 }
 
-/// A free port on 127.0.0.1 (bound, then released).
-async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_come_and_go_with_reloads_while_another_carries_traffic() {
     let echo = TcpEcho::start(false).await;

@@ -310,14 +310,7 @@ async fn an_upstream_that_switches_protocols_unasked_is_502() {
     let (running, _) = start_yaml("unasked-upgrade", &one_route(&up, ""), &[]).await;
     wait_ready(&running).await;
     // The upstream answers /upgrade with 101 whether or not the client asked.
-    let got = request_from(
-        "127.0.0.1",
-        running.http,
-        b"",
-        get_req("h.example.com", "/upgrade", &[]),
-    )
-    .await
-    .expect("an answer");
+    let got = get_at(running.http, "h.example.com", "/upgrade").await;
     assert_eq!(got.status, 502);
     assert_eq!(up.requests.load(Ordering::Relaxed), 1);
     assert_eq!(running.terminate().await, Some(0));
@@ -331,19 +324,10 @@ async fn the_default_service_counts_under_route_default() {
     let (running, _) = start_yaml("route-default", &yaml, &[]).await;
     wait_ready(&running).await;
     for host in ["unrouted.example.com", "other.example.com"] {
-        let got = request_from("127.0.0.1", running.http, b"", get_req(host, "/", &[]))
-            .await
-            .expect("an answer");
+        let got = get_at(running.http, host, "/").await;
         assert_eq!(got.status, 200);
     }
-    let got = request_from(
-        "127.0.0.1",
-        running.http,
-        b"",
-        get_req("h.example.com", "/", &[]),
-    )
-    .await
-    .expect("an answer");
+    let got = get_at(running.http, "h.example.com", "/").await;
     assert_eq!(got.status, 200);
     let series =
         |route: &str| format!("gatehouse_http_requests_total{{code=\"200\",route=\"{route}\"}}");
@@ -364,14 +348,7 @@ async fn pooled_upstream_connections_idle_out_and_the_pool_keeps_at_most_256() {
     )
     .await;
     wait_ready(&running).await;
-    let got = request_from(
-        "127.0.0.1",
-        running.http,
-        b"",
-        get_req("h.example.com", "/", &[]),
-    )
-    .await
-    .expect("an answer");
+    let got = get_at(running.http, "h.example.com", "/").await;
     assert_eq!(got.status, 200);
     let used = std::time::Instant::now();
     assert_eq!(

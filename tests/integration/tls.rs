@@ -727,17 +727,7 @@ async fn the_redirect_stops_when_the_certificate_expires_while_running() {
         std::process::Stdio::null(),
     )
     .await;
-    let plain = || async {
-        request_from(
-            "127.0.0.1",
-            running.http,
-            b"",
-            get_req("a.example.com", "/", &[]),
-        )
-        .await
-        .expect("an answer")
-        .status
-    };
+    let plain = || async { get_at(running.http, "a.example.com", "/").await.status };
     assert_eq!(
         plain().await,
         308,
@@ -815,14 +805,7 @@ async fn handshakes_are_counted_by_result_and_the_access_log_names_protocol_and_
     assert_eq!(entry["protocol"], "HTTP/2.0");
     assert_eq!(entry["tls"], "TLSv1.3");
     // Plain HTTP/1.1: no TLS.
-    let got = request_from(
-        "127.0.0.1",
-        running.http,
-        b"",
-        get_req("nocert.example.com", "/", &[]),
-    )
-    .await
-    .unwrap();
+    let got = get_at(running.http, "nocert.example.com", "/").await;
     assert_eq!(got.status, 200);
     let entry = next_entry(&mut log).await;
     assert_eq!(entry["protocol"], "HTTP/1.1");

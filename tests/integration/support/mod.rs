@@ -406,6 +406,14 @@ pub async fn request_from(
     Some(collect(resp).await)
 }
 
+/// A plain GET for `host` from 127.0.0.1 on a fresh connection; fails the test if the
+/// proxy closes without answering.
+pub async fn get_at(addr: SocketAddr, host: &str, path: &str) -> Got {
+    request_from("127.0.0.1", addr, b"", get_req(host, path, &[]))
+        .await
+        .unwrap_or_else(|| panic!("no answer for {host}{path}"))
+}
+
 /// A GET for `host` with extra headers.
 pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut b = Request::get(path).header("host", host);
