@@ -234,7 +234,7 @@ mod tests {
     fn suggestions() {
         assert_eq!(closest("alow", &["allow", "host"]), Some("allow"));
         assert_eq!(closest("zzzzzz", &["allow", "host"]), None);
-        // Long keys tolerate a quarter of their length in typos (3 here), short ones 2.
+        // Long keys tolerate a quarter of their length in typos (4 here), short ones 2.
         assert_eq!(
             closest("upstream_respo", &["upstream_response", "idle"]),
             Some("upstream_response")

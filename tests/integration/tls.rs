@@ -716,7 +716,7 @@ async fn the_redirect_stops_when_the_certificate_expires_while_running() {
     let up = TestUpstream::start("a").await;
     let ca = TestCa::new();
     let dir = temp_dir("expiring-certs");
-    let (cert, key) = ca.leaf_expiring_in(&["a.example.com"], 3);
+    let (cert, key) = ca.leaf_expiring_in(&["a.example.com"], 8);
     write(&dir, "a.crt", &cert);
     write(&dir, "a.key", &key);
     let (running, _) = binary_with_tls(
