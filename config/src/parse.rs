@@ -509,7 +509,15 @@ fn read_kubernetes_ref(
     let port = field(r, "port").and_then(|p| match p.parse::<u16>() {
         Ok(n) => Some(ServicePort::Number(n)),
         Err(_) if !p.is_empty() => Some(ServicePort::Name(p)),
-        Err(_) => None,
+        Err(_) => {
+            // Never dropped quietly: the service would run without its endpoints.
+            let span = f.get("port").map_or(f.span, |n| n.span);
+            r.error(
+                span,
+                format!("{what} port is empty; give the Service port's name or number"),
+            );
+            None
+        }
     });
     Some(KubernetesRef {
         namespace: namespace?,

@@ -545,3 +545,167 @@ fn errors_print_one_per_line_and_objects_without_a_line() {
     assert!(!at("x", 1).is_object());
     assert_eq!(ConfigErrors(Vec::new()).to_string(), "");
 }
+
+#[test]
+fn host_patterns_parse_and_match() {
+    use gatehouse_config::HostPattern;
+    // (written, accepted)
+    let long_label = format!("{}.example.com", "a".repeat(64));
+    let long_name = format!("{}.com", "abcdefghi.".repeat(26));
+    let parsed = [
+        ("app.example.com", true),
+        ("App.Example.COM", true),
+        ("*.example.com", true),
+        ("*", true),
+        ("under_score.example.com", true),
+        ("with-dash.example.com", true),
+        ("", false),
+        ("*.", true), // a trailing dot is dropped: `*`
+        ("a.*.example.com", false),
+        ("**.example.com", false),
+        ("a..example.com", false),
+        ("sp ace.example.com", false),
+        (long_label.as_str(), false),
+        (&long_name[..], false),
+        (&format!("{}.example.com", "a".repeat(63)), true),
+    ];
+    for (text, accepted) in parsed {
+        assert_eq!(HostPattern::parse(text).is_ok(), accepted, "{text}");
+    }
+    // (pattern, host, matches)
+    let cases = [
+        ("app.example.com", "app.example.com", true),
+        ("app.example.com", "other.example.com", false),
+        ("app.example.com", "x.app.example.com", false),
+        ("*.example.com", "a.example.com", true),
+        ("*.example.com", "example.com", false),
+        ("*.example.com", "a.b.example.com", false),
+        ("*.example.com", ".example.com", false),
+        ("*.example.com", "a.example.org", false),
+        ("*", "anything.test", true),
+    ];
+    for (pattern, host, want) in cases {
+        let p = HostPattern::parse(pattern).unwrap();
+        assert_eq!(p.matches(host), want, "{pattern} ~ {host}");
+    }
+    assert_eq!(
+        HostPattern::parse("App.Example.COM").unwrap().to_string(),
+        "app.example.com"
+    );
+    assert_eq!(
+        HostPattern::parse("*.Example.com").unwrap().to_string(),
+        "*.example.com"
+    );
+}
+
+#[test]
+fn value_checks_of_listeners_durations_services_and_paths() {
+    let file = |top: &str, route: &str, path: &str| {
+        format!(
+            "listen: {{ http: \"127.0.0.1:8080\"{top} }}\nservices: {{ s: {{ endpoints: [\"10.0.0.1:80\"] }} }}\nroutes:\n  - {{ host: a.example.com, {route}paths: [{{ {path}service: s }}] }}\n"
+        )
+    };
+    // (listen extras, route keys, path keys, accepted)
+    let cases = [
+        (", admin: \"127.0.0.1:8080\"", "", "path: /, ", false),
+        (", admin: \"127.0.0.1:9901\"", "", "path: /, ", true),
+        ("", "", "path: api, ", false),
+        ("", "", "path: /api, ", true),
+        ("", "", "path: \"api(/|$)\", match: regex, ", true),
+        (
+            "",
+            "response_headers: { \"bad name\": x }, ",
+            "path: /, ",
+            false,
+        ),
+        (
+            "",
+            "response_headers: { X-Ok: \"line\\nbreak\" }, ",
+            "path: /, ",
+            false,
+        ),
+    ];
+    for (top, route, path, accepted) in cases {
+        assert_eq!(
+            parse(&file(top, route, path), "t.yaml").is_ok(),
+            accepted,
+            "{top} {route} {path}"
+        );
+    }
+    // Port 0 twice is not a conflict: the kernel picks two ports.
+    let both_zero =
+        "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\nservices: {}\nroutes: []\n";
+    assert!(parse(both_zero, "t.yaml").is_ok());
+
+    let with_top = |top: &str| {
+        format!("listen: {{ http: \"127.0.0.1:8080\" }}\n{top}\nservices: {{ s: {{ endpoints: [] }} }}\nroutes: []\n")
+    };
+    // (top-level lines, accepted)
+    let cases = [
+        ("timeouts: { connect: 0s }", false),
+        ("timeouts: { connect: 1ms }", true),
+        ("shutdown: { drain_delay: 0s, grace_period: 3s }", true),
+        ("shutdown: { drain_delay: soon }", false),
+    ];
+    for (top, accepted) in cases {
+        assert_eq!(parse(&with_top(top), "t.yaml").is_ok(), accepted, "{top}");
+    }
+    let c = parse(
+        &with_top("shutdown: { drain_delay: 0s, grace_period: 3s }"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.shutdown.drain_delay.as_secs(), 0);
+    assert_eq!(c.shutdown.grace_period.as_secs(), 3);
+
+    let service = |spec: &str| {
+        format!("listen: {{ http: \"127.0.0.1:8080\" }}\nservices: {{ s: {spec} }}\nroutes: []\n")
+    };
+    let refused = errors(&service(
+        "{ endpoints: [], balance: \"hash(header:X-User)\" }",
+    ))
+    .join("\n");
+    assert!(
+        refused.contains("hash balancing is not supported yet"),
+        "{refused}"
+    );
+    let unknown = errors(&service("{ endpoints: [], balance: fastest }")).join("\n");
+    assert!(!unknown.contains("hash balancing"), "{unknown}");
+    let c = parse(
+        &service("{ kubernetes: { namespace: shop, name: web, port: \"8080\" } }"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.services[0].kubernetes.as_ref().unwrap().port,
+        gatehouse_config::ServicePort::Number(8080)
+    );
+    let c = parse(
+        &service("{ kubernetes: { namespace: shop, name: web, port: http } }"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.services[0].kubernetes.as_ref().unwrap().port,
+        gatehouse_config::ServicePort::Name("http".into())
+    );
+    // An empty port is an error at its place, never a service quietly without endpoints.
+    let empty = errors(&service(
+        "{ kubernetes: { namespace: shop, name: web, port: \"\" } }",
+    ));
+    assert_eq!(empty.len(), 1, "{empty:?}");
+    assert!(
+        empty[0].starts_with("bad.yaml:2:") && empty[0].contains("port is empty"),
+        "{empty:?}"
+    );
+}
+
+#[test]
+fn the_routing_table_counts_its_hosts() {
+    let (_, t) = table("  - { host: a.example.com, paths: [{ path: /, service: a }] }\n  - { host: \"*.b.example.com\", paths: [{ path: /, service: b }] }");
+    assert_eq!(t.len(), 2);
+    assert!(!t.is_empty());
+    let (_, t) = table("");
+    assert_eq!(t.len(), 0);
+    assert!(t.is_empty());
+}
