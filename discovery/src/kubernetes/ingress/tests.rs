@@ -221,3 +221,136 @@ fn annotation_fates() {
         assert_eq!(is_refused(name, value), refused, "{name}: {value}");
     }
 }
+
+/// The policy one Ingress's annotations make, or why it fails closed, and what was ignored.
+fn policy_of(written: serde_json::Value) -> (Result<(Policy, bool), String>, Vec<String>) {
+    let i = ingress(
+        "shop",
+        "web",
+        "2026-01-01T00:00:00Z",
+        written,
+        serde_json::json!({ "rules": [] }),
+    );
+    let mut problems = Vec::new();
+    let result = annotations(&i, &mut problems, "shop/web");
+    (result, problems)
+}
+
+#[test]
+fn annotation_values_and_prefixes() {
+    const N: &str = "nginx.ingress.kubernetes.io/";
+    const G: &str = "gatehouse.io/";
+    let a = |pairs: &[(&str, &str, &str)]| {
+        let mut m = serde_json::Map::new();
+        for (prefix, name, value) in pairs {
+            m.insert(format!("{prefix}{name}"), (*value).into());
+        }
+        serde_json::Value::Object(m)
+    };
+    // (annotations, served)
+    let cases = [
+        (a(&[(N, "backend-protocol", "HTTP")]), true),
+        (a(&[(N, "backend-protocol", "http")]), true),
+        (a(&[(N, "backend-protocol", "GRPC")]), false),
+        (a(&[(G, "backend-protocol", "HTTPS")]), false),
+        (a(&[(N, "ssl-redirect", "maybe")]), false),
+        (a(&[(N, "proxy-body-size", "lots")]), false),
+        (a(&[(G, "response-headers", "NoColon")]), false),
+        (a(&[(G, "response-headers", "bad name: x")]), false),
+        (a(&[(G, "response-headers", "X-Bad: line\u{7f}")]), false),
+        (a(&[(N, "response-headers", "X-A: 1")]), true),
+    ];
+    for (annotations, served) in cases {
+        let (result, _) = policy_of(annotations.clone());
+        assert_eq!(result.is_ok(), served, "{annotations}: {result:?}");
+    }
+
+    // gatehouse.io/ wins over the nginx prefix for the same name.
+    let (result, _) = policy_of(a(&[
+        (N, "proxy-body-size", "1m"),
+        (G, "proxy-body-size", "2m"),
+    ]));
+    assert_eq!(result.unwrap().0.max_body, Some(2 << 20));
+    let (result, _) = policy_of(a(&[(N, "proxy-body-size", "0")]));
+    assert_eq!(
+        result.unwrap().0.max_body,
+        Some(u64::MAX),
+        "0 turns the limit off"
+    );
+
+    // response-headers is ours: under the nginx prefix it is ignored, and said so.
+    let (result, problems) = policy_of(a(&[(N, "response-headers", "X-A: 1")]));
+    assert!(result.unwrap().0.response_headers.is_empty());
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("response-headers is not supported and is ignored")),
+        "{problems:?}"
+    );
+    let (result, problems) = policy_of(a(&[(
+        G,
+        "response-headers",
+        "X-A: 1\n\nX-B: two words; X-C: c",
+    )]));
+    let headers: Vec<(String, String)> = result
+        .unwrap()
+        .0
+        .response_headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        headers,
+        [("x-a", "1"), ("x-b", "two words"), ("x-c", "c")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // Regex paths: with use-regex, or implied by rewrite-target as in ingress-nginx.
+    let regex = |annotations| policy_of(annotations).0.unwrap().1;
+    assert!(!regex(a(&[])));
+    assert!(regex(a(&[(N, "use-regex", "true")])));
+    assert!(!regex(a(&[(N, "use-regex", "false")])));
+    assert!(regex(a(&[(N, "rewrite-target", "/$1")])));
+}
+
+#[test]
+fn tls_entries_without_hosts_serve_the_rule_hosts() {
+    let spec = |tls_hosts: serde_json::Value| {
+        serde_json::json!({
+            "tls": [{ "hosts": tls_hosts, "secretName": "cert" }],
+            "rules": [
+                rule("A.example.com", serde_json::json!([path("/", "Prefix", "web", serde_json::json!({ "name": "http" }))])),
+                rule("b.example.com", serde_json::json!([path("/", "Prefix", "web", serde_json::json!({ "name": "http" }))])),
+            ],
+        })
+    };
+    // (spec.tls hosts, hosts served)
+    let cases = [
+        (
+            serde_json::json!(["Only.example.com"]),
+            vec!["only.example.com"],
+        ),
+        (
+            serde_json::json!([]),
+            vec!["a.example.com", "b.example.com"],
+        ),
+        (
+            serde_json::Value::Null,
+            vec!["a.example.com", "b.example.com"],
+        ),
+    ];
+    for (hosts, want) in cases {
+        let i = ingress(
+            "shop",
+            "web",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!({}),
+            spec(hosts.clone()),
+        );
+        let t = translate([&i], &ours());
+        assert_eq!(t.tls.len(), 1);
+        assert_eq!(t.tls[0].hosts, want, "{hosts}");
+        assert_eq!(t.tls[0].secret, "cert");
+    }
+}
