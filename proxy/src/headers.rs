@@ -135,7 +135,10 @@ pub(crate) fn to_client(
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// Headers as written in a case: (name, value) pairs.
+    type Written<'a> = &'a [(&'a str, &'a str)];
+
+    fn map(pairs: Written<'_>) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(
@@ -155,7 +158,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
         // (headers in, names left)
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        let cases: &[(Written<'_>, &[&str])] = &[
             (&[("connection", "close"), ("x-a", "1")], &["x-a"]),
             (
                 &[
@@ -204,7 +207,7 @@ mod tests {
 
     #[test]
     fn an_upgrade_is_a_request_only_when_connection_says_so() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        let cases: &[(Written<'_>, Option<&str>)] = &[
             (
                 &[("connection", "Upgrade"), ("upgrade", "websocket")],
                 Some("websocket"),
@@ -242,7 +245,7 @@ mod tests {
     #[test]
     fn forwarded_headers_are_believed_only_from_trusted_proxies() {
         // (incoming, peer trusted, TLS, X-Forwarded-For, X-Forwarded-Proto)
-        let cases: &[(&[(&str, &str)], bool, bool, &str, &str)] = &[
+        let cases: &[(Written<'_>, bool, bool, &str, &str)] = &[
             (&[], false, false, "192.0.2.10", "http"),
             (&[], false, true, "192.0.2.10", "https"),
             (
@@ -337,7 +340,7 @@ mod tests {
             HeaderValue::from_static("DENY"),
         )];
         // (upstream headers, switching, left)
-        let cases: &[(&[(&str, &str)], bool, &[&str])] = &[
+        let cases: &[(Written<'_>, bool, &[&str])] = &[
             (
                 &[
                     ("connection", "keep-alive"),

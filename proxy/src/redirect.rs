@@ -134,20 +134,22 @@ mod tests {
         ConnInfo::for_test("192.0.2.1:4000", "127.0.0.1:80", tls)
     }
 
+    /// (route, host, target, https port, TLS, peer trusted, X-Forwarded-Proto, Location)
+    type Case<'a> = (
+        usize,
+        &'a str,
+        &'a str,
+        u16,
+        bool,
+        bool,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
     #[test]
     fn redirects_only_plaintext_requests_for_hosts_with_a_valid_certificate() {
         let snapshot = snapshot();
-        // (route, host, target, https port, TLS, peer trusted, X-Forwarded-Proto, Location)
-        let cases: &[(
-            usize,
-            &str,
-            &str,
-            u16,
-            bool,
-            bool,
-            Option<&str>,
-            Option<&str>,
-        )] = &[
+        let cases: &[Case<'_>] = &[
             (
                 0,
                 "localhost",
