@@ -93,6 +93,55 @@ mod tests {
     }
 
     #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        // (peer, X-Forwarded-For, trusted proxies, client, via a trusted proxy)
+        let cases: [(&str, &[&str], &[&str], &str, bool); 6] = [
+            ("203.0.113.1:5000", &[], &[], "203.0.113.1", false),
+            (
+                "203.0.113.1:5000",
+                &["198.51.100.7"],
+                &[],
+                "203.0.113.1",
+                false,
+            ),
+            (
+                "203.0.113.1:5000",
+                &["198.51.100.7"],
+                &["10.0.0.0/8"],
+                "203.0.113.1",
+                false,
+            ),
+            (
+                "10.0.0.2:5000",
+                &["198.51.100.7"],
+                &["10.0.0.0/8"],
+                "198.51.100.7",
+                true,
+            ),
+            ("10.0.0.2:5000", &[], &["10.0.0.0/8"], "10.0.0.2", true),
+            (
+                "[::ffff:10.0.0.2]:5000",
+                &["198.51.100.7"],
+                &["10.0.0.0/8"],
+                "198.51.100.7",
+                true,
+            ),
+        ];
+        for (peer, forwarded, proxies, want, via) in cases {
+            let conn = ConnInfo::new(peer.parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+            let trusted = CidrSet::new(proxies.iter().map(|c| c.parse().unwrap()));
+            let client = Client::resolve(&conn, &xff(forwarded), &trusted);
+            assert_eq!(
+                client.ip.to_string(),
+                want,
+                "{peer} {forwarded:?} {proxies:?}"
+            );
+            assert_eq!(client.ip_header, want, "X-Real-IP of {peer}");
+            assert_eq!(client.via_trusted_proxy, via, "{peer} {proxies:?}");
+        }
+    }
+
+    #[test]
     fn right_most_untrusted_wins() {
         let t = trusted();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
