@@ -92,10 +92,12 @@ mod tests {
         h
     }
 
+    /// (peer, X-Forwarded-For, trusted proxies, client, via a trusted proxy)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a str, bool);
+
     #[test]
     fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
-        // (peer, X-Forwarded-For, trusted proxies, client, via a trusted proxy)
-        let cases: [(&str, &[&str], &[&str], &str, bool); 6] = [
+        let cases: [Case<'_>; 6] = [
             ("203.0.113.1:5000", &[], &[], "203.0.113.1", false),
             (
                 "203.0.113.1:5000",
