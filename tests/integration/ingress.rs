@@ -788,12 +788,13 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         fetch(&cluster, "cosmetic.example.com", "/").await,
         (200, "web".to_owned())
     );
-    assert!(
+    eventually("the ignored annotation is logged", WAIT, || {
         cluster
             .running
             .logged("proxy-buffer-size is not supported and is ignored")
             >= 1
-    );
+    })
+    .await;
 
     let got = get_from(&cluster, "127.0.0.1", "regex.example.com", "/V2/items?x=1").await;
     assert_eq!(got.status, 200);

@@ -175,10 +175,10 @@ async fn a_reload_to_an_unbindable_port_is_refused_and_a_moved_listener_moves() 
         Some("one"),
         "nothing changed"
     );
-    assert!(
-        running.logged(&taken.to_string()) >= 1,
-        "the log names the port"
-    );
+    eventually("the log names the port", Duration::from_secs(5), || {
+        running.logged(&taken.to_string()) >= 1
+    })
+    .await;
 
     // A free port: the listener moves; the old port stops accepting new connections.
     let p3 = free_port().await;
