@@ -175,6 +175,25 @@ async fn run(
     watcher: Option<FileWatcher>,
     kube: Option<KubeOptions>,
 ) -> ExitCode {
+    // Signal handlers first: until they are installed, SIGHUP's default action ends the
+    // process, so a reload asked for while the listeners start would kill the proxy.
+    let (mut terms, mut ints) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGTERM/SIGINT: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}); reloads happen on file change only");
+            None
+        }
+    };
     let demo = config.is_none();
     let config = match config {
         Some(c) => c,
@@ -227,29 +246,12 @@ async fn run(
     if discovery.is_none() {
         gatehouse.set_ready(true);
     }
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP ({e}); reloads happen on file change only");
-            None
-        }
-    };
     let (mut updates, reload) = match watcher {
         Some(watcher) => {
             let reload = watcher.reload_handle();
             (Some(watcher.spawn(stop.clone())), Some(reload))
         }
         None => (None, None),
-    };
-    let (mut terms, mut ints) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot listen for SIGTERM/SIGINT: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
     };
     loop {
         tokio::select! {

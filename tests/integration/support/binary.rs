@@ -93,6 +93,20 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
+/// A failing test shows what the binary said: its diagnostics are the first thing to read.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!(
+                "--- gatehouse (pid {:?}) stderr ---\n{}\n---",
+                self.child.id(),
+                log.join("\n")
+            );
+        }
+    }
+}
+
 impl Running {
     /// How many stderr lines so far contain `needle`.
     pub fn logged(&self, needle: &str) -> usize {
