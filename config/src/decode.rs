@@ -254,6 +254,9 @@ mod tests {
             ("same", "same", 0),
             ("conect", "connect", 1),
             ("ab", "ba", 2),
+            // Deletions from the first word, too.
+            ("connect", "conect", 1),
+            ("sitting", "kitten", 3),
         ];
         for (a, b, d) in cases {
             assert_eq!(edit_distance(a, b), d, "{a} → {b}");

@@ -552,6 +552,18 @@ fn host_patterns_parse_and_match() {
     // (written, accepted)
     let long_label = format!("{}.example.com", "a".repeat(64));
     let long_name = format!("{}.com", "abcdefghi.".repeat(26));
+    // DNS names are at most 253 characters: four labels of 63, 63, 63 and 61 (or 62).
+    let name_of = |last: usize| {
+        format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(last)
+        )
+    };
+    let (longest, too_long) = (name_of(61), name_of(62));
+    assert_eq!((longest.len(), too_long.len()), (253, 254));
     let parsed = [
         ("app.example.com", true),
         ("App.Example.COM", true),
@@ -568,6 +580,8 @@ fn host_patterns_parse_and_match() {
         (long_label.as_str(), false),
         (&long_name[..], false),
         (&format!("{}.example.com", "a".repeat(63)), true),
+        (&longest, true),
+        (&too_long, false),
     ];
     for (text, accepted) in parsed {
         assert_eq!(HostPattern::parse(text).is_ok(), accepted, "{text}");
