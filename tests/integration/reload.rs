@@ -113,6 +113,17 @@ fn served_yaml(http: &str, up: std::net::SocketAddr, generation: &str) -> String
     )
 }
 
+/// The status of one GET for `r.example.com` over an open connection.
+async fn status_over(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+) -> http::StatusCode {
+    sender
+        .send_request(get_req("r.example.com", "/", &[]))
+        .await
+        .expect("the connection carries the request")
+        .status()
+}
+
 /// The X-Gen header of an answer on `port`; `None` while nothing listens there.
 async fn generation_on(port: u16) -> Option<String> {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -150,14 +161,7 @@ async fn a_reload_to_an_unbindable_port_is_refused_and_a_moved_listener_moves() 
             .await
             .unwrap();
     tokio::spawn(conn);
-    assert_eq!(
-        early
-            .send_request(get_req("r.example.com", "/", &[]))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_over(&mut early).await, 200);
 
     // A port something else holds: the reload is refused, the old listener keeps serving.
     let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -201,14 +205,7 @@ async fn a_reload_to_an_unbindable_port_is_refused_and_a_moved_listener_moves() 
     )
     .await;
     // The connection accepted before the move still carries requests.
-    assert_eq!(
-        early
-            .send_request(get_req("r.example.com", "/", &[]))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_over(&mut early).await, 200);
     assert_eq!(running.metric(errors).await, Some(1.0));
     assert_eq!(running.terminate().await, Some(0));
 }
