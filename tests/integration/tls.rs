@@ -102,14 +102,7 @@ async fn sni_picks_exact_then_wildcard_then_default() {
         assert_eq!(presented(&s), der_of(want), "SNI {sni:?}");
     }
     // A verifying client accepts what it is given for a name it asked for.
-    let s = connect(
-        ca.client(&[]),
-        addr,
-        Some("x.w.example.com"),
-        "x.w.example.com",
-    )
-    .await
-    .unwrap();
+    let s = connect_verified(&ca, addr, "x.w.example.com").await;
     assert_eq!(h1_over(s, "x.w.example.com").await.status, 200);
     assert!(proxy.metric(r#"gatehouse_tls_handshakes_total{result="success"}"#) >= 4.0);
     // Each certificate's expiry gauge is its notAfter, read from the certificate itself.
@@ -142,9 +135,7 @@ async fn sni_picks_exact_then_wildcard_then_default() {
             .await
             .is_err()
     );
-    let ok = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
-        .await
-        .unwrap();
+    let ok = connect_verified(&ca, addr, "a.example.com").await;
     assert_eq!(h1_over(ok, "a.example.com").await.status, 200);
 }
 
@@ -227,9 +218,7 @@ async fn certificates_reload_while_connections_stay_open_and_broken_files_keep_t
     tokio::spawn(async move { follower.follow(&mut updates).await });
 
     // A connection opened before the renewal...
-    let old = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
-        .await
-        .unwrap();
+    let old = connect_verified(&ca, addr, "a.example.com").await;
     assert_eq!(presented(&old), der_of(&v1));
     let (mut old_sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old))
         .await
@@ -248,9 +237,7 @@ async fn certificates_reload_while_connections_stay_open_and_broken_files_keep_t
     let want = der_of(&v2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let s = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
-            .await
-            .unwrap();
+        let s = connect_verified(&ca, addr, "a.example.com").await;
         if presented(&s) == want {
             break;
         }
@@ -279,9 +266,7 @@ async fn certificates_reload_while_connections_stay_open_and_broken_files_keep_t
         || metrics().contains("gatehouse_config_reloads_total{result=\"error\"} "),
     )
     .await;
-    let s = connect(ca.client(&[]), addr, Some("a.example.com"), "a.example.com")
-        .await
-        .unwrap();
+    let s = connect_verified(&ca, addr, "a.example.com").await;
     assert_eq!(presented(&s), want);
     stop.cancel();
 }
@@ -670,14 +655,7 @@ async fn a_half_written_renewal_is_refused_once_and_the_finished_pair_is_served(
     .await;
     let https = running.https.unwrap();
     let served = || async {
-        let s = connect(
-            ca.client(&[]),
-            https,
-            Some("a.example.com"),
-            "a.example.com",
-        )
-        .await
-        .unwrap();
+        let s = connect_verified(&ca, https, "a.example.com").await;
         presented(&s)
     };
     assert_eq!(served().await, der_of(&v1));

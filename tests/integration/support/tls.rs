@@ -163,6 +163,13 @@ pub async fn connect(
         .await
 }
 
+/// A TLS connection to `addr` for `host` (as SNI) from a client that trusts `ca`.
+pub async fn connect_verified(ca: &TestCa, addr: SocketAddr, host: &str) -> TlsStream<TcpStream> {
+    connect(ca.client(&[]), addr, Some(host), host)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {addr} as {host}: {e}"))
+}
+
 /// The DER of the certificate the server presented.
 pub fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
     stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
