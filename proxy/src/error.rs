@@ -22,6 +22,8 @@ pub enum ProxyError {
     Unavailable { route: String, reason: String },
     #[error("request has no Host header")]
     MissingHost,
+    #[error("bad request path: {0}")]
+    BadPath(#[from] crate::path::BadPath),
     #[error("service `{service}` has no endpoint")]
     NoEndpoint { service: String },
     #[error("could not connect to any endpoint of service `{service}` (last: {addr})")]
@@ -55,7 +57,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,

@@ -20,6 +20,7 @@ mod headers;
 mod l4;
 mod listener;
 mod metrics;
+mod path;
 mod pipeline;
 mod redirect;
 mod runtime;

@@ -1,7 +1,7 @@
 //! The request pipeline, in order: find the host and path, check the body size, rewrite
 //! the request for the upstream, forward it, fix up the response.
 
-use std::{convert::Infallible, sync::Arc, time::SystemTime};
+use std::{borrow::Cow, convert::Infallible, sync::Arc, time::SystemTime};
 
 use gatehouse_config::{routing::normalize_host, AccessLog, DEFAULT_MAX_BODY};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -16,7 +16,7 @@ use crate::{
     completion::Completion,
     conn::ConnInfo,
     error::ProxyError,
-    headers, redirect,
+    headers, path, redirect,
     runtime::Shared,
     snapshot::Snapshot,
     upstream::{forward::forward, Lease},
@@ -32,20 +32,33 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let snapshot = shared.snapshot.load_full();
     let client = Client::resolve(&conn, req.headers(), &snapshot.config.trusted_proxies);
+    // Normalised once, here: routing, policy, the upstream and the log all see this path.
+    // `None` while the path is normal already (no allocation).
+    let normalized = path::normalize(req.uri().path()).map(|p| match p {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(p) => Some(p),
+    });
     let mut log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
         Box::new(LogRecord {
             time: SystemTime::now(),
             client: client.ip,
             method: req.method().clone(),
             host: request_host(&req).unwrap_or_default().to_owned(),
-            path: req.uri().path().to_owned(),
+            path: match &normalized {
+                Ok(Some(p)) => p.clone(),
+                _ => req.uri().path().to_owned(),
+            },
             version: req.version(),
             upstream: None,
             upstream_time: None,
             tls: conn.tls.as_ref().map(|t| t.version),
         })
     });
-    let (mut response, stats, lease) = match proxy(&shared, &snapshot, &conn, &client, req).await {
+    let proxied = match normalized {
+        Ok(normalized) => proxy(&shared, &snapshot, &conn, &client, normalized, req).await,
+        Err(bad) => Err((ProxyError::BadPath(bad), snapshot.none_stats())),
+    };
+    let (mut response, stats, lease) = match proxied {
         Ok(Proxied {
             response,
             stats,
@@ -100,6 +113,7 @@ async fn proxy(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     client: &Client,
+    normalized: Option<String>,
     mut req: Request<Incoming>,
 ) -> Result<Proxied, (ProxyError, usize)> {
     let none = snapshot.none_stats();
@@ -118,7 +132,7 @@ async fn proxy(
             ));
         }
     }
-    let path = req.uri().path();
+    let path = normalized.as_deref().unwrap_or_else(|| req.uri().path());
     let found = snapshot.table.find(&host, path);
     let config = &snapshot.config;
     let (service, stats, max_body, rewritten) = match found {
@@ -196,7 +210,8 @@ async fn proxy(
     let upgrade = headers::upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    parts.uri = upstream_uri(parts.uri, rewritten.as_deref());
+    // What was matched is what is served: the rewrite of the normalised path, or that path.
+    parts.uri = upstream_uri(parts.uri, rewritten.or(normalized).as_deref());
     parts.version = Version::HTTP_11;
     headers::to_upstream(&mut parts.headers, conn, client, host_header, upgrade);
     let upstream_req = Request::from_parts(parts, RequestBody::new(body, max_body));

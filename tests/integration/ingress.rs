@@ -822,3 +822,120 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
     assert_eq!(got.headers["location"], "https://forced.example.com/p?q=1");
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// A GET written by hand, so the request target goes out exactly as given (clients
+/// normalise `//` and `..` themselves): the status and the body.
+async fn raw_get(
+    addr: std::net::SocketAddr,
+    from: &str,
+    host: &str,
+    target: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("an answer and a close")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// Request targets that name `/admin` to an upstream that normalises paths.
+const PATH_TRICKS: [&str; 11] = [
+    "/admin",
+    "//admin",
+    "/./admin",
+    "/x/../admin",
+    "/%61dmin",
+    "/%61%64%6d%69%6e/",
+    "/admin/./",
+    "//admin//settings",
+    "/x/%2e%2e/admin",
+    "/../admin",
+    "/%2e%2e/admin",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_meet_the_policy_of_the_path_the_upstream_serves() {
+    let cluster = start("path-tricks", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    // One Service, one host: `/admin` for one address only, `/` for everyone.
+    api.apply(
+        INGRESSES,
+        annotated(
+            "admin",
+            "app.example.com",
+            json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "127.0.0.2/32" }),
+            ("/admin", "Prefix"),
+        ),
+    );
+    api.apply(
+        INGRESSES,
+        annotated("open", "app.example.com", json!({}), ("/", "Prefix")),
+    );
+    until(
+        &cluster,
+        "the open Ingress serves",
+        "app.example.com",
+        "/",
+        (200, "web"),
+    )
+    .await;
+    until(
+        &cluster,
+        "the admin Ingress is guarded",
+        "app.example.com",
+        "/admin",
+        (403, ""),
+    )
+    .await;
+    let http = cluster.running.http;
+
+    // None may get the open route's policy.
+    for target in PATH_TRICKS {
+        let (status, _) = raw_get(http, "127.0.0.1", "app.example.com", target).await;
+        assert!(
+            status == 403 || status == 400,
+            "{target} from an unlisted client: {status}, must be 403 or 400"
+        );
+    }
+    // The listed client gets the admin area, and the upstream gets the path that matched.
+    for (target, served) in [
+        ("//admin", "/admin"),
+        ("/x/../admin/settings?tab=1", "/admin/settings?tab=1"),
+        ("/%61dmin", "/admin"),
+    ] {
+        let (status, body) = raw_get(http, "127.0.0.2", "app.example.com", target).await;
+        assert_eq!(status, 200, "{target}");
+        let echoed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echoed["uri"], served, "{target}");
+    }
+    // Encoded slashes stay encoded and do not split the path.
+    let (status, body) = raw_get(http, "127.0.0.1", "app.example.com", "/files/a%2fb").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["uri"],
+        "/files/a%2Fb"
+    );
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
