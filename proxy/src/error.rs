@@ -22,6 +22,8 @@ pub enum ProxyError {
     Unavailable { route: String, reason: String },
     #[error("request has no Host header")]
     MissingHost,
+    #[error("no single host to route by: {why}")]
+    AmbiguousHost { why: &'static str },
     #[error("bad request path: {0}")]
     BadPath(#[from] crate::path::BadPath),
     #[error("service `{service}` has no endpoint")]
@@ -57,7 +59,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::MissingHost | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost | ProxyError::AmbiguousHost { .. } | ProxyError::BadPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,

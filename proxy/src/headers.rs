@@ -77,7 +77,7 @@ pub(crate) fn to_upstream(
     headers: &mut HeaderMap,
     conn: &ConnInfo,
     client: &Client,
-    host: Option<HeaderValue>,
+    host: HeaderValue,
     upgrade: Option<HeaderValue>,
 ) {
     remove_hop_by_hop(headers);
@@ -102,12 +102,10 @@ pub(crate) fn to_upstream(
     }
     headers.insert(&X_FORWARDED_PORT, conn.local_port_header.clone());
     headers.insert(&X_REAL_IP, client.ip_header.clone());
-    if let Some(host) = host {
-        headers.insert(&X_FORWARDED_HOST, host.clone());
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host);
-        }
-    }
+    // The host that was routed by, and no other: an absolute-form target's authority
+    // replaces the client's Host header (RFC 9112 §3.2.2).
+    headers.insert(&X_FORWARDED_HOST, host.clone());
+    headers.insert(header::HOST, host);
 }
 
 /// Rewrites an upstream response's headers for the client.
@@ -289,7 +287,7 @@ mod tests {
                 &mut h,
                 &conn(*tls),
                 &client("203.0.113.5", *trusted),
-                None,
+                HeaderValue::from_static("a.example.com"),
                 None,
             );
             assert_eq!(h["x-forwarded-for"], *xff, "{incoming:?} trusted={trusted}");
@@ -303,9 +301,10 @@ mod tests {
     }
 
     #[test]
-    fn host_is_kept_or_filled_in_and_upgrades_survive_the_hop_by_hop_pass() {
+    fn host_is_the_routed_one_and_upgrades_survive_the_hop_by_hop_pass() {
+        // An absolute-form request for a.example.com that also says `Host: admin.example.com`.
         let mut h = map(&[
-            ("host", "a.example.com"),
+            ("host", "admin.example.com"),
             ("connection", "upgrade"),
             ("upgrade", "websocket"),
         ]);
@@ -313,10 +312,14 @@ mod tests {
             &mut h,
             &conn(false),
             &client("192.0.2.10", false),
-            Some("a.example.com".parse().unwrap()),
+            HeaderValue::from_static("a.example.com"),
             Some("websocket".parse().unwrap()),
         );
-        assert_eq!(h["host"], "a.example.com");
+        assert_eq!(
+            h["host"], "a.example.com",
+            "the routed host replaces the client's"
+        );
+        assert_eq!(h.get_all("host").iter().count(), 1);
         assert_eq!(h["x-forwarded-host"], "a.example.com");
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
@@ -326,7 +329,7 @@ mod tests {
             &mut h,
             &conn(false),
             &client("192.0.2.10", false),
-            Some("b.example.com".parse().unwrap()),
+            HeaderValue::from_static("b.example.com"),
             None,
         );
         assert_eq!(h["host"], "b.example.com");

@@ -99,13 +99,50 @@ struct Proxied {
     upstream_time: std::time::Duration,
 }
 
-/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
+/// The host a request is for, as written: the URI's authority (HTTP/2's `:authority`, or
+/// an absolute-form target, which wins over Host: RFC 9112 §3.2.2), else the Host header.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().host().or_else(|| {
-        req.headers()
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req
+            .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// The one host a request is for and the Host header the upstream gets: what is routed is
+/// what is forwarded. Two Host headers, or an HTTP/2 Host that contradicts `:authority`,
+/// leave no one host to believe: 400.
+fn authoritative_host<B>(req: &Request<B>) -> Result<(&str, HeaderValue), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(ProxyError::AmbiguousHost {
+            why: "more than one Host header",
+        });
+    }
+    match req.uri().authority() {
+        Some(authority) => {
+            let contradicts = first.is_some_and(|h| {
+                !h.as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes())
+            });
+            if req.version() == Version::HTTP_2 && contradicts {
+                return Err(ProxyError::AmbiguousHost {
+                    why: "the Host header differs from :authority",
+                });
+            }
+            let forwarded =
+                HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::MissingHost)?;
+            Ok((authority.as_str(), forwarded))
+        }
+        None => {
+            let header = first.ok_or(ProxyError::MissingHost)?;
+            let host = header.to_str().map_err(|_| ProxyError::MissingHost)?;
+            Ok((host, header.clone()))
+        }
+    }
 }
 
 async fn proxy(
@@ -117,7 +154,7 @@ async fn proxy(
     mut req: Request<Incoming>,
 ) -> Result<Proxied, (ProxyError, usize)> {
     let none = snapshot.none_stats();
-    let raw_host = request_host(&req).ok_or((ProxyError::MissingHost, none))?;
+    let (raw_host, host_header) = authoritative_host(&req).map_err(|e| (e, none))?;
     let host = normalize_host(raw_host);
     if let Some(tls) = &conn.tls {
         // A connection whose certificate does not serve this host may not carry requests for
@@ -203,10 +240,6 @@ async fn proxy(
     }
 
     // The request for the upstream: origin-form URI, HTTP/1.1, forwarded headers.
-    let host_header = match req.headers().get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => HeaderValue::from_str(raw_host).ok(),
-    };
     let upgrade = headers::upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();

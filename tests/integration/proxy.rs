@@ -405,3 +405,105 @@ async fn pooled_upstream_connections_idle_out_and_the_pool_keeps_at_most_256() {
     .await;
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// A request written by hand over a fresh connection: the status line's code and the body.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer and a close")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_has_one_host_routed_forwarded_and_logged() {
+    use crate::support::binary::*;
+    use tokio::io::AsyncBufReadExt;
+    let up = TestUpstream::start("up").await;
+    let yaml = format!(
+        "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\nservices: {{ a: {{ endpoints: [\"{}\"] }} }}\nroutes:\n  - {{ host: www.example.com, paths: [{{ path: /, service: a }}] }}\n  - {{ host: admin.example.com, allow: \"127.0.0.2/32\", paths: [{{ path: /, service: a }}] }}\n",
+        up.addr
+    );
+    let config = temp_dir("host-identity").join("gatehouse.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut running = run_with(&config, &[], std::process::Stdio::piped()).await;
+    wait_ready(&running).await;
+    let mut log = tokio::io::BufReader::new(running.child.stdout.take().unwrap()).lines();
+    let http = running.http;
+
+    // Absolute-form wins over Host (RFC 9112 §3.2.2): routed, forwarded and logged as www.
+    let (status, body) = raw_request(
+        http,
+        "GET http://www.example.com/who HTTP/1.1\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        echoed["headers"]["host"], "www.example.com",
+        "the Host the upstream gets"
+    );
+    assert_eq!(echoed["uri"], "/who", "origin-form upstream");
+    let line = tokio::time::timeout(Duration::from_secs(10), log.next_line())
+        .await
+        .expect("an access log line")
+        .unwrap()
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        entry["host"], "www.example.com",
+        "the log names the host forwarded"
+    );
+    // The other way round: the guarded host is reached only as itself, with its policy.
+    let (status, _) = raw_request(
+        http,
+        "GET http://admin.example.com/ HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Two Host headers: no one host to believe.
+    let (status, _) = raw_request(
+        http,
+        "GET / HTTP/1.1\r\nHost: www.example.com\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // HTTP/2: a Host header that contradicts :authority is 400; one that agrees is fine.
+    let stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (host, want) in [("admin.example.com", 400), ("www.example.com", 200)] {
+        let req = Request::get("http://www.example.com/")
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let got = collect(h2.send_request(req).await.unwrap()).await;
+        assert_eq!(got.status.as_u16(), want, "h2 :authority www, Host {host}");
+    }
+    assert_eq!(
+        up.requests.load(Ordering::Relaxed),
+        2,
+        "only the two agreeing requests"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
