@@ -311,13 +311,16 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
-/// The origin-form URI for the upstream, with the rewritten path if the rule has one.
+/// The origin-form URI for the upstream, with the rewritten path if the rule has one. A
+/// rewrite that brings its own query (`/user?id=$1`) keeps the client's after it, joined
+/// with `&`, as nginx does.
 fn upstream_uri(uri: Uri, rewritten: Option<&str>) -> Uri {
     if rewritten.is_none() && uri.scheme().is_none() {
         return uri;
     }
     let path = rewritten.unwrap_or_else(|| uri.path());
     let built = match uri.query() {
+        Some(q) if path.contains('?') => format!("{path}&{q}"),
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
@@ -343,4 +346,30 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
             .insert(header::LOCATION, location.clone());
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_gets_origin_form_with_the_served_path_and_the_query() {
+        // (request target, rewritten path, upstream target)
+        let cases = [
+            ("/a?x=1", None, "/a?x=1"),
+            ("http://h.test/a?x=1", None, "/a?x=1"),
+            ("/a?x=1", Some("/b"), "/b?x=1"),
+            ("/a", Some("/b"), "/b"),
+            ("/user/5?x=1", Some("/user?id=5"), "/user?id=5&x=1"),
+            ("/user/5", Some("/user?id=5"), "/user?id=5"),
+        ];
+        for (target, rewritten, want) in cases {
+            let uri: Uri = target.parse().unwrap();
+            assert_eq!(
+                upstream_uri(uri, rewritten).to_string(),
+                want,
+                "{target} {rewritten:?}"
+            );
+        }
+    }
 }

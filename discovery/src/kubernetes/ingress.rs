@@ -367,10 +367,10 @@ fn annotations(
     Ok((policy, regex))
 }
 
-/// Reads `Name: value` lines (newline- or `;`-separated), as `gatehouse.io/response-headers`
-/// holds them.
+/// Reads `Name: value` lines, one header per line, as `gatehouse.io/response-headers` holds
+/// them. A `;` belongs to the value (`X-XSS-Protection: 1; mode=block`).
 fn response_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    text.split(['\n', ';'])
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(|line| {
