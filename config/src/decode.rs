@@ -203,7 +203,7 @@ fn key_span(node: &MarkedYaml<'_>, key: &str) -> Option<Span> {
 }
 
 /// The allowed key nearest to a typo, if it is close enough to be a likely intent.
-fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+pub fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| (edit_distance(key, k), *k))

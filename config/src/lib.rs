@@ -15,6 +15,8 @@ pub mod routing;
 pub mod units;
 
 pub use cidr::CidrSet;
+/// The allowed name nearest to a typo, if it is close enough to be a likely intent.
+pub use decode::closest as did_you_mean;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use parse::parse;

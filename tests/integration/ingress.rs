@@ -939,3 +939,36 @@ async fn path_tricks_meet_the_policy_of_the_path_the_upstream_serves() {
     );
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// The README's table of annotation fates says what the code's table says, row for row.
+#[test]
+fn the_readme_lists_every_annotation_with_its_fate() {
+    use gatehouse_discovery::kubernetes::ingress::{Fate, FATES};
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("### Every ingress-nginx annotation")
+        .nth(1)
+        .expect("the README has the annotation table");
+    let documented: Vec<(String, String)> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| `"))
+        .take_while(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            (cells[0].trim_matches('`').to_owned(), cells[1].to_owned())
+        })
+        .collect();
+    let coded: Vec<(String, String)> = FATES
+        .iter()
+        .map(|(name, fate)| {
+            let said = match fate {
+                Fate::Built => "built".to_owned(),
+                Fate::Ignored(what) => format!("ignored: {what}"),
+                Fate::Refused(why) => format!("refused (503): {why}"),
+            };
+            (name.to_string(), said)
+        })
+        .collect();
+    assert_eq!(documented, coded);
+}

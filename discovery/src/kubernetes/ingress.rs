@@ -10,6 +10,7 @@ use gatehouse_config::{
     units::parse_size,
 };
 use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use super::endpoints::PortRef;
@@ -19,27 +20,6 @@ pub const CONTROLLER: &str = "gatehouse.io/ingress";
 const PREFIXES: [&str; 2] = ["gatehouse.io/", "nginx.ingress.kubernetes.io/"];
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 pub(crate) const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
-
-/// Annotations that change what a request may do; until Gatehouse implements one, an
-/// Ingress using it is served with 503 rather than without the policy. Whole families are
-/// refused by [`is_refused`]: every `auth-*` (basic, external and client-certificate
-/// authentication), every `canary*`, every `*-snippet`.
-const REFUSED: [&str; 5] = [
-    "limit-rps",
-    "limit-connections",
-    "limit-burst-multiplier",
-    "upstream-hash-by",
-    "denylist-source-range",
-];
-
-/// Whether an annotation (name without prefix) must make its Ingress fail closed.
-/// `canary: "false"` says the Ingress is not a canary, which changes nothing.
-fn is_refused(name: &str, value: &str) -> bool {
-    REFUSED.contains(&name)
-        || name.starts_with("auth-")
-        || name.ends_with("-snippet")
-        || (name.starts_with("canary") && !(name == "canary" && value.trim() == "false"))
-}
 
 /// Which Ingresses are ours.
 #[derive(Clone, Debug, Default)]
@@ -319,11 +299,12 @@ fn annotations(
             }
         }
     }
+    // Booleans as ingress-nginx reads them (Go's strconv.ParseBool).
     let flag = |name: &str| -> Result<Option<bool>, String> {
         match found.get(name).map(|v| v.trim()) {
             None => Ok(None),
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
             Some(v) => Err(format!("annotation {name}: `{v}` is not true or false")),
         }
     };
@@ -335,7 +316,7 @@ fn annotations(
                     .split(',')
                     .map(str::trim)
                     .filter(|e| !e.is_empty())
-                    .map(parse_cidr)
+                    .map(|entry| annotation_cidr(entry, name, source, problems))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| format!("annotation {name}: {e}"))?;
                 policy.allow = CidrSet::new(nets);
@@ -354,10 +335,24 @@ fn annotations(
             "response-headers" if gatehouse_only.contains(name) => {
                 policy.response_headers = response_headers(value).map_err(|e| format!("annotation {name}: {e}"))?;
             }
-            refused if is_refused(refused, value) => {
-                return Err(format!("annotation {name} is not supported yet, and serving without it would drop a policy"))
-            }
-            other => problems.push(format!("Ingress {source}: annotation {other} is not supported and is ignored")),
+            "response-headers" => problems.push(format!("Ingress {source}: annotation {name} is not supported and is ignored: it is read under gatehouse.io/ only")),
+            // Not a canary: the Ingress is served as any other.
+            "canary" if matches!(value.trim(), "0" | "f" | "F" | "false" | "FALSE" | "False") => {}
+            other => match fates::fate(other) {
+                Some(Fate::Refused(what)) => {
+                    return Err(format!("annotation {other} is not supported yet ({what}); serving without it would drop that policy"))
+                }
+                Some(Fate::Ignored(loses)) => problems.push(format!("Ingress {source}: annotation {other} is not supported and is ignored: {loses}")),
+                // Built ones are read above.
+                Some(Fate::Built) => {}
+                None => {
+                    let names: Vec<&str> = fates::FATES.iter().map(|(n, _)| *n).collect();
+                    let hint = gatehouse_config::did_you_mean(other, &names)
+                        .map(|n| format!(" (did you mean {n}?)"))
+                        .unwrap_or_default();
+                    return Err(format!("annotation {other} is unknown to ingress-nginx and Gatehouse{hint}; a mistyped policy must not be dropped silently"));
+                }
+            },
         }
     }
     policy.ssl_redirect = flag("ssl-redirect")?;
@@ -365,6 +360,26 @@ fn annotations(
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
     let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
     Ok((policy, regex))
+}
+
+/// An allow-list entry as ingress-nginx reads it: a range with host bits set below its
+/// prefix is masked (Go's net.ParseCIDR), and the masking is reported.
+fn annotation_cidr(
+    entry: &str,
+    name: &str,
+    source: &str,
+    problems: &mut Vec<String>,
+) -> Result<IpNet, String> {
+    parse_cidr(entry).or_else(|e| match entry.parse::<IpNet>() {
+        Ok(net) if net.trunc() != net => {
+            problems.push(format!(
+                "Ingress {source}: annotation {name}: `{entry}` has host bits set; read as `{}`, as ingress-nginx does",
+                net.trunc()
+            ));
+            parse_cidr(&net.trunc().to_string())
+        }
+        _ => Err(e),
+    })
 }
 
 /// Reads `Name: value` lines, one header per line, as `gatehouse.io/response-headers` holds
@@ -385,6 +400,9 @@ fn response_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String
         })
         .collect()
 }
+
+mod fates;
+pub use fates::{Fate, FATES};
 
 #[cfg(test)]
 mod tests;

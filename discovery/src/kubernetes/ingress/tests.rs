@@ -193,33 +193,96 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
 }
 
 #[test]
-fn annotation_fates() {
-    // (name, value, refused)
-    let cases = [
-        ("limit-rps", "5", true),
-        ("limit-connections", "5", true),
-        ("limit-burst-multiplier", "3", true),
-        ("upstream-hash-by", "$request_uri", true),
-        ("denylist-source-range", "10.0.0.0/8", true),
-        ("auth-type", "basic", true),
-        ("auth-secret", "users", true),
-        ("auth-url", "http://a/check", true),
-        ("auth-tls-secret", "ns/ca", true),
-        ("auth-tls-verify-client", "on", true),
-        ("configuration-snippet", "x", true),
-        ("server-snippet", "x", true),
-        ("stream-snippet", "x", true),
-        ("canary", "true", true),
-        ("canary", " false ", false),
-        ("canary-weight", "10", true),
-        ("canary-by-cookie", "c", true),
-        ("proxy-buffer-size", "16k", false),
-        ("ssl-redirect", "true", false),
-        ("whitelist-source-range", "10.0.0.0/8", false),
-    ];
-    for (name, value, refused) in cases {
-        assert_eq!(is_refused(name, value), refused, "{name}: {value}");
+fn every_annotation_of_the_table_meets_its_fate() {
+    for (name, fate) in FATES {
+        let value = match *name {
+            "whitelist-source-range" | "allowlist-source-range" => "10.0.0.0/8",
+            "proxy-body-size" => "8m",
+            "backend-protocol" => "HTTP",
+            "response-headers" => "X-A: 1",
+            "rewrite-target" => "/$1",
+            _ => "true",
+        };
+        for prefix in ["nginx.ingress.kubernetes.io/", "gatehouse.io/"] {
+            let (result, problems) =
+                policy_of(serde_json::json!({ format!("{prefix}{name}"): value }));
+            match fate {
+                Fate::Refused(_) => {
+                    let why = result.expect_err(name);
+                    assert!(
+                        why.contains(name) && why.contains("not supported yet"),
+                        "{why}"
+                    );
+                }
+                Fate::Ignored(_) => {
+                    assert!(result.is_ok(), "{name}: {result:?}");
+                    assert!(
+                        problems.iter().any(|p| p.contains(&format!("{name} is not supported and is ignored"))),
+                        "{name}: {problems:?}"
+                    );
+                }
+                Fate::Built => {
+                    // response-headers is ours: under the nginx prefix it is ignored, and said so.
+                    assert!(result.is_ok(), "{prefix}{name}: {result:?}");
+                }
+            }
+        }
     }
+}
+
+#[test]
+fn unknown_names_fail_closed_with_a_suggestion_and_canary_false_is_no_canary() {
+    let (result, _) = policy_of(
+        serde_json::json!({ "nginx.ingress.kubernetes.io/whitelist-soruce-range": "10.0.0.0/8" }),
+    );
+    let why = result.unwrap_err();
+    assert!(
+        why.contains("did you mean whitelist-source-range?"),
+        "{why}"
+    );
+    for value in ["false", "False", "0", "f"] {
+        let (result, _) =
+            policy_of(serde_json::json!({ "nginx.ingress.kubernetes.io/canary": value }));
+        assert!(result.is_ok(), "canary: {value}");
+    }
+    let (result, _) =
+        policy_of(serde_json::json!({ "nginx.ingress.kubernetes.io/canary": "true" }));
+    assert!(result.is_err());
+}
+
+#[test]
+fn values_parse_as_ingress_nginx_parses_them() {
+    // Go's ParseBool.
+    for (value, redirect) in [
+        ("True", true),
+        ("1", true),
+        ("t", true),
+        ("FALSE", false),
+        ("0", false),
+    ] {
+        let (result, _) =
+            policy_of(serde_json::json!({ "nginx.ingress.kubernetes.io/ssl-redirect": value }));
+        assert_eq!(result.unwrap().0.ssl_redirect, Some(redirect), "{value}");
+    }
+    let (result, _) =
+        policy_of(serde_json::json!({ "nginx.ingress.kubernetes.io/ssl-redirect": "yes" }));
+    assert!(result.is_err());
+    // A range with host bits set is masked, with a warning, as net.ParseCIDR does.
+    let (result, problems) = policy_of(
+        serde_json::json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "10.1.2.3/8, 192.168.1.7" }),
+    );
+    let allow = result.unwrap().0.allow;
+    assert!(allow.contains("10.200.0.1".parse().unwrap()));
+    assert!(allow.contains("192.168.1.7".parse().unwrap()));
+    assert!(!allow.contains("192.168.1.8".parse().unwrap()));
+    assert!(
+        problems.iter().any(|p| p.contains("read as `10.0.0.0/8`")),
+        "{problems:?}"
+    );
+    let (result, _) = policy_of(
+        serde_json::json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/33" }),
+    );
+    assert!(result.is_err());
 }
 
 /// The policy one Ingress's annotations make, or why it fails closed, and what was ignored.

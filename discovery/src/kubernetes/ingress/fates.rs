@@ -1,0 +1,334 @@
+//! The fate of every ingress-nginx annotation, in one table: built, ignored (with what an
+//! operator loses), or refused (the Ingress answers 503 rather than be served without a
+//! policy that decides who may reach what, or where a request goes). A name that is not in
+//! the table is refused too: a typo such as `whitelist-soruce-range` must not quietly drop
+//! an allow-list. The README's migration table is checked against this one by a test.
+
+/// What Gatehouse does with one annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Read and applied.
+    Built,
+    /// Served without it; the text says what that changes, for the log line.
+    Ignored(&'static str),
+    /// The Ingress fails closed until it is built; the text says what it would decide.
+    Refused(&'static str),
+}
+
+use Fate::*;
+
+const BUFFERING: Fate = Ignored("buffer sizes: Gatehouse streams bodies");
+const TRACING: Fate = Ignored("logging and tracing switches: Gatehouse logs every request as JSON");
+const AUTH: Fate = Refused("authentication decides who may reach the paths");
+const RATE: Fate = Refused("a limit decides how much each client may ask");
+const CANARY: Fate = Refused("a canary decides which Service answers");
+const AFFINITY: Fate = Refused("affinity decides which pod answers a client");
+const REDIRECT: Fate = Refused("a redirect sends clients elsewhere");
+const SNIPPET: Fate = Refused("raw nginx configuration has no meaning here");
+const WAF: Fate = Refused("the web application firewall decides which requests pass");
+const TIMEOUTS: Fate =
+    Ignored("per-Ingress timeouts and retries: the configuration's `timeouts` apply");
+const UPSTREAM_TLS: Fate =
+    Ignored("upstream TLS settings: only HTTP upstreams are served, and backend-protocol says so");
+
+/// Every annotation ingress-nginx reads (under its prefix or `gatehouse.io/`), by name.
+pub const FATES: &[(&str, Fate)] = &[
+    ("affinity", AFFINITY),
+    ("affinity-canary-behavior", AFFINITY),
+    ("affinity-mode", AFFINITY),
+    ("allowlist-source-range", Built),
+    ("app-root", REDIRECT),
+    ("auth-always-set-cookie", AUTH),
+    ("auth-cache-duration", AUTH),
+    ("auth-cache-key", AUTH),
+    ("auth-keepalive", AUTH),
+    ("auth-keepalive-requests", AUTH),
+    ("auth-keepalive-share-vars", AUTH),
+    ("auth-keepalive-timeout", AUTH),
+    ("auth-method", AUTH),
+    ("auth-proxy-set-headers", AUTH),
+    ("auth-realm", AUTH),
+    ("auth-request-redirect", AUTH),
+    ("auth-response-headers", AUTH),
+    ("auth-secret", AUTH),
+    ("auth-secret-type", AUTH),
+    ("auth-signin", AUTH),
+    ("auth-signin-redirect-param", AUTH),
+    ("auth-snippet", SNIPPET),
+    ("auth-tls-error-page", AUTH),
+    ("auth-tls-match-cn", AUTH),
+    ("auth-tls-pass-certificate-to-upstream", AUTH),
+    ("auth-tls-secret", AUTH),
+    ("auth-tls-verify-client", AUTH),
+    ("auth-tls-verify-depth", AUTH),
+    ("auth-type", AUTH),
+    ("auth-url", AUTH),
+    ("backend-protocol", Built),
+    ("canary", CANARY),
+    ("canary-by-cookie", CANARY),
+    ("canary-by-header", CANARY),
+    ("canary-by-header-pattern", CANARY),
+    ("canary-by-header-value", CANARY),
+    ("canary-weight", CANARY),
+    ("canary-weight-total", CANARY),
+    ("client-body-buffer-size", BUFFERING),
+    ("configuration-snippet", SNIPPET),
+    (
+        "connection-proxy-header",
+        Ignored(
+            "the Connection header to the upstream: Gatehouse keeps upstream connections alive",
+        ),
+    ),
+    (
+        "cors-allow-credentials",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "cors-allow-headers",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "cors-allow-methods",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "cors-allow-origin",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "cors-expose-headers",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "cors-max-age",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "custom-headers",
+        Ignored("extra response headers from a ConfigMap: use gatehouse.io/response-headers"),
+    ),
+    (
+        "custom-http-errors",
+        Refused("error answers would go to another Service"),
+    ),
+    (
+        "default-backend",
+        Refused("unmatched requests would go to another Service"),
+    ),
+    (
+        "denylist-source-range",
+        Refused("a deny list decides who may reach the paths"),
+    ),
+    (
+        "disable-proxy-intercept-errors",
+        Ignored("error interception is not done"),
+    ),
+    ("enable-access-log", TRACING),
+    (
+        "enable-cors",
+        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
+    ),
+    (
+        "enable-global-auth",
+        Ignored("there is no global external authentication to switch off"),
+    ),
+    ("enable-influxdb", TRACING),
+    ("enable-modsecurity", WAF),
+    ("enable-opentelemetry", TRACING),
+    ("enable-opentracing", TRACING),
+    ("enable-owasp-core-rules", WAF),
+    ("enable-rewrite-log", TRACING),
+    ("force-ssl-redirect", Built),
+    ("from-to-www-redirect", REDIRECT),
+    ("global-rate-limit", RATE),
+    ("global-rate-limit-ignored-cidrs", RATE),
+    ("global-rate-limit-key", RATE),
+    ("global-rate-limit-window", RATE),
+    (
+        "http2-push-preload",
+        Ignored("HTTP/2 server push: browsers dropped it"),
+    ),
+    ("influxdb-host", TRACING),
+    ("influxdb-measurement", TRACING),
+    ("influxdb-port", TRACING),
+    ("influxdb-server-name", TRACING),
+    ("limit-allowlist", RATE),
+    ("limit-burst-multiplier", RATE),
+    ("limit-connections", RATE),
+    ("limit-rate", RATE),
+    ("limit-rate-after", RATE),
+    ("limit-rpm", RATE),
+    ("limit-rps", RATE),
+    ("limit-whitelist", RATE),
+    (
+        "load-balance",
+        Ignored("the balancing algorithm: the Service is balanced round robin"),
+    ),
+    (
+        "mirror-host",
+        Refused("copies of requests would go to another host"),
+    ),
+    (
+        "mirror-request-body",
+        Refused("copies of requests would go to another host"),
+    ),
+    (
+        "mirror-target",
+        Refused("copies of requests would go to another host"),
+    ),
+    ("modsecurity-snippet", SNIPPET),
+    ("modsecurity-transaction-id", WAF),
+    ("opentelemetry-operation-name", TRACING),
+    ("opentelemetry-trust-incoming-span", TRACING),
+    ("opentracing-trust-incoming-span", TRACING),
+    ("permanent-redirect", REDIRECT),
+    ("permanent-redirect-code", REDIRECT),
+    (
+        "preserve-trailing-slash",
+        Ignored("forced-HTTPS redirects keep the path as it came"),
+    ),
+    ("proxy-body-size", Built),
+    ("proxy-buffer-size", BUFFERING),
+    ("proxy-buffering", BUFFERING),
+    ("proxy-buffers-number", BUFFERING),
+    ("proxy-connect-timeout", TIMEOUTS),
+    (
+        "proxy-cookie-domain",
+        Ignored("Set-Cookie domains pass as the upstream wrote them"),
+    ),
+    (
+        "proxy-cookie-path",
+        Ignored("Set-Cookie paths pass as the upstream wrote them"),
+    ),
+    (
+        "proxy-http-version",
+        Ignored("the upstream HTTP version: always 1.1 with keep-alive"),
+    ),
+    ("proxy-max-temp-file-size", BUFFERING),
+    ("proxy-next-upstream", TIMEOUTS),
+    ("proxy-next-upstream-timeout", TIMEOUTS),
+    ("proxy-next-upstream-tries", TIMEOUTS),
+    ("proxy-read-timeout", TIMEOUTS),
+    (
+        "proxy-redirect-from",
+        Ignored("Location headers pass as the upstream wrote them"),
+    ),
+    (
+        "proxy-redirect-to",
+        Ignored("Location headers pass as the upstream wrote them"),
+    ),
+    ("proxy-request-buffering", BUFFERING),
+    ("proxy-send-timeout", TIMEOUTS),
+    ("proxy-ssl-ciphers", UPSTREAM_TLS),
+    ("proxy-ssl-name", UPSTREAM_TLS),
+    ("proxy-ssl-protocols", UPSTREAM_TLS),
+    ("proxy-ssl-secret", UPSTREAM_TLS),
+    ("proxy-ssl-server-name", UPSTREAM_TLS),
+    ("proxy-ssl-verify", UPSTREAM_TLS),
+    ("proxy-ssl-verify-depth", UPSTREAM_TLS),
+    ("response-headers", Built),
+    ("rewrite-target", Built),
+    ("satisfy", AUTH),
+    (
+        "server-alias",
+        Refused("more host names would reach the paths"),
+    ),
+    ("server-snippet", SNIPPET),
+    (
+        "service-upstream",
+        Ignored("requests go to the ready pods of the Service, not its cluster IP"),
+    ),
+    ("session-cookie-change-on-failure", AFFINITY),
+    ("session-cookie-conditional-samesite-none", AFFINITY),
+    ("session-cookie-domain", AFFINITY),
+    ("session-cookie-expires", AFFINITY),
+    ("session-cookie-max-age", AFFINITY),
+    ("session-cookie-name", AFFINITY),
+    ("session-cookie-path", AFFINITY),
+    ("session-cookie-samesite", AFFINITY),
+    ("session-cookie-secure", AFFINITY),
+    (
+        "ssl-ciphers",
+        Ignored("TLS ciphers: rustls's safe defaults, TLS 1.2 and 1.3"),
+    ),
+    (
+        "ssl-passthrough",
+        Refused("TLS would pass to the pod unterminated"),
+    ),
+    (
+        "ssl-prefer-server-ciphers",
+        Ignored("TLS ciphers: rustls's safe defaults, TLS 1.2 and 1.3"),
+    ),
+    ("ssl-redirect", Built),
+    ("stream-snippet", SNIPPET),
+    ("temporal-redirect", REDIRECT),
+    ("temporal-redirect-code", REDIRECT),
+    ("upstream-hash-by", AFFINITY),
+    ("upstream-hash-by-subset", AFFINITY),
+    ("upstream-hash-by-subset-size", AFFINITY),
+    (
+        "upstream-vhost",
+        Refused("the upstream would get another Host"),
+    ),
+    ("use-regex", Built),
+    ("whitelist-source-range", Built),
+    (
+        "x-forwarded-prefix",
+        Ignored("X-Forwarded-Prefix is not sent"),
+    ),
+];
+
+/// The fate of an annotation, by name (without its prefix); `None` for a name no
+/// ingress-nginx version reads.
+pub fn fate(name: &str) -> Option<Fate> {
+    FATES
+        .binary_search_by(|(n, _)| n.cmp(&name))
+        .ok()
+        .map(|i| FATES[i].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_sorted_without_duplicates_so_lookups_find_every_name() {
+        for pair in FATES.windows(2) {
+            assert!(pair[0].0 < pair[1].0, "{} before {}", pair[0].0, pair[1].0);
+        }
+        for (name, want) in FATES {
+            assert_eq!(fate(name), Some(*want), "{name}");
+        }
+        assert_eq!(fate("whitelist-soruce-range"), None);
+    }
+
+    #[test]
+    fn every_family_that_decides_access_or_routing_is_refused_or_built() {
+        let decides = |name: &str| {
+            [
+                "auth-",
+                "canary",
+                "limit-",
+                "global-rate-limit",
+                "session-cookie-",
+                "affinity",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+                || name.ends_with("-snippet")
+                || name.ends_with("-source-range")
+                || name.ends_with("redirect")
+                || name.contains("modsecurity")
+                || name.starts_with("mirror-")
+                || name.starts_with("upstream-hash-by")
+        };
+        for (name, fate) in FATES {
+            if decides(name) {
+                assert!(
+                    !matches!(fate, Ignored(_)),
+                    "{name} decides who may reach what or where requests go: it may not be ignored"
+                );
+            }
+        }
+    }
+}
