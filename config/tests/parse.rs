@@ -723,3 +723,38 @@ fn the_routing_table_counts_its_hosts() {
     assert_eq!(t.len(), 0);
     assert!(t.is_empty());
 }
+
+proptest::proptest! {
+    /// Whatever a file holds, reading it ends in a configuration or in located errors.
+    #[test]
+    fn any_text_reads_without_panicking(text in "\\PC{0,200}") {
+        if let Err(errors) = parse(&text, "any.yaml") {
+            proptest::prop_assert!(!errors.0.is_empty());
+        }
+    }
+
+    /// Text shaped like a configuration, with values drawn from what users mistype.
+    #[test]
+    fn config_shaped_text_reads_without_panicking(
+        key in "(listen|timeouts|routes|services|l4|tls|allow|workers|shutdown)",
+        value in "[a-z0-9:./*%\\[\\]{}, \"-]{0,40}",
+    ) {
+        let text = format!("{key}: {value}\nservices: {{ s: {{ endpoints: [\"{value}\"] }} }}\nroutes: [{{ host: \"{value}\", allow: \"{value}\", paths: [{{ path: \"{value}\", service: s }}] }}]\n");
+        let _ = parse(&text, "shaped.yaml");
+    }
+
+    /// Host normalisation never panics on anything, and on a DNS name with or without a
+    /// port and a trailing dot it is idempotent: routing and certificates agree.
+    #[test]
+    fn host_normalisation_is_idempotent(
+        any in "\\PC{0,40}",
+        host in "[A-Za-z0-9-]{1,10}(\\.[A-Za-z0-9-]{1,10}){0,3}\\.?(:[0-9]{1,5})?",
+    ) {
+        let _ = gatehouse_config::routing::normalize_host(&any);
+        let once = gatehouse_config::routing::normalize_host(&host).into_owned();
+        let twice = gatehouse_config::routing::normalize_host(&once).into_owned();
+        proptest::prop_assert_eq!(&twice, &once);
+        proptest::prop_assert!(!once.contains(':') && !once.ends_with('.'));
+        proptest::prop_assert_eq!(once.to_ascii_lowercase(), once.clone());
+    }
+}

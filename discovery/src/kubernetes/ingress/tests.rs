@@ -421,3 +421,17 @@ fn tls_entries_without_hosts_serve_the_rule_hosts() {
         assert_eq!(t.tls[0].secret, "cert");
     }
 }
+
+proptest::proptest! {
+    /// Any value of any annotation in the table, or any name: an answer, never a panic.
+    #[test]
+    fn annotation_values_never_panic(
+        index in 0..FATES.len(),
+        value in "\\PC{0,60}",
+        name in "[a-z-]{0,24}",
+    ) {
+        let (table_name, _) = FATES[index];
+        let _ = policy_of(serde_json::json!({ format!("nginx.ingress.kubernetes.io/{table_name}"): value.clone() }));
+        let _ = policy_of(serde_json::json!({ format!("gatehouse.io/{name}"): value }));
+    }
+}
