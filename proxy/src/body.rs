@@ -3,6 +3,7 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -24,7 +25,12 @@ pub struct RequestBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
+    /// Told of every frame sent and of the end, while someone waits on the upload.
+    progress: Option<Arc<tokio::sync::Notify>>,
 }
+
+/// Wakes whoever waits for an upload to move on: a frame passed, or the body ended.
+pub(crate) type UploadProgress = Arc<tokio::sync::Notify>;
 
 impl RequestBody {
     pub(crate) fn new(inner: Incoming, limit: u64) -> Self {
@@ -32,7 +38,18 @@ impl RequestBody {
             inner: Some(inner),
             limit,
             seen: 0,
+            progress: None,
         }
+    }
+
+    /// For a body still to be sent, a signal of its progress; `None` when there is none
+    /// left (the upstream's answer is awaited from now on).
+    pub(crate) fn watch_progress(&mut self) -> Option<UploadProgress> {
+        if Body::is_end_stream(self) {
+            return None;
+        }
+        let progress = self.progress.get_or_insert_with(Default::default);
+        Some(progress.clone())
     }
 
     /// No body (a replayed request that had none).
@@ -41,6 +58,7 @@ impl RequestBody {
             inner: None,
             limit: 0,
             seen: 0,
+            progress: None,
         }
     }
 }
@@ -57,7 +75,11 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
+            progress.notify_one();
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;

@@ -348,3 +348,77 @@ async fn a_request_that_hits_a_stale_pooled_connection_is_replayed_once() {
     assert_eq!(send(&c, req).await.status, 502);
     assert_eq!(answered.load(Ordering::Relaxed), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_blamed_on_the_upstream_and_a_stalled_one_is_cut() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let (running, _) = start_yaml(
+        "slow-upload",
+        &config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")
+            .replace(
+                "listen: { http: \"127.0.0.1:0\" }",
+                "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
+            )
+            .replace("max_body: 1k", "max_body: 1m")
+            .replace("request_header: 400ms", "request_header: 5s")
+            .replace(
+                "access_log: off",
+                "access_log: off\nshutdown: { drain_delay: 0s, grace_period: 1s }",
+            ),
+        &[],
+    )
+    .await;
+    wait_ready(&running).await;
+    let chunked_head = "POST /upload HTTP/1.1\r\nHost: t.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+
+    // Five chunks 250 ms apart: the upload takes four times upstream_response (300 ms).
+    let mut s = TcpStream::connect(running.http).await.unwrap();
+    s.write_all(chunked_head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        s.write_all(b"100\r\n").await.unwrap();
+        s.write_all(&[b'u'; 0x100]).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "after {:?}: {answer}",
+        started.elapsed()
+    );
+    assert!(answer.contains("\"body_bytes\":1280"), "{answer}");
+
+    // Half a body, then silence: cut after upstream_response without progress, not held.
+    let mut s = TcpStream::connect(running.http).await.unwrap();
+    s.write_all(chunked_head.as_bytes()).await.unwrap();
+    s.write_all(b"100\r\n").await.unwrap();
+    s.write_all(&[b'u'; 0x100]).await.unwrap();
+    s.write_all(b"\r\n").await.unwrap();
+    let stalled = std::time::Instant::now();
+    let mut head = Vec::new();
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a stalled upload is not held")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let answered = stalled.elapsed();
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(
+        answered >= Duration::from_millis(250) && answered < Duration::from_secs(5),
+        "cut after upstream_response without progress: {answered:?}"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}

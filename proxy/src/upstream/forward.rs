@@ -112,9 +112,10 @@ pub(crate) async fn forward(
             _ => None,
         };
         let started = Instant::now();
-        let sent = tokio::time::timeout(limits.response, sender.try_send_request(req)).await;
+        let upload = req.body_mut().watch_progress();
+        let sent = head_within(limits.response, upload, sender.try_send_request(req)).await;
         match sent {
-            Ok(Ok(response)) => {
+            Some(Ok(response)) => {
                 lease.keep(sender);
                 return Ok(Forwarded {
                     response,
@@ -122,14 +123,14 @@ pub(crate) async fn forward(
                     upstream_time: started.elapsed(),
                 });
             }
-            Err(_) => {
+            None => {
                 return Err(ProxyError::UpstreamTimeout {
                     service: upstream.name().to_owned(),
                     addr: endpoint.addr(),
                     after: limits.response,
                 })
             }
-            Ok(Err(mut e)) => {
+            Some(Err(mut e)) => {
                 if let Some(unsent) = e.take_message() {
                     // Never written: safe to send anywhere. A reused connection was stale;
                     // a fresh one that closed at once counts as a failed connect.
@@ -174,6 +175,29 @@ pub(crate) async fn forward(
         None => Err(ProxyError::NoEndpoint {
             service: upstream.name().to_owned(),
         }),
+    }
+}
+
+/// Waits for the response head (`None`: not in time), allowing `limit` after the upload
+/// last moved or ended:
+/// an upstream is not blamed for the time a client takes to send its body, and an upload
+/// that stops moving is cut after `limit` all the same.
+async fn head_within<F: std::future::Future>(
+    limit: Duration,
+    upload: Option<crate::body::UploadProgress>,
+    response: F,
+) -> Option<F::Output> {
+    let Some(upload) = upload else {
+        return tokio::time::timeout(limit, response).await.ok();
+    };
+    tokio::pin!(response);
+    let mut deadline = Instant::now() + limit;
+    loop {
+        tokio::select! {
+            out = &mut response => return Some(out),
+            _ = upload.notified() => deadline = Instant::now() + limit,
+            _ = tokio::time::sleep_until(deadline) => return None,
+        }
     }
 }
 
