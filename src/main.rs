@@ -68,6 +68,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_open_files_limit();
     match cli.command {
         Command::Check { config, kubernetes } => match load_file(&config) {
             Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded, None)
@@ -151,6 +152,18 @@ fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Every client and upstream connection is a file descriptor, and distributions start
+/// processes with a soft limit of 1,024: take the hard limit, as nginx's
+/// `worker_rlimit_nofile` does.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(
+            "cannot raise the open files limit ({e}); connections beyond it will be refused"
+        ),
     }
 }
 

@@ -52,6 +52,11 @@ pub enum ProxyError {
     UnaskedUpgrade { service: String, addr: SocketAddr },
     #[error("request body is larger than the route's max_body of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("out of file descriptors for a new upstream connection (raise the open-files limit, ulimit -n)")]
+    OutOfDescriptors {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ProxyError {
@@ -65,9 +70,9 @@ impl ProxyError {
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::NoEndpoint { .. } | ProxyError::Unavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoEndpoint { .. }
+            | ProxyError::Unavailable { .. }
+            | ProxyError::OutOfDescriptors { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnaskedUpgrade { .. } => StatusCode::BAD_GATEWAY,

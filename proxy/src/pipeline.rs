@@ -72,7 +72,7 @@ pub(crate) async fn handle(
             (response, stats, Some(lease))
         }
         Err((error, stats)) => {
-            if error.is_upstream() {
+            if error.is_upstream() || matches!(error, ProxyError::OutOfDescriptors { .. }) {
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "upstream failed; answering {}", error.status());
             }
             (error_response(&error), stats, None)

@@ -29,6 +29,11 @@ routes:
     )
 }
 
+/// The configuration whose one route goes to `up`.
+fn config_yaml(up: &TestUpstream) -> String {
+    config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")
+}
+
 /// A proxy whose one route goes to `up`.
 async fn proxy_to(up: &TestUpstream) -> Proxy {
     Proxy::start(&config(
@@ -419,6 +424,103 @@ async fn a_slow_upload_is_not_blamed_on_the_upstream_and_a_stalled_one_is_cut() 
     assert!(
         answered >= Duration::from_millis(250) && answered < Duration::from_secs(5),
         "cut after upstream_response without progress: {answered:?}"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_is_our_fault_not_the_endpoints() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let config = temp_dir("emfile").join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&up)
+            .replace(
+                "listen: { http: \"127.0.0.1:0\" }",
+                "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
+            )
+            .replace(
+                "access_log: off",
+                "access_log: off\nshutdown: { drain_delay: 0s, grace_period: 1s }",
+            )
+            .replace("request_header: 400ms", "request_header: 30s")
+            .replace("idle: 3s", "idle: 30s"),
+    )
+    .unwrap();
+    let running = run_limited(&config, 48).await;
+    wait_ready(&running).await;
+    // Accepted while descriptors are plentiful, before the flood.
+    let mut early = Vec::new();
+    for _ in 0..5 {
+        early.push(TcpStream::connect(running.http).await.unwrap());
+    }
+    let mut flood = Vec::new();
+    for _ in 0..80 {
+        flood.push(TcpStream::connect(running.http).await.unwrap());
+    }
+    eventually(
+        "the proxy runs out of descriptors",
+        Duration::from_secs(10),
+        || running.logged("accept failed") > 0,
+    )
+    .await;
+    // Five slow requests at once need five upstream connections the proxy cannot open
+    // (a descriptor freed at the wrong moment may let one through).
+    let answers: Vec<_> = early
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                s.write_all(b"GET /delay/150 HTTP/1.1\r\nHost: t.example.com\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for answer in answers {
+        let head = answer.await.unwrap();
+        statuses.push(head.get(9..12).unwrap_or("").to_owned());
+    }
+    assert!(
+        statuses.iter().all(|s| s == "503" || s == "200") && statuses.iter().any(|s| s == "503"),
+        "503 for want of descriptors, never 502 blaming the upstream: {statuses:?}"
+    );
+    eventually(
+        "the shortage is logged for the operator",
+        Duration::from_secs(5),
+        || running.logged("out of file descriptors") > 0,
+    )
+    .await;
+    // Descriptors back: the endpoint was never blamed, so it serves at once.
+    drop(flood);
+    eventually_async(
+        "served again once descriptors are back",
+        Duration::from_secs(10),
+        || async {
+            request_from(
+                "127.0.0.1",
+                running.http,
+                b"",
+                get_req("t.example.com", "/", &[]),
+            )
+            .await
+            .is_some_and(|g| g.status == 200)
+        },
+    )
+    .await;
+    assert_eq!(
+        running
+            .metric(r#"gatehouse_upstream_connect_errors_total{service="main"}"#)
+            .await,
+        None,
+        "no connect error counted against the endpoint"
     );
     assert_eq!(running.terminate().await, Some(0));
 }

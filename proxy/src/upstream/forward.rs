@@ -98,6 +98,10 @@ pub(crate) async fn forward(
         let mut lease = Lease::new(endpoint.clone());
         let (mut sender, idle_for) = match connection(endpoint, limits, fresh_only).await {
             Ok(c) => c,
+            Err(e) if super::out_of_descriptors(&e) => {
+                // Every other endpoint would fail the same way: answer now, eject nobody.
+                return Err(ProxyError::OutOfDescriptors { source: e });
+            }
             Err(e) => {
                 upstream.connect_failed(endpoint, metrics, &e);
                 tried[tries] = idx;

@@ -31,6 +31,18 @@ pub struct Upstream {
     gauge: prometheus::IntGauge,
 }
 
+/// Whether a connect failed for want of local file descriptors (EMFILE, ENFILE): the
+/// proxy's shortage, which says nothing about the endpoint.
+pub(crate) fn out_of_descriptors(error: &std::io::Error) -> bool {
+    // Linux's EMFILE and ENFILE.
+    matches!(error.raw_os_error(), Some(24) | Some(23))
+}
+
+/// The same test on an error already turned into text (the L4 path passes any Display).
+fn out_of_descriptors_message(text: &str) -> bool {
+    text.contains("Too many open files")
+}
+
 /// The endpoints one request works with (a consistent copy of the upstream's current set).
 pub(crate) type EndpointList = Arc<Vec<Arc<Endpoint>>>;
 
@@ -69,6 +81,10 @@ impl Upstream {
         metrics: &crate::metrics::Metrics,
         error: &dyn std::fmt::Display,
     ) {
+        if out_of_descriptors_message(&error.to_string()) {
+            // Our own shortage, not the endpoint's: ejecting it would punish a healthy pod.
+            return;
+        }
         metrics
             .connect_errors
             .with_label_values(&[&self.name])

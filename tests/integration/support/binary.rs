@@ -29,10 +29,26 @@ pub async fn run(config: &std::path::Path) -> Running {
 
 /// Starts the binary with extra arguments and reads the bound addresses from its log.
 pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -> Running {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command.args(["run", "--config"]).arg(config).args(extra);
+    start(command, stdout).await
+}
+
+/// Starts the binary with at most `open_files` file descriptors (soft and hard limit).
+pub async fn run_limited(config: &std::path::Path, open_files: u64) -> Running {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={open_files}:{open_files}"))
+        .arg(BIN)
         .args(["run", "--config"])
-        .arg(config)
-        .args(extra)
+        .arg(config);
+    start(command, Stdio::null()).await
+}
+
+/// Spawns `command` (the binary, or a wrapper that execs it) and reads the bound addresses
+/// from its start-up log.
+async fn start(mut command: Command, stdout: Stdio) -> Running {
+    let mut child = command
         .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
