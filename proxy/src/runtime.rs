@@ -454,6 +454,23 @@ fn start_l4(shared: &Arc<Shared>, key: L4Key, bound: BoundL4) -> RunningListener
     }
 }
 
+/// Connections the kernel completes and queues while Gatehouse is busy (or out of file
+/// descriptors) before it refuses more: the standard library's 128 fills in a burst; nginx
+/// uses 511, and the kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio's own).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds the listeners whose address changed.
 async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerChanges, ApplyError> {
     async fn one(
@@ -469,9 +486,7 @@ async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerCh
         };
         // Rebinding the same port a running listener holds is not possible; such a change
         // (e.g. 0.0.0.0:80 → 127.0.0.1:80) needs a restart, and says so.
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ApplyError::Bind { what, addr, source })?;
+        let listener = bind_tcp(addr).map_err(|source| ApplyError::Bind { what, addr, source })?;
         Ok(Some(Change(Some((addr, listener)))))
     }
     let wanted = L4Key::all(&config.l4);
@@ -482,7 +497,7 @@ async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerCh
         }
         let addr = key.listen;
         let bound = match key.protocol {
-            L4Protocol::Tcp => TcpListener::bind(addr).await.map(BoundL4::Tcp),
+            L4Protocol::Tcp => bind_tcp(addr).map(BoundL4::Tcp),
             L4Protocol::Udp => UdpSocket::bind(addr).await.map(BoundL4::Udp),
         }
         .map_err(|source| ApplyError::Bind {

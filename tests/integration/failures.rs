@@ -524,3 +524,60 @@ async fn running_out_of_file_descriptors_is_our_fault_not_the_endpoints() {
     );
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_waits_in_a_deep_accept_queue_while_the_proxy_cannot_accept() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let config = temp_dir("backlog").join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&up)
+            .replace(
+                "listen: { http: \"127.0.0.1:0\" }",
+                "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
+            )
+            .replace(
+                "access_log: off",
+                "access_log: off\nshutdown: { drain_delay: 0s, grace_period: 1s }",
+            )
+            .replace("request_header: 400ms", "request_header: 30s")
+            .replace("idle: 3s", "idle: 30s"),
+    )
+    .unwrap();
+    // Out of descriptors after a few dozen connections, the proxy stops accepting: the
+    // rest of a burst of 400 must still complete their handshakes in the kernel's queue
+    // (with the standard library's backlog of 128 they would hang in SYN retries).
+    let running = run_limited(&config, 48).await;
+    wait_ready(&running).await;
+    let http = running.http;
+    let burst: Vec<_> = (0..400)
+        .map(|_| {
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(http))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    for one in burst {
+        if let Some(s) = one.await.unwrap() {
+            connected.push(s);
+        }
+    }
+    assert_eq!(
+        connected.len(),
+        400,
+        "every handshake of the burst completed"
+    );
+    eventually(
+        "the proxy ran out of descriptors",
+        Duration::from_secs(5),
+        || running.logged("accept failed") > 0,
+    )
+    .await;
+    drop(connected);
+    assert_eq!(running.terminate().await, Some(0));
+}
