@@ -34,6 +34,34 @@ fn config_yaml(up: &TestUpstream) -> String {
     config(&format!("  main: {{ endpoints: [\"{}\"] }}", up.addr), "")
 }
 
+/// The binary serving `up` with at most `open_files` descriptors, its client timeouts long
+/// enough that idle connections hold their descriptors for the whole test.
+async fn limited_binary(
+    name: &str,
+    up: &TestUpstream,
+    open_files: u64,
+) -> crate::support::binary::Running {
+    let config = temp_dir(name).join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(up)
+            .replace(
+                "listen: { http: \"127.0.0.1:0\" }",
+                "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
+            )
+            .replace(
+                "access_log: off",
+                "access_log: off\nshutdown: { drain_delay: 0s, grace_period: 1s }",
+            )
+            .replace("request_header: 400ms", "request_header: 30s")
+            .replace("idle: 3s", "idle: 30s"),
+    )
+    .unwrap();
+    let running = crate::support::binary::run_limited(&config, open_files).await;
+    crate::support::binary::wait_ready(&running).await;
+    running
+}
+
 /// A proxy whose one route goes to `up`.
 async fn proxy_to(up: &TestUpstream) -> Proxy {
     Proxy::start(&config(
@@ -430,26 +458,8 @@ async fn a_slow_upload_is_not_blamed_on_the_upstream_and_a_stalled_one_is_cut() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_is_our_fault_not_the_endpoints() {
-    use crate::support::binary::*;
     let up = TestUpstream::start("up").await;
-    let config = temp_dir("emfile").join("gatehouse.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(&up)
-            .replace(
-                "listen: { http: \"127.0.0.1:0\" }",
-                "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
-            )
-            .replace(
-                "access_log: off",
-                "access_log: off\nshutdown: { drain_delay: 0s, grace_period: 1s }",
-            )
-            .replace("request_header: 400ms", "request_header: 30s")
-            .replace("idle: 3s", "idle: 30s"),
-    )
-    .unwrap();
-    let running = run_limited(&config, 48).await;
-    wait_ready(&running).await;
+    let running = limited_binary("emfile", &up, 48).await;
     // Accepted while descriptors are plentiful, before the flood.
     let mut early = Vec::new();
     for _ in 0..5 {
@@ -527,29 +537,11 @@ async fn running_out_of_file_descriptors_is_our_fault_not_the_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_waits_in_a_deep_accept_queue_while_the_proxy_cannot_accept() {
-    use crate::support::binary::*;
     let up = TestUpstream::start("up").await;
-    let config = temp_dir("backlog").join("gatehouse.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(&up)
-            .replace(
-                "listen: { http: \"127.0.0.1:0\" }",
-                "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
-            )
-            .replace(
-                "access_log: off",
-                "access_log: off\nshutdown: { drain_delay: 0s, grace_period: 1s }",
-            )
-            .replace("request_header: 400ms", "request_header: 30s")
-            .replace("idle: 3s", "idle: 30s"),
-    )
-    .unwrap();
     // Out of descriptors after a few dozen connections, the proxy stops accepting: the
     // rest of a burst of 400 must still complete their handshakes in the kernel's queue
     // (with the standard library's backlog of 128 they would hang in SYN retries).
-    let running = run_limited(&config, 48).await;
-    wait_ready(&running).await;
+    let running = limited_binary("backlog", &up, 48).await;
     let http = running.http;
     let burst: Vec<_> = (0..400)
         .map(|_| {

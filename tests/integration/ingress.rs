@@ -823,39 +823,19 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
 
-/// A GET written by hand, so the request target goes out exactly as given (clients
-/// normalise `//` and `..` themselves): the status and the body.
+/// A GET written by hand from `from`, so the target goes out exactly as given.
 async fn raw_get(
     addr: std::net::SocketAddr,
     from: &str,
     host: &str,
     target: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut s = socket.connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    raw_request(
+        addr,
+        from,
+        &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
     )
     .await
-    .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("an answer and a close")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
 }
 
 /// Request targets that name `/admin` to an upstream that normalises paths.

@@ -406,29 +406,6 @@ async fn pooled_upstream_connections_idle_out_and_the_pool_keeps_at_most_256() {
     assert_eq!(running.terminate().await, Some(0));
 }
 
-/// A request written by hand over a fresh connection: the status line's code and the body.
-async fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("an answer and a close")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    (
-        status,
-        text.split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_has_one_host_routed_forwarded_and_logged() {
     use crate::support::binary::*;
@@ -448,6 +425,7 @@ async fn one_request_has_one_host_routed_forwarded_and_logged() {
     // Absolute-form wins over Host (RFC 9112 §3.2.2): routed, forwarded and logged as www.
     let (status, body) = raw_request(
         http,
+        "127.0.0.1",
         "GET http://www.example.com/who HTTP/1.1\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -471,6 +449,7 @@ async fn one_request_has_one_host_routed_forwarded_and_logged() {
     // The other way round: the guarded host is reached only as itself, with its policy.
     let (status, _) = raw_request(
         http,
+        "127.0.0.1",
         "GET http://admin.example.com/ HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -478,6 +457,7 @@ async fn one_request_has_one_host_routed_forwarded_and_logged() {
     // Two Host headers: no one host to believe.
     let (status, _) = raw_request(
         http,
+        "127.0.0.1",
         "GET / HTTP/1.1\r\nHost: www.example.com\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;

@@ -414,6 +414,32 @@ pub async fn get_at(addr: SocketAddr, host: &str, path: &str) -> Got {
         .unwrap_or_else(|| panic!("no answer for {host}{path}"))
 }
 
+/// A request written by hand (so the target and headers go out exactly as given; clients
+/// normalise `//` and `..` themselves) from a chosen local address on a fresh connection,
+/// read until the proxy closes it: the status code and the body.
+pub async fn raw_request(addr: SocketAddr, from: &str, request: &str) -> (u16, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer and a close within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
 /// A GET for `host` with extra headers.
 pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut b = Request::get(path).header("host", host);
