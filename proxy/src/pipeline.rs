@@ -72,8 +72,10 @@ pub(crate) async fn handle(
             (response, stats, Some(lease))
         }
         Err((error, stats)) => {
-            if error.is_upstream() || matches!(error, ProxyError::OutOfDescriptors { .. }) {
+            if error.is_upstream() {
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "upstream failed; answering {}", error.status());
+            } else if let ProxyError::OutOfDescriptors { .. } = error {
+                tracing::warn!(error = %error, "no upstream connection could be opened here; answering 503, no endpoint blamed");
             }
             (error_response(&error), stats, None)
         }
