@@ -54,6 +54,7 @@ pub(crate) async fn handle(
             tls: conn.tls.as_ref().map(|t| t.version),
         })
     });
+    let version = req.version();
     let proxied = match normalized {
         Ok(normalized) => proxy(&shared, &snapshot, &conn, &client, normalized, req).await,
         Err(bad) => Err((ProxyError::BadPath(bad), snapshot.none_stats())),
@@ -80,6 +81,18 @@ pub(crate) async fn handle(
             (error_response(&error), stats, None)
         }
     };
+    // From the start of the drain every HTTP/1 answer closes its connection, so keep-alive
+    // clients move on now instead of losing a request when the listener closes.
+    if version < Version::HTTP_2
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+        && shared
+            .drain_started
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     response.body_mut().complete_with(Box::new(Completion {
         snapshot,

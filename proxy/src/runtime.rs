@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) metrics: Metrics,
     pub(crate) ready: AtomicBool,
+    /// Set when shutdown starts: HTTP/1 answers then close their connections.
+    pub(crate) drain_started: AtomicBool,
     /// Client connection tasks, waited for at shutdown.
     pub(crate) connections: TaskTracker,
     /// Upgraded (WebSocket) tunnels, waited for at shutdown.
@@ -98,6 +100,7 @@ impl Gatehouse {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             ready: AtomicBool::new(false),
+            drain_started: AtomicBool::new(false),
             connections: TaskTracker::new(),
             tunnels: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -308,6 +311,7 @@ impl Gatehouse {
     /// finished within the grace period.
     pub async fn shutdown(&self) -> bool {
         self.shared.ready.store(false, Ordering::Relaxed);
+        self.shared.drain_started.store(true, Ordering::Relaxed);
         let shutdown = self.shared.snapshot.load().config.shutdown.clone();
         tracing::info!(
             "shutting down: /readyz now 503; closing listeners in {:?}, then up to {:?} for in-flight requests",

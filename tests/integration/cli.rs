@@ -463,3 +463,56 @@ async fn the_demo_prints_the_line_the_readme_shows_and_serves_it() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_the_start_of_the_drain_http1_answers_close_their_connections() {
+    let up = TestUpstream::start("up").await;
+    let yaml = slow_config(&up, "5s").replace("drain_delay: 0s", "drain_delay: 2s");
+    let (mut running, _) = start_yaml("drain-close", &yaml, &[]).await;
+    wait_ready(&running).await;
+    // A keep-alive connection from before the signal.
+    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    let (mut keep_alive, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let first = keep_alive
+        .send_request(get_req("s.example.com", "/", &[]))
+        .await
+        .unwrap();
+    assert!(
+        first.headers().get("connection").is_none(),
+        "kept alive while serving"
+    );
+    collect(first).await;
+
+    signal(&running.child, "-TERM");
+    let c = client();
+    eventually_async("the drain starts", Duration::from_secs(5), || async {
+        admin_get(&c, running.admin, "/readyz").await.status == 503
+    })
+    .await;
+    // Its next answer says close, and the connection ends after it...
+    let next = keep_alive
+        .send_request(get_req("s.example.com", "/", &[]))
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    assert_eq!(next.headers()["connection"], "close");
+    collect(next).await;
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection ends after the answer that said close")
+        .unwrap()
+        .unwrap();
+    // ...while the listener still takes new clients until drain_delay is over.
+    let got = get_at(running.http, "s.example.com", "/").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["connection"], "close");
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
