@@ -233,7 +233,11 @@ async fn connect(
                 return Some((stream, lease));
             }
             Ok(Err(e)) => upstream.connect_failed(endpoint, &shared.metrics, &e),
-            Err(_) => upstream.connect_failed(endpoint, &shared.metrics, &"connect timed out"),
+            Err(_) => {
+                let timed_out =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                upstream.connect_failed(endpoint, &shared.metrics, &timed_out)
+            }
         }
     }
     None

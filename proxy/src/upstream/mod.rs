@@ -38,11 +38,6 @@ pub(crate) fn out_of_descriptors(error: &std::io::Error) -> bool {
     matches!(error.raw_os_error(), Some(24) | Some(23))
 }
 
-/// The same test on an error already turned into text (the L4 path passes any Display).
-fn out_of_descriptors_message(text: &str) -> bool {
-    text.contains("Too many open files")
-}
-
 /// The endpoints one request works with (a consistent copy of the upstream's current set).
 pub(crate) type EndpointList = Arc<Vec<Arc<Endpoint>>>;
 
@@ -79,9 +74,9 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         metrics: &crate::metrics::Metrics,
-        error: &dyn std::fmt::Display,
+        error: &std::io::Error,
     ) {
-        if out_of_descriptors_message(&error.to_string()) {
+        if out_of_descriptors(error) {
             // Our own shortage, not the endpoint's: ejecting it would punish a healthy pod.
             return;
         }
