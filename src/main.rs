@@ -1,16 +1,17 @@
 //! The `gatehouse` binary: command line, logging, signals; everything else is in the crates.
 
-mod kube;
-
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
+use gatehouse::kubernetes::{self as kube, KubeOptions};
 use gatehouse_config::{Config, TlsEntry, TlsSource, Workers};
-use gatehouse_discovery::kubernetes::{Change, Changed, ConfigMapRef};
+use gatehouse_discovery::kubernetes::ConfigMapRef;
 use gatehouse_discovery::{load_file, FileWatcher};
 use gatehouse_proxy::{demo, ApplyError, Gatehouse, Metrics};
-use kube::{KubeOptions, KubeRoutes};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::Notify,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Gatehouse: an edge proxy and Kubernetes ingress data plane.
@@ -190,7 +191,7 @@ async fn run(
 ) -> ExitCode {
     // Signal handlers first: until they are installed, SIGHUP's default action ends the
     // process, so a reload asked for while the listeners start would kill the proxy.
-    let (mut terms, mut ints) = match (
+    let (terms, ints) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
@@ -200,7 +201,7 @@ async fn run(
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let mut hangups = match signal(SignalKind::hangup()) {
+    let hangups = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("cannot listen for SIGHUP ({e}); reloads happen on file change only");
@@ -239,132 +240,63 @@ async fn run(
         );
     }
 
+    // The first SIGTERM/SIGINT ends the loop and starts the drain; a second one during the
+    // drain exits at once. SIGHUP reloads the file.
     let stop = CancellationToken::new();
-    let (discovery, mut changes, mut synced_rx) = match &kube {
-        Some(options) => match kube::start(options, &gatehouse, stop.clone()).await {
-            Ok((d, e)) => (Some(d), Some(e.changes), Some(e.synced)),
-            Err(e) => {
-                tracing::error!("cannot start Kubernetes discovery: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        },
-        None => (None, None, None),
+    let now = CancellationToken::new();
+    let reload = watcher.as_ref().map(FileWatcher::reload_handle);
+    tokio::spawn(handle_signals(
+        terms,
+        ints,
+        hangups,
+        reload,
+        stop.clone(),
+        now.clone(),
+    ));
+    let sources = gatehouse::Sources {
+        file: watcher,
+        kubernetes: kube,
     };
-    let mut kube_routes = kube.as_ref().map(KubeRoutes::new);
-    // What the file (or the demo) says; with Kubernetes, the served configuration is this
-    // plus our Ingresses.
-    let mut file_config = gatehouse.snapshot().config().clone();
-    let mut synced = false;
-    // Ready at once from a file alone; with Kubernetes, once every watch has listed.
-    if discovery.is_none() {
-        gatehouse.set_ready(true);
+    if let Err(e) = gatehouse::reconcile(&gatehouse, sources, stop).await {
+        tracing::error!("{e}");
+        return ExitCode::from(EXIT_RUNTIME);
     }
-    let (mut updates, reload) = match watcher {
-        Some(watcher) => {
-            let reload = watcher.reload_handle();
-            (Some(watcher.spawn(stop.clone())), Some(reload))
-        }
-        None => (None, None),
-    };
-    loop {
-        tokio::select! {
-            _ = terms.recv() => break,
-            _ = ints.recv() => break,
-            Some(()) = async { hangups.as_mut()?.recv().await } => match &reload {
-                Some(reload) => reload.notify_one(),
-                None => tracing::info!("SIGHUP ignored: running the embedded demo, there is no file to reload"),
-            },
-            Some(update) = async { updates.as_mut()?.recv().await } => {
-                let update = update.and_then(|c| match kube::check(&c, discovery.is_some()) {
-                    Ok(()) => Ok(c),
-                    Err(e) => Err(gatehouse_config::ConfigErrors::whole_file("the configuration", e)),
-                });
-                match update {
-                    Ok(config) => {
-                        let applied = match (&discovery, kube_routes.as_mut()) {
-                            (Some(d), Some(k)) if synced => k.apply(&gatehouse, d, &config).await,
-                            _ => gatehouse.apply(config.clone()).await,
-                        };
-                        match applied {
-                            Ok(()) => {
-                                tracing::info!("configuration reloaded");
-                                file_config = config;
-                            }
-                            Err(e) => tracing::error!("configuration not applied; the previous one keeps serving: {e}"),
-                        }
-                    }
-                    Err(errors) => gatehouse.reload_rejected(&errors),
-                }
-            }
-            Some(first) = async { changes.as_mut()?.recv().await } => {
-                let (Some(d), Some(k), Some(rx)) = (&discovery, kube_routes.as_mut(), changes.as_mut()) else { continue };
-                // Until every watch has listed, the sync below builds everything once.
-                if !synced {
-                    continue;
-                }
-                // Take the whole burst waiting now and act on it once.
-                let burst = coalesce(first, rx);
-                if burst.routes {
-                    if let Err(e) = k.apply(&gatehouse, d, &file_config).await {
-                        tracing::error!("Kubernetes changes not applied; the previous routes keep serving: {e}");
-                    }
-                } else {
-                    k.publish(&gatehouse, d, burst.endpoints.as_ref()).await;
-                }
-            }
-            Some(()) = async { synced_rx.as_mut()?.wait_for(|s| *s).await.ok().map(|_| ()) }, if !synced && synced_rx.is_some() => {
-                synced = true;
-                if let (Some(d), Some(k)) = (&discovery, kube_routes.as_mut()) {
-                    if let Err(e) = k.apply(&gatehouse, d, &file_config).await {
-                        tracing::error!("cannot serve what Kubernetes holds: {e}");
-                        return ExitCode::from(EXIT_RUNTIME);
-                    }
-                }
-                tracing::info!("Kubernetes watches synced; ready");
-                gatehouse.set_ready(true);
-            }
-        }
-    }
-    stop.cancel();
-    // A second signal during the drain exits at once.
     let clean = tokio::select! {
         clean = gatehouse.shutdown() => clean,
-        _ = terms.recv() => { tracing::warn!("second signal: exiting now"); return ExitCode::from(EXIT_RUNTIME) }
-        _ = ints.recv() => { tracing::warn!("second signal: exiting now"); return ExitCode::from(EXIT_RUNTIME) }
+        _ = now.cancelled() => { tracing::warn!("second signal: exiting now"); return ExitCode::from(EXIT_RUNTIME) }
     };
     tracing::info!(clean, "stopped");
     ExitCode::SUCCESS
 }
 
-/// A burst of watch changes, merged.
-struct Burst {
-    /// Routes must be rebuilt (which republishes every endpoint too).
-    routes: bool,
-    /// Services whose endpoints changed; `None`: any.
-    endpoints: Changed,
-}
-
-/// Merges `first` with every change already waiting, so a burst (a rollout, a relist)
-/// costs one rebuild or one publish pass, not one per event.
-fn coalesce(first: Change, rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>) -> Burst {
-    let mut burst = Burst {
-        routes: false,
-        endpoints: Some(Default::default()),
-    };
-    let mut next = Some(first);
-    while let Some(change) = next {
-        match change {
-            Change::Routes => burst.routes = true,
-            Change::Endpoints(None) => burst.endpoints = None,
-            Change::Endpoints(Some(keys)) => {
-                if let Some(all) = burst.endpoints.as_mut() {
-                    all.extend(keys);
+/// Turns signals into the loop's controls: `stop` on the first SIGTERM/SIGINT, `now` on
+/// the second; SIGHUP asks the file watcher to reload.
+async fn handle_signals(
+    mut terms: tokio::signal::unix::Signal,
+    mut ints: tokio::signal::unix::Signal,
+    mut hangups: Option<tokio::signal::unix::Signal>,
+    reload: Option<Arc<Notify>>,
+    stop: CancellationToken,
+    now: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = terms.recv() => {}
+            _ = ints.recv() => {}
+            Some(()) = async { hangups.as_mut()?.recv().await } => {
+                match &reload {
+                    Some(reload) => reload.notify_one(),
+                    None => tracing::info!("SIGHUP ignored: running the embedded demo, there is no file to reload"),
                 }
+                continue;
             }
         }
-        next = rx.try_recv().ok();
+        if stop.is_cancelled() {
+            now.cancel();
+            return;
+        }
+        stop.cancel();
     }
-    burst
 }
 
 async fn demo_config() -> Result<Config, String> {

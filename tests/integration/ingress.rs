@@ -952,3 +952,74 @@ fn the_readme_lists_every_annotation_with_its_fate() {
         .collect();
     assert_eq!(documented, coded);
 }
+
+/// The loop the binary runs, driven in-process through the library: it serves what the
+/// cluster holds, follows a change, and returns when told to stop, after which changes no
+/// longer reach the data plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_loop_runs_in_process_and_stops_when_told() {
+    use gatehouse::kubernetes::KubeOptions;
+    use gatehouse_proxy::{Gatehouse, Metrics};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let api = KubeApi::start().await;
+    let pod = TestUpstream::start("pod").await;
+    class(&api, "gatehouse", "gatehouse.io/ingress");
+    service(&api, "shop", "web", &pod);
+    let web = || json!([path("/", "Prefix", "web")]);
+    api.apply(INGRESSES, plain("shop", "a", "a.test", web()));
+    let config = gatehouse_config::parse(
+        "listen: { http: \"127.0.0.1:0\" }\naccess_log: off\n",
+        "in-process.yaml",
+    )
+    .unwrap();
+    let gatehouse = Arc::new(Gatehouse::start(config, Metrics::new()).await.unwrap());
+    let http = gatehouse.http_addr().await.unwrap();
+    let sources = gatehouse::Sources {
+        file: None,
+        kubernetes: Some(KubeOptions {
+            kubeconfigs: vec![api.kubeconfig(&temp_dir("in-process"))],
+            namespaces: vec!["shop".to_owned()],
+            ingress_class: None,
+            tcp_services: None,
+            udp_services: None,
+        }),
+    };
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (gatehouse, stop) = (gatehouse.clone(), stop.clone());
+        async move { gatehouse::reconcile(&gatehouse, sources, stop).await }
+    });
+    let answers = |host: &'static str| async move { get_at(http, host, "/").await.status };
+    eventually_async("a.test is served", WAIT, || async {
+        answers("a.test").await == 200
+    })
+    .await;
+    api.apply(INGRESSES, plain("shop", "b", "b.test", web()));
+    eventually_async("b.test is served", WAIT, || async {
+        answers("b.test").await == 200
+    })
+    .await;
+
+    stop.cancel();
+    let ended = tokio::time::timeout(WAIT, running)
+        .await
+        .expect("the loop returns once stopped");
+    assert!(matches!(ended, Ok(Ok(()))), "a clean stop: {ended:?}");
+    // Stopped means the watches are gone: a new Ingress is not served.
+    let watches = api.count("watch", "ingresses");
+    api.apply(INGRESSES, plain("shop", "c", "c.test", web()));
+    api.drop_watches();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        answers("c.test").await,
+        404,
+        "served after the loop stopped"
+    );
+    assert_eq!(
+        api.count("watch", "ingresses"),
+        watches,
+        "watched again after stop"
+    );
+}
