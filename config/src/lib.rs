@@ -9,6 +9,7 @@
 pub mod cidr;
 mod decode;
 mod error;
+mod host;
 mod model;
 mod parse;
 pub mod routing;

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
-use crate::{cidr::CidrSet, error::Location, routing::HostPattern};
+use crate::{cidr::CidrSet, error::Location, host::HostPattern};
 
 /// A whole, valid configuration.
 #[derive(Clone, Debug)]

@@ -10,11 +10,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Shared;
+use crate::{metrics::Metrics, state::Drain};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    drain: Arc<Drain>,
     stop: CancellationToken,
 ) {
     loop {
@@ -29,11 +30,11 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let shared = shared.clone();
+        let (metrics, drain) = (metrics.clone(), drain.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, &req)) }
+                let response = respond(&metrics, &drain, &req);
+                async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -43,7 +44,7 @@ pub(crate) async fn accept_loop(
     }
 }
 
-fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(metrics: &Metrics, drain: &Drain, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
@@ -54,10 +55,10 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        "/readyz" if drain.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
-            let (content_type, body) = shared.metrics.encode();
+            let (content_type, body) = metrics.encode();
             let mut r = Response::new(Full::new(Bytes::from(body)));
             if let Ok(v) = content_type.parse() {
                 r.headers_mut().insert(header::CONTENT_TYPE, v);

@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::tls::LoadedCert;
+use crate::tls::certs::LoadedCert;
 
 /// Who is on the other end of a client connection, fixed at accept.
 pub(crate) struct ConnInfo {

@@ -1,16 +1,15 @@
 //! Gatehouse data plane: listeners, HTTP forwarding, balancing, admin endpoints and metrics.
 //!
-//! Flow of a request: [`listener`] accepts → hyper parses → [`pipeline::handle`] loads the
-//! current [`Snapshot`] (lock-free, `arc-swap`) → routing table → [`upstream`] picks an
-//! endpoint and forwards over a pooled connection → the response body streams back and,
-//! when it ends, [`completion`] returns the connection, counts metrics and writes the access
-//! log line.
+//! Flow of a request: [`listener`] accepts → hyper parses → [`request::handle`] loads the
+//! current [`Snapshot`] (lock-free, `arc-swap`) and takes the request through its steps:
+//! resolve → admit ([`policy`] modules) → rewrite → forward ([`upstream`] picks an endpoint
+//! and a pooled connection) → respond. The response body streams back and, when it ends,
+//! [`completion`] returns the connection, counts metrics and writes the access log line.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 mod access_log;
 mod admin;
-mod body;
 mod client;
 mod completion;
 mod conn;
@@ -21,12 +20,16 @@ mod l4;
 mod listener;
 mod metrics;
 mod path;
-mod pipeline;
-mod redirect;
+mod policy;
+mod request;
+mod request_body;
+mod response_body;
 mod runtime;
 mod snapshot;
+mod state;
 pub mod tls;
 pub mod upstream;
+mod warnings;
 
 pub use error::ProxyError;
 pub use metrics::Metrics;

@@ -17,15 +17,16 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     conn::{canonical_ip, ConnInfo, CountingIo, TlsInfo, Watchdog},
-    pipeline,
-    runtime::Shared,
+    request,
+    state::{Drain, Live},
 };
 
 /// Accepts until `stop` fires; connections already accepted carry on. With `tls`, each
 /// connection is a TLS one (the HTTPS listener).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    live: Arc<Live>,
+    drain: Arc<Drain>,
     stop: CancellationToken,
     tls: Option<TlsAcceptor>,
 ) {
@@ -43,9 +44,8 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let shared2 = shared.clone();
-                shared.connections.spawn(serve_connection(
-                    shared2,
+                drain.connections.spawn(serve_connection(
+                    (live.clone(), drain.clone()),
                     stream,
                     peer,
                     local,
@@ -65,20 +65,21 @@ pub(crate) async fn accept_loop(
 /// Reads the PROXY protocol header when the listener expects one (only trusted proxies may
 /// connect then), and serves the connection.
 async fn serve_connection(
-    shared: Arc<Shared>,
+    shared: (Arc<Live>, Arc<Drain>),
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     tls: Option<TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
-    let snapshot = shared.snapshot.load_full();
+    let live = &shared.0;
+    let snapshot = live.snapshot.load_full();
     let config = &snapshot.config;
     if !config.listen.proxy_protocol {
         return serve_maybe_tls(shared, stream, ConnInfo::new(peer, local), tls).await;
     }
     if !config.trusted_proxies.contains(canonical_ip(peer.ip())) {
-        shared.metrics.deny("untrusted_proxy");
+        live.metrics.deny("untrusted_proxy");
         tracing::debug!(client = %peer, "refused: the listener expects the PROXY protocol and this peer is not in trusted_proxies");
         return;
     }
@@ -98,11 +99,11 @@ async fn serve_connection(
             serve_maybe_tls(shared, proxied, ConnInfo::new(source, local), tls).await
         }
         Ok(Err(e)) => {
-            shared.metrics.deny("proxy_header");
+            live.metrics.deny("proxy_header");
             tracing::warn!(proxy = %peer, error = %e, "closed a connection without a valid PROXY protocol header; check that the load balancer sends PROXY v1 or v2");
         }
         Err(_) => {
-            shared.metrics.deny("proxy_header");
+            live.metrics.deny("proxy_header");
             tracing::debug!(proxy = %peer, "no PROXY protocol header within request_header; closed");
         }
     }
@@ -110,7 +111,7 @@ async fn serve_connection(
 
 /// Completes the TLS handshake first on the HTTPS listener.
 async fn serve_maybe_tls<IO>(
-    shared: Arc<Shared>,
+    shared: (Arc<Live>, Arc<Drain>),
     io: IO,
     mut info: ConnInfo,
     tls: Option<TlsAcceptor>,
@@ -120,7 +121,8 @@ async fn serve_maybe_tls<IO>(
     let Some(acceptor) = tls else {
         return serve(shared, io, info).await;
     };
-    let limit = shared.snapshot.load().config.timeouts.request_header;
+    let live = &shared.0;
+    let limit = live.snapshot.load().config.timeouts.request_header;
     let outcome = match tokio::time::timeout(limit, acceptor.accept(io)).await {
         Ok(Ok(stream)) => {
             let (_, session) = stream.get_ref();
@@ -130,12 +132,7 @@ async fn serve_maybe_tls<IO>(
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
                 _ => "TLS",
             };
-            let cert = shared
-                .snapshot
-                .load()
-                .certs
-                .for_sni(sni.as_deref())
-                .cloned();
+            let cert = live.snapshot.load().certs.for_sni(sni.as_deref()).cloned();
             info.tls = Some(TlsInfo { cert, version });
             Ok(stream)
         }
@@ -144,16 +141,14 @@ async fn serve_maybe_tls<IO>(
     };
     match outcome {
         Ok(stream) => {
-            shared
-                .metrics
+            live.metrics
                 .tls_handshakes
                 .with_label_values(&["success"])
                 .inc();
             serve(shared, stream, info).await
         }
         Err((result, why)) => {
-            shared
-                .metrics
+            live.metrics
                 .tls_handshakes
                 .with_label_values(&[result])
                 .inc();
@@ -162,17 +157,17 @@ async fn serve_maybe_tls<IO>(
     }
 }
 
-async fn serve<IO>(shared: Arc<Shared>, stream: IO, info: ConnInfo)
+async fn serve<IO>((live, drain): (Arc<Live>, Arc<Drain>), stream: IO, info: ConnInfo)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer_ip;
     let info = Arc::new(info);
-    let snapshot = shared.snapshot.load_full();
+    let snapshot = live.snapshot.load_full();
     let io = TokioIo::new(CountingIo::new(stream, info.clone()));
-    let (svc_shared, svc_info) = (shared.clone(), info.clone());
+    let (svc_live, svc_drain, svc_info) = (live.clone(), drain.clone(), info.clone());
     let service = hyper::service::service_fn(move |req| {
-        pipeline::handle(svc_shared.clone(), svc_info.clone(), req)
+        request::handle(svc_live.clone(), svc_drain.clone(), svc_info.clone(), req)
     });
     let conn = snapshot
         .server
@@ -194,7 +189,7 @@ where
                 }
                 break;
             }
-            _ = shared.draining.cancelled(), if !draining => {
+            _ = drain.closing.cancelled(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU16, Ordering},
+        atomic::{AtomicU16, Ordering},
         Arc,
     },
     time::Duration,
@@ -20,34 +20,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admin,
-    l4::{self, L4Key, L4Stats},
+    l4::{self, key::L4Key, L4Stats},
     listener,
     metrics::Metrics,
     snapshot::{Snapshot, SnapshotError},
+    state::{Drain, L4Shared, Live},
     tls,
 };
-
-/// State every connection and request reaches through one `Arc`.
-pub(crate) struct Shared {
-    /// The routing snapshot; requests `load` it once and never lock.
-    pub(crate) snapshot: ArcSwap<Snapshot>,
-    pub(crate) metrics: Metrics,
-    pub(crate) ready: AtomicBool,
-    /// Set when shutdown starts: HTTP/1 answers then close their connections.
-    pub(crate) drain_started: AtomicBool,
-    /// Client connection tasks, waited for at shutdown.
-    pub(crate) connections: TaskTracker,
-    /// Upgraded (WebSocket) tunnels, waited for at shutdown.
-    pub(crate) tunnels: TaskTracker,
-    /// Fires when shutdown starts draining connections.
-    pub(crate) draining: CancellationToken,
-    /// The port the HTTPS listener is bound to (0: none), for redirects.
-    pub(crate) https_port: AtomicU16,
-    /// TCP connections and UDP sessions of L4 listeners, waited for at shutdown.
-    pub(crate) l4_sessions: TaskTracker,
-    /// Fires when the shutdown's grace period is over: L4 sessions close.
-    pub(crate) l4_stop: CancellationToken,
-}
 
 /// Why a configuration could not be started or applied.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +59,9 @@ struct Listeners {
 
 /// A running Gatehouse data plane.
 pub struct Gatehouse {
-    shared: Arc<Shared>,
+    live: Arc<Live>,
+    drain: Arc<Drain>,
+    l4: Arc<L4Shared>,
     /// Held while a configuration is applied or endpoints are published, so a rebuilt
     /// snapshot never misses endpoints published while it was being built.
     listeners: Mutex<Listeners>,
@@ -96,20 +77,20 @@ impl Gatehouse {
     pub async fn start(config: Config, metrics: Metrics) -> Result<Self, ApplyError> {
         let config = Arc::new(config);
         let snapshot = Snapshot::build(config.clone(), None, &|_| Vec::new(), &metrics)?;
-        let shared = Arc::new(Shared {
+        let live = Arc::new(Live {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
-            ready: AtomicBool::new(false),
-            drain_started: AtomicBool::new(false),
-            connections: TaskTracker::new(),
-            tunnels: TaskTracker::new(),
-            draining: CancellationToken::new(),
             https_port: AtomicU16::new(0),
-            l4_sessions: TaskTracker::new(),
-            l4_stop: CancellationToken::new(),
+        });
+        let l4 = Arc::new(L4Shared {
+            live: live.clone(),
+            sessions: TaskTracker::new(),
+            stop: CancellationToken::new(),
         });
         let gatehouse = Gatehouse {
-            shared: shared.clone(),
+            live: live.clone(),
+            drain: Arc::default(),
+            l4,
             listeners: Mutex::new(Listeners::default()),
             discovered: std::sync::Mutex::default(),
             maintenance: CancellationToken::new(),
@@ -119,16 +100,13 @@ impl Gatehouse {
             let changes = bind_changes(&listeners, &config).await?;
             gatehouse.swap_listeners(&mut listeners, changes);
         }
-        tokio::spawn(evict_idle_connections(
-            shared,
-            gatehouse.maintenance.clone(),
-        ));
+        tokio::spawn(evict_idle_connections(live, gatehouse.maintenance.clone()));
         Ok(gatehouse)
     }
 
     /// Marks the proxy ready (/readyz 200) once its sources have synced; it starts unready.
     pub fn set_ready(&self, ready: bool) {
-        self.shared.ready.store(ready, Ordering::Relaxed);
+        self.drain.ready.store(ready, Ordering::Relaxed);
     }
 
     /// The bound address of the HTTP listener.
@@ -148,12 +126,12 @@ impl Gatehouse {
 
     /// The snapshot requests currently use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.shared.snapshot.load_full()
+        self.live.snapshot.load_full()
     }
 
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+        &self.live.metrics
     }
 
     /// Replaces the running configuration with a validated one. New listeners are bound
@@ -172,7 +150,7 @@ impl Gatehouse {
     ) -> Result<(), ApplyError> {
         let result = self.try_apply(config, discovered).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
-        self.shared
+        self.live
             .metrics
             .config_reloads
             .with_label_values(&[outcome])
@@ -187,7 +165,7 @@ impl Gatehouse {
     ) -> Result<(), ApplyError> {
         let config = Arc::new(config);
         let mut listeners = self.listeners.lock().await;
-        let previous = self.shared.snapshot.load_full();
+        let previous = self.live.snapshot.load_full();
         if previous.config.workers != config.workers {
             tracing::warn!(
                 "`workers` changed from {:?} to {:?}; the thread count is fixed at start-up, so this takes effect at the next restart",
@@ -206,7 +184,7 @@ impl Gatehouse {
             config.clone(),
             Some(&previous),
             &|name| discovered.get(name).cloned().unwrap_or_default(),
-            &self.shared.metrics,
+            &self.live.metrics,
         );
         let snapshot = match built {
             Ok(s) => {
@@ -221,7 +199,7 @@ impl Gatehouse {
             }
         };
         let changes = bind_changes(&listeners, &config).await?;
-        self.shared.snapshot.store(Arc::new(snapshot));
+        self.live.snapshot.store(Arc::new(snapshot));
         self.swap_listeners(&mut listeners, changes);
         Ok(())
     }
@@ -230,7 +208,7 @@ impl Gatehouse {
     /// request sees the new set; requests in flight finish on the endpoints they have.
     pub async fn publish_endpoints(&self, service: &str, endpoints: Vec<SocketAddr>) {
         let _serialized = self.listeners.lock().await;
-        let snapshot = self.shared.snapshot.load_full();
+        let snapshot = self.live.snapshot.load_full();
         if let Some(upstream) = snapshot.upstream(service) {
             upstream.set_discovered(&endpoints);
         }
@@ -258,7 +236,7 @@ impl Gatehouse {
 
     /// Counts and logs a configuration that was refused before it reached [`Gatehouse::apply`].
     pub fn reload_rejected(&self, errors: &ConfigErrors) {
-        self.shared
+        self.live
             .metrics
             .config_reloads
             .with_label_values(&["error"])
@@ -271,7 +249,7 @@ impl Gatehouse {
     /// The bound address of each L4 listener, in the order of the configuration's `l4`.
     pub async fn l4_addrs(&self) -> Vec<SocketAddr> {
         let listeners = self.listeners.lock().await;
-        let config = self.shared.snapshot.load_full().config.clone();
+        let config = self.live.snapshot.load_full().config.clone();
         L4Key::all(&config.l4)
             .iter()
             .filter_map(|k| listeners.l4.get(k).map(|l| l.bound))
@@ -287,7 +265,7 @@ impl Gatehouse {
             }
         }
         for (key, bound) in changes.l4_added {
-            let running = start_l4(&self.shared, key, bound);
+            let running = start_l4(&self.l4, key, bound);
             listeners.l4.insert(key, running);
         }
         for (slot, change, kind) in [
@@ -296,11 +274,11 @@ impl Gatehouse {
             (&mut listeners.admin, changes.admin, Kind::Admin),
         ] {
             if let Some(change) = change {
-                if let Some(old) = std::mem::replace(slot, change.start(&self.shared, kind)) {
+                if let Some(old) = std::mem::replace(slot, change.start(self, kind)) {
                     old.stop.cancel();
                 }
                 if matches!(kind, Kind::Https) && slot.is_none() {
-                    self.shared.https_port.store(0, Ordering::Relaxed);
+                    self.live.https_port.store(0, Ordering::Relaxed);
                 }
             }
         }
@@ -310,9 +288,9 @@ impl Gatehouse {
     /// in-flight requests and tunnels get up to `grace_period`. Returns whether everything
     /// finished within the grace period.
     pub async fn shutdown(&self) -> bool {
-        self.shared.ready.store(false, Ordering::Relaxed);
-        self.shared.drain_started.store(true, Ordering::Relaxed);
-        let shutdown = self.shared.snapshot.load().config.shutdown.clone();
+        self.drain.ready.store(false, Ordering::Relaxed);
+        self.drain.started.store(true, Ordering::Relaxed);
+        let shutdown = self.live.snapshot.load().config.shutdown.clone();
         tracing::info!(
             "shutting down: /readyz now 503; closing listeners in {:?}, then up to {:?} for in-flight requests",
             shutdown.drain_delay,
@@ -328,23 +306,22 @@ impl Gatehouse {
         {
             client_listener.stop.cancel();
         }
-        self.shared.draining.cancel();
-        self.shared.connections.close();
-        self.shared.tunnels.close();
-        self.shared.l4_sessions.close();
+        self.drain.closing.cancel();
+        self.drain.connections.close();
+        self.drain.tunnels.close();
+        self.l4.sessions.close();
         let finished = tokio::time::timeout(shutdown.grace_period, async {
-            self.shared.connections.wait().await;
-            self.shared.tunnels.wait().await;
-            self.shared.l4_sessions.wait().await;
+            self.drain.connections.wait().await;
+            self.drain.tunnels.wait().await;
+            self.l4.sessions.wait().await;
         })
         .await
         .is_ok();
         if !finished {
             tracing::warn!("grace period over; closing the remaining connections");
-            self.shared.l4_stop.cancel();
+            self.l4.stop.cancel();
             // L4 sessions log their end on the way out.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), self.shared.l4_sessions.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.l4.sessions.wait()).await;
         }
         if let Some(admin) = listeners.admin.take() {
             admin.stop.cancel();
@@ -365,7 +342,8 @@ enum Kind {
 struct Change(Option<(SocketAddr, TcpListener)>);
 
 impl Change {
-    fn start(self, shared: &Arc<Shared>, kind: Kind) -> Option<RunningListener> {
+    fn start(self, gatehouse: &Gatehouse, kind: Kind) -> Option<RunningListener> {
+        let (live, drain) = (&gatehouse.live, &gatehouse.drain);
         let (configured, listener) = self.0?;
         let bound = listener.local_addr().unwrap_or(configured);
         let stop = CancellationToken::new();
@@ -374,13 +352,14 @@ impl Change {
                 tracing::info!(address = %bound, "HTTP listener ready");
                 tokio::spawn(listener::accept_loop(
                     listener,
-                    shared.clone(),
+                    live.clone(),
+                    drain.clone(),
                     stop.clone(),
                     None,
                 ));
             }
             Kind::Https => {
-                let acceptor = match tls::server_config(shared.clone()) {
+                let acceptor = match tls::acceptor::server_config(live.clone()) {
                     Ok(config) => tokio_rustls::TlsAcceptor::from(config),
                     Err(e) => {
                         tracing::error!(address = %bound, error = %e, "cannot set up TLS; the HTTPS listener is not serving");
@@ -388,17 +367,23 @@ impl Change {
                     }
                 };
                 tracing::info!(address = %bound, "HTTPS listener ready");
-                shared.https_port.store(bound.port(), Ordering::Relaxed);
+                live.https_port.store(bound.port(), Ordering::Relaxed);
                 tokio::spawn(listener::accept_loop(
                     listener,
-                    shared.clone(),
+                    live.clone(),
+                    drain.clone(),
                     stop.clone(),
                     Some(acceptor),
                 ));
             }
             Kind::Admin => {
                 tracing::info!(address = %bound, "admin listener ready (/healthz /readyz /metrics)");
-                tokio::spawn(admin::accept_loop(listener, shared.clone(), stop.clone()));
+                tokio::spawn(admin::accept_loop(
+                    listener,
+                    live.metrics.clone(),
+                    drain.clone(),
+                    stop.clone(),
+                ));
             }
         }
         Some(RunningListener {
@@ -427,10 +412,10 @@ enum BoundL4 {
 }
 
 /// Starts serving a bound L4 socket.
-fn start_l4(shared: &Arc<Shared>, key: L4Key, bound: BoundL4) -> RunningListener {
+fn start_l4(shared: &Arc<L4Shared>, key: L4Key, bound: BoundL4) -> RunningListener {
     let stop = CancellationToken::new();
     let label = format!("{}/{}", key.protocol, key.listen);
-    let stats = Arc::new(L4Stats::new(&shared.metrics, &label));
+    let stats = Arc::new(L4Stats::new(&shared.live.metrics, &label));
     let addr = match &bound {
         BoundL4::Tcp(l) => l.local_addr(),
         BoundL4::Udp(u) => u.local_addr(),
@@ -531,14 +516,14 @@ async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerCh
 
 /// Closes pooled upstream connections that sat idle too long, so they do not wait for a
 /// request to find them stale.
-async fn evict_idle_connections(shared: Arc<Shared>, stop: CancellationToken) {
+async fn evict_idle_connections(live: Arc<Live>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let snapshot = shared.snapshot.load_full();
+        let snapshot = live.snapshot.load_full();
         for upstream in snapshot.upstreams.iter() {
             for endpoint in upstream.endpoints().iter() {
                 endpoint.evict_idle(snapshot.limits.pool_idle);

@@ -10,10 +10,11 @@ use hyper_util::{
 };
 
 use crate::{
+    l4::key::L4Key,
     metrics::{Metrics, RouteStats},
-    redirect::Warned,
-    tls::{CertStore, TlsError},
+    tls::certs::{CertStore, TlsError},
     upstream::{forward::ForwardLimits, Endpoint, Upstream},
+    warnings::OncePerKey,
 };
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
@@ -33,7 +34,7 @@ pub struct Snapshot {
     /// Service name → index in `upstreams`, for publishing endpoints by name.
     by_name: HashMap<String, usize>,
     /// Running L4 listener → its entry in `config.l4`.
-    pub(crate) l4_index: HashMap<crate::l4::L4Key, usize>,
+    pub(crate) l4_index: HashMap<L4Key, usize>,
     /// One per route, then the default service's, then the no-route stats.
     stats: Vec<Arc<RouteStats>>,
     pub(crate) limits: ForwardLimits,
@@ -41,7 +42,7 @@ pub struct Snapshot {
     /// Certificates of the HTTPS listener, chosen by SNI.
     pub(crate) certs: CertStore,
     /// Hosts warned about an unusable certificate for their forced HTTPS.
-    pub(crate) warned: Warned,
+    pub(crate) warned: OncePerKey,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -171,7 +172,7 @@ impl Snapshot {
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
             .keep_alive_interval(Some(t.idle))
             .keep_alive_timeout(Duration::from_secs(20));
-        let l4_index = crate::l4::L4Key::all(&config.l4)
+        let l4_index = L4Key::all(&config.l4)
             .into_iter()
             .enumerate()
             .map(|(i, k)| (k, i))
@@ -186,7 +187,7 @@ impl Snapshot {
             limits,
             server,
             certs,
-            warned: Warned::default(),
+            warned: OncePerKey::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 //! (UDP), so allow-lists, limits and endpoints change without rebinding; listeners
 //! themselves come and go with the configuration (see `runtime`).
 
+pub(crate) mod key;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
@@ -12,37 +13,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use gatehouse_config::{AccessLog, L4Listener, L4Protocol};
+use gatehouse_config::{AccessLog, L4Listener};
 use prometheus::{IntCounter, IntGauge};
 
-use crate::{metrics::Metrics, snapshot::Snapshot};
-
-/// Identifies a running L4 listener across snapshots: its protocol, its address as
-/// configured, and which entry of that address it is (only port-0 test listeners share one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct L4Key {
-    pub(crate) protocol: L4Protocol,
-    pub(crate) listen: SocketAddr,
-    pub(crate) nth: usize,
-}
-
-impl L4Key {
-    /// The key of every `l4` entry of a configuration, in order.
-    pub(crate) fn all(entries: &[L4Listener]) -> Vec<L4Key> {
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| L4Key {
-                protocol: e.protocol,
-                listen: e.listen,
-                nth: entries[..i]
-                    .iter()
-                    .filter(|o| o.protocol == e.protocol && o.listen == e.listen)
-                    .count(),
-            })
-            .collect()
-    }
-}
+use crate::{l4::key::L4Key, metrics::Metrics, snapshot::Snapshot};
 
 impl Snapshot {
     /// The `l4` entry a running listener serves, if the configuration still has it.

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::{allowed, End, L4Key, L4Record, L4Stats};
 use crate::{
     conn::canonical_ip,
-    runtime::Shared,
     snapshot::Snapshot,
+    state::L4Shared,
     upstream::{Lease, Upstream, MAX_TRIES},
 };
 
@@ -43,13 +43,14 @@ struct Active {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     key: L4Key,
-    shared: Arc<Shared>,
+    shared: Arc<L4Shared>,
     stop: CancellationToken,
     stats: Arc<L4Stats>,
 ) {
     let active = Arc::new(Active::default());
     loop {
         let max = shared
+            .live
             .snapshot
             .load()
             .l4_entry(&key)
@@ -77,7 +78,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let snapshot = shared.snapshot.load_full();
+        let snapshot = shared.live.snapshot.load_full();
         let Some(entry) = snapshot.l4_entry(&key) else {
             return;
         };
@@ -88,11 +89,11 @@ pub(crate) async fn accept_loop(
                 .trusted_proxies
                 .contains(canonical_ip(client.ip()))
             {
-                shared.metrics.deny("untrusted_proxy");
+                shared.live.metrics.deny("untrusted_proxy");
                 continue;
             }
         } else if !allowed(entry, client.ip()) {
-            shared.metrics.deny("allowlist");
+            shared.live.metrics.deny("allowlist");
             // Closed at once, before any upstream is contacted.
             continue;
         }
@@ -101,7 +102,7 @@ pub(crate) async fn accept_loop(
         stats.connections.inc();
         stats.active.inc();
         let (shared, stats, active) = (shared.clone(), stats.clone(), active.clone());
-        let tracker = shared.l4_sessions.clone();
+        let tracker = shared.sessions.clone();
         tracker.spawn(async move {
             serve(&shared, &stats, snapshot, key, stream, client).await;
             stats.active.dec();
@@ -114,7 +115,7 @@ pub(crate) async fn accept_loop(
 /// One client connection, start to end: the PROXY header first when the entry expects
 /// one (its source is the client, and the allow-list applies to it).
 async fn serve(
-    shared: &Shared,
+    shared: &L4Shared,
     stats: &L4Stats,
     snapshot: Arc<Snapshot>,
     key: L4Key,
@@ -138,11 +139,11 @@ async fn serve(
             if allowed(entry, client.ip()) {
                 forward(shared, stats, snapshot, key, proxied, client).await;
             } else {
-                shared.metrics.deny("allowlist");
+                shared.live.metrics.deny("allowlist");
             }
         }
         Ok(Err(_)) | Err(_) => {
-            shared.metrics.deny("proxy_header");
+            shared.live.metrics.deny("proxy_header");
             tracing::warn!(listener = stats.label, proxy = %peer, "closed a connection without a valid PROXY protocol header; check that the load balancer sends PROXY v1 or v2");
         }
     }
@@ -150,7 +151,7 @@ async fn serve(
 
 /// Forwards one admitted client connection, with the snapshot current when it arrived.
 async fn forward<S>(
-    shared: &Shared,
+    shared: &L4Shared,
     stats: &L4Stats,
     snapshot: Arc<Snapshot>,
     key: L4Key,
@@ -214,7 +215,7 @@ async fn forward<S>(
 
 /// Connects to one of the service's endpoints, trying up to [`MAX_TRIES`].
 async fn connect(
-    shared: &Shared,
+    shared: &L4Shared,
     upstream: &Upstream,
     timeout: Duration,
 ) -> Option<(TcpStream, Lease)> {
@@ -232,11 +233,11 @@ async fn connect(
                 let _ = stream.set_nodelay(true);
                 return Some((stream, lease));
             }
-            Ok(Err(e)) => upstream.connect_failed(endpoint, &shared.metrics, &e),
+            Ok(Err(e)) => upstream.connect_failed(endpoint, &shared.live.metrics, &e),
             Err(_) => {
                 let timed_out =
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                upstream.connect_failed(endpoint, &shared.metrics, &timed_out)
+                upstream.connect_failed(endpoint, &shared.live.metrics, &timed_out)
             }
         }
     }
@@ -277,7 +278,7 @@ fn v6(a: SocketAddr) -> SocketAddr {
 /// through to the other side), no byte moves for `idle`, or the grace period after a
 /// shutdown ends. Returns how it ended and the bytes moved in and out.
 async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    shared: &L4Shared,
     stats: &L4Stats,
     client: S,
     server: TcpStream,
@@ -306,7 +307,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                         break End::Idle;
                     }
                 }
-                _ = shared.l4_stop.cancelled() => break End::Shutdown,
+                _ = shared.stop.cancelled() => break End::Shutdown,
             }
         }
     };

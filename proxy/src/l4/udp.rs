@@ -17,7 +17,7 @@ use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{allowed, End, L4Key, L4Record, L4Stats};
-use crate::runtime::Shared;
+use crate::state::L4Shared;
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -36,7 +36,7 @@ struct Session {
 pub(crate) async fn serve(
     socket: UdpSocket,
     key: L4Key,
-    shared: Arc<Shared>,
+    shared: Arc<L4Shared>,
     stop: CancellationToken,
     stats: Arc<L4Stats>,
 ) {
@@ -66,7 +66,7 @@ pub(crate) async fn serve(
         };
         // Every datagram: a guard, not an Arc clone, released before any await.
         let admitted = {
-            let snapshot = shared.snapshot.load();
+            let snapshot = shared.live.snapshot.load();
             snapshot
                 .l4_entry(&key)
                 .map(|entry| allowed(entry, client.ip()))
@@ -74,14 +74,14 @@ pub(crate) async fn serve(
         match admitted {
             None => break,
             Some(false) => {
-                shared.metrics.deny("allowlist");
+                shared.live.metrics.deny("allowlist");
                 continue;
             }
             Some(true) => {}
         }
         let now_ms = origin.elapsed().as_millis() as u64;
         if !sessions.contains_key(&client) {
-            let snapshot = shared.snapshot.load_full();
+            let snapshot = shared.live.snapshot.load_full();
             let Some(entry) = snapshot.l4_entry(&key) else {
                 break;
             };
@@ -127,7 +127,7 @@ pub(crate) async fn serve(
                 stats: stats.clone(),
                 done: (ended_tx.clone(), session.id),
             };
-            shared.l4_sessions.spawn(replies.relay());
+            shared.sessions.spawn(replies.relay());
             sessions.insert(client, session);
         }
         let Some(session) = sessions.get(&client) else {
@@ -175,7 +175,7 @@ struct Replies {
     end: CancellationToken,
     idle: Duration,
     origin: Instant,
-    shared: Arc<Shared>,
+    shared: Arc<L4Shared>,
     stats: Arc<L4Stats>,
     done: (mpsc::UnboundedSender<(SocketAddr, u64)>, u64),
 }
@@ -191,7 +191,7 @@ impl Replies {
             let deadline = self.origin + last + self.idle;
             tokio::select! {
                 _ = self.end.cancelled() => break End::Evicted,
-                _ = self.shared.l4_stop.cancelled() => break End::Shutdown,
+                _ = self.shared.stop.cancelled() => break End::Shutdown,
                 _ = tokio::time::sleep_until(deadline) => {
                     let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
                     if self.origin.elapsed().saturating_sub(last) >= self.idle {
@@ -223,6 +223,6 @@ impl Replies {
             duration: clock.elapsed(),
             end,
         }
-        .write(self.shared.snapshot.load().config.access_log);
+        .write(self.shared.live.snapshot.load().config.access_log);
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use hyper::client::conn::http1::SendRequest;
 
-use crate::body::RequestBody;
+use crate::request_body::RequestBody;
 
 /// Consecutive connect failures after which an endpoint is ejected.
 const EJECT_AFTER: u32 = 3;

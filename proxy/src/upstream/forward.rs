@@ -9,7 +9,9 @@ use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, time::Instant};
 
 use super::{Endpoint, Lease, Sender, Upstream, MAX_TRIES};
-use crate::{body::BodyTooLarge, body::RequestBody, error::ProxyError, metrics::Metrics};
+use crate::{
+    error::ProxyError, metrics::Metrics, request_body::BodyTooLarge, request_body::RequestBody,
+};
 
 /// Time bounds for one forward.
 pub(crate) struct ForwardLimits {
@@ -188,7 +190,7 @@ pub(crate) async fn forward(
 /// that stops moving is cut after `limit` all the same.
 async fn head_within<F: std::future::Future>(
     limit: Duration,
-    upload: Option<crate::body::UploadProgress>,
+    upload: Option<crate::request_body::UploadProgress>,
     response: F,
 ) -> Option<F::Output> {
     let Some(upload) = upload else {

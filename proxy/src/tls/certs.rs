@@ -1,5 +1,5 @@
-//! TLS termination: certificates loaded from the configuration and chosen by SNI from the
-//! current snapshot, so a reload swaps certificates with the routes, lock-free.
+//! Certificates: loaded from the configuration (files, inline PEM, Kubernetes Secrets),
+//! checked, and looked up by host name.
 
 use std::{
     collections::HashMap,
@@ -8,15 +8,8 @@ use std::{
 };
 
 use gatehouse_config::{Config, HostPattern, Location, TlsEntry, TlsSource};
-use rustls::{
-    crypto::CryptoProvider,
-    server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
-    sign::CertifiedKey,
-    ServerConfig,
-};
+use rustls::{crypto::CryptoProvider, sign::CertifiedKey};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-
-use crate::runtime::Shared;
 
 /// The crypto provider: aws-lc-rs (see README for the measurement behind the choice).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -280,41 +273,6 @@ fn load_entry(
         not_after,
         digest,
     })
-}
-
-/// Picks the certificate for a handshake from the snapshot current at that moment.
-struct SniResolver {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for SniResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SniResolver")
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let snapshot = self.shared.snapshot.load();
-        let sni = hello.server_name().map(str::to_ascii_lowercase);
-        snapshot
-            .certs
-            .for_sni(sni.as_deref())
-            .map(|c| c.key.clone())
-    }
-}
-
-/// The server configuration of the HTTPS listener: TLS 1.2 and 1.3, ALPN h2 and
-/// http/1.1, session resumption by tickets and by session ID.
-pub(crate) fn server_config(shared: Arc<Shared>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { shared }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
-    config.session_storage = ServerSessionMemoryCache::new(16 * 1024);
-    Ok(Arc::new(config))
 }
 
 /// A self-signed certificate for `localhost` (the embedded demo's), as PEM text.

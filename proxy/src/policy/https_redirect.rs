@@ -2,7 +2,7 @@
 //! both only for a host whose certificate is valid, so forcing HTTPS never makes a site
 //! unreachable.
 
-use std::{collections::HashSet, sync::Mutex, time::SystemTime};
+use std::time::SystemTime;
 
 use gatehouse_config::Route;
 use http::{HeaderMap, HeaderValue, Uri};
@@ -17,10 +17,6 @@ use crate::{
 pub(crate) static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
-
-/// Hosts already warned about, so the log says it once per host and configuration.
-#[derive(Default)]
-pub(crate) struct Warned(Mutex<HashSet<String>>);
 
 /// Whether `host` has a certificate that a browser would accept now.
 fn valid_certificate(snapshot: &Snapshot, host: &str) -> bool {
@@ -68,6 +64,11 @@ pub(crate) fn https_location(
     HeaderValue::from_str(&format!("https://{host}{port}{path}")).ok()
 }
 
+/// Adds HSTS to a response that [`wants_hsts`].
+pub(crate) fn add_hsts(headers: &mut HeaderMap) {
+    headers.insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+}
+
 /// Whether an HTTPS response for `route` gets HSTS.
 pub(crate) fn wants_hsts(snapshot: &Snapshot, route: &Route, host: &str, conn: &ConnInfo) -> bool {
     (route.https_redirect || route.force_https_redirect)
@@ -76,8 +77,7 @@ pub(crate) fn wants_hsts(snapshot: &Snapshot, route: &Route, host: &str, conn: &
 }
 
 fn warn_once(snapshot: &Snapshot, host: &str) {
-    let mut warned = snapshot.warned.0.lock().unwrap_or_else(|p| p.into_inner());
-    if warned.insert(host.to_owned()) {
+    if snapshot.warned.first(host) {
         let why = match snapshot.certs.lookup(host) {
             None => "no certificate in `tls` serves it".to_owned(),
             Some(c) => format!(
@@ -111,7 +111,7 @@ mod tests {
         )
         .unwrap();
         config.routes[3].force_https_redirect = true;
-        let (cert, key) = crate::tls::self_signed_localhost().unwrap();
+        let (cert, key) = crate::tls::certs::self_signed_localhost().unwrap();
         config.tls.push(TlsEntry {
             source: TlsSource::Inline {
                 name: "localhost".into(),

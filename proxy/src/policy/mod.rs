@@ -1,0 +1,9 @@
+//! Policies: one small module each, plugged into a step of the request path. Admission
+//! policies (who may reach a route, and how) run in [`crate::request`]'s admit step in a
+//! fixed order; response policies run in its respond step.
+
+pub(crate) mod allow_list;
+pub(crate) mod body_size;
+pub(crate) mod https_redirect;
+pub(crate) mod response_headers;
+pub(crate) mod unavailable;

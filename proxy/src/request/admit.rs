@@ -1,0 +1,42 @@
+//! Admit: whether the resolved request may go on, policy by policy, in a fixed order. A
+//! route that cannot honour its policy fails closed first; who the client is decides next;
+//! then forced HTTPS, then the size of what it sends. Limits and auth plug in here.
+
+use std::sync::atomic::Ordering;
+
+use http::HeaderMap;
+
+use crate::{
+    error::ProxyError,
+    policy::{allow_list, body_size, https_redirect, unavailable},
+    request::resolve::Resolved,
+    state::Live,
+};
+
+/// What admission decided beyond "go on".
+pub(crate) struct Admitted {
+    /// The response gets Strict-Transport-Security.
+    pub(crate) hsts: bool,
+}
+
+pub(crate) fn admit(
+    r: &Resolved<'_, '_>,
+    live: &Live,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Result<Admitted, ProxyError> {
+    let mut hsts = false;
+    if let Some((route, _)) = r.target.route {
+        unavailable::check(route)?;
+        allow_list::check(route, r.client.ip, &live.metrics)?;
+        let https_port = live.https_port.load(Ordering::Relaxed);
+        if let Some(location) = https_redirect::https_location(
+            r.snapshot, https_port, route, &r.host, r.conn, r.client, headers, uri,
+        ) {
+            return Err(ProxyError::RedirectToHttps { location });
+        }
+        hsts = https_redirect::wants_hsts(r.snapshot, route, &r.host, r.conn);
+    }
+    body_size::check(headers, r.target.max_body)?;
+    Ok(Admitted { hsts })
+}

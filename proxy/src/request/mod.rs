@@ -1,0 +1,157 @@
+//! One request through the proxy, step by step around one resolved context:
+//! resolve (one host, the normalised path, the route, the client) → admit (the route's
+//! policies) → rewrite (the upstream's request) → forward (an endpoint, over a pooled
+//! connection) → respond (the client's answer). Every error becomes a response; the
+//! response body finishes the request's bookkeeping when it ends ([`crate::completion`]).
+
+mod admit;
+mod resolve;
+mod respond;
+mod rewrite;
+mod tunnel;
+
+use std::{borrow::Cow, convert::Infallible, sync::Arc, time::SystemTime};
+
+use gatehouse_config::AccessLog;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::{
+    access_log::LogRecord,
+    client::Client,
+    completion::Completion,
+    conn::ConnInfo,
+    error::ProxyError,
+    path,
+    response_body::ResponseBody,
+    snapshot::Snapshot,
+    state::{Drain, Live},
+    upstream::{forward::forward, Lease},
+};
+use resolve::Refused;
+
+pub(crate) use respond::error_response;
+
+/// Serves one request from a client connection. Never fails: every error becomes a response.
+pub(crate) async fn handle(
+    live: Arc<Live>,
+    drain: Arc<Drain>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    conn.state.request_started();
+    let start = Instant::now();
+    let snapshot = live.snapshot.load_full();
+    let client = Client::resolve(&conn, req.headers(), &snapshot.config.trusted_proxies);
+    // Normalised once, here: routing, policy, the upstream and the log all see this path.
+    // `None` while the path is normal already (no allocation).
+    let normalized = path::normalize(req.uri().path()).map(|p| match p {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(p) => Some(p),
+    });
+    let mut log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
+        Box::new(LogRecord {
+            time: SystemTime::now(),
+            client: client.ip,
+            method: req.method().clone(),
+            host: resolve::written_host(&req).unwrap_or_default().to_owned(),
+            path: match &normalized {
+                Ok(Some(p)) => p.clone(),
+                _ => req.uri().path().to_owned(),
+            },
+            version: req.version(),
+            upstream: None,
+            upstream_time: None,
+            tls: conn.tls.as_ref().map(|t| t.version),
+        })
+    });
+    let version = req.version();
+    let served = match normalized {
+        Ok(normalized) => serve(&live, &drain, &snapshot, &conn, &client, normalized, req).await,
+        Err(bad) => Err(Refused::new(
+            ProxyError::BadPath(bad),
+            snapshot.none_stats(),
+        )),
+    };
+    let (mut response, stats, lease) = match served {
+        Ok(served) => {
+            if let Some(log) = log.as_mut() {
+                log.upstream = Some(served.lease.addr());
+                log.upstream_time = Some(served.upstream_time);
+            }
+            (served.response, served.stats, Some(served.lease))
+        }
+        Err(Refused { error, stats }) => {
+            if error.is_upstream() {
+                tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "upstream failed; answering {}", error.status());
+            } else if let ProxyError::OutOfDescriptors { .. } = error {
+                tracing::warn!(error = %error, "no upstream connection could be opened here; answering 503, no endpoint blamed");
+            }
+            (error_response(&error), stats, None)
+        }
+    };
+    let draining = drain.started.load(std::sync::atomic::Ordering::Relaxed);
+    respond::close_when_draining(&mut response, version, draining);
+    let status = response.status().as_u16();
+    response.body_mut().complete_with(Box::new(Completion {
+        snapshot,
+        stats,
+        conn,
+        status,
+        bytes: 0,
+        start: start.into_std(),
+        lease,
+        log,
+    }));
+    Ok(response)
+}
+
+/// A request the upstream answered.
+struct Served {
+    response: Response<ResponseBody>,
+    stats: usize,
+    lease: Lease,
+    upstream_time: std::time::Duration,
+}
+
+/// The steps, in order. `normalized` is the normalised path when it differs from the
+/// request target's.
+async fn serve(
+    live: &Live,
+    drain: &Drain,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    client: &Client,
+    normalized: Option<String>,
+    req: Request<Incoming>,
+) -> Result<Served, Refused> {
+    let path = normalized.as_deref().unwrap_or_else(|| req.uri().path());
+    let resolved = resolve::resolve(snapshot, conn, client, &req, path)?;
+    let stats = resolved.target.stats;
+    let refused = |error| Refused::new(error, stats);
+    let admitted = admit::admit(&resolved, live, req.headers(), req.uri()).map_err(refused)?;
+    let (plan, target) = rewrite::Plan::new(resolved);
+    let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
+    let upstream = &snapshot.upstreams[target.service.0];
+    let forwarded = forward(upstream, upstream_req, &snapshot.limits, &live.metrics)
+        .await
+        .map_err(refused)?;
+    let mut lease = forwarded.lease;
+    let response = respond::upstream_response(
+        forwarded.response,
+        &target,
+        &admitted,
+        client_upgrade,
+        upstream.name(),
+        &mut lease,
+        &drain.tunnels,
+    )
+    .map_err(refused)?;
+    Ok(Served {
+        response,
+        stats,
+        lease,
+        upstream_time: forwarded.upstream_time,
+    })
+}

@@ -1,0 +1,93 @@
+//! Respond: the answer the client gets. The upstream's response without hop-by-hop
+//! headers, with the route's response policies; an accepted upgrade becomes a tunnel;
+//! errors become the proxy's own short answers.
+
+use http::{header, response, HeaderValue, Response, StatusCode, Version};
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    error::ProxyError,
+    headers,
+    policy::{https_redirect, response_headers},
+    request::{admit::Admitted, resolve::Target, tunnel},
+    response_body::ResponseBody,
+    upstream::Lease,
+};
+
+/// The upstream's response, for the client. `service` and `lease` are where it came from.
+pub(crate) fn upstream_response(
+    response: Response<Incoming>,
+    target: &Target<'_>,
+    admitted: &Admitted,
+    client_upgrade: Option<OnUpgrade>,
+    service: &str,
+    lease: &mut Lease,
+    tunnels: &TaskTracker,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = response.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::to_client(&mut parts.headers, switching);
+    respond_policies(&mut parts, target, admitted);
+    if !switching {
+        return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+    }
+    let Some(client) = client_upgrade else {
+        return Err(ProxyError::UnaskedUpgrade {
+            service: service.to_owned(),
+            addr: lease.addr(),
+        });
+    };
+    let mut upstream_response = Response::from_parts(parts.clone(), body);
+    let upstream = hyper::upgrade::on(&mut upstream_response);
+    tunnels.spawn(tunnel::relay(client, upstream));
+    // The upstream connection now belongs to the tunnel; nothing returns to the pool.
+    lease.drop_connection();
+    Ok(Response::from_parts(parts, ResponseBody::empty()))
+}
+
+/// The response policies of the route, in order.
+fn respond_policies(parts: &mut response::Parts, target: &Target<'_>, admitted: &Admitted) {
+    if let Some((route, _)) = target.route {
+        response_headers::apply(&mut parts.headers, route);
+    }
+    if admitted.hsts {
+        https_redirect::add_hsts(&mut parts.headers);
+    }
+}
+
+/// From the start of the drain every HTTP/1 answer closes its connection, so keep-alive
+/// clients move on now instead of losing a request when the listener closes.
+pub(crate) fn close_when_draining(
+    response: &mut Response<ResponseBody>,
+    version: Version,
+    draining: bool,
+) {
+    if draining && version < Version::HTTP_2 && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// A response made by the proxy itself.
+pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
+    let status = error.status();
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let ProxyError::RedirectToHttps { location } = error {
+        resp.headers_mut()
+            .insert(header::LOCATION, location.clone());
+    }
+    resp
+}
