@@ -96,10 +96,33 @@ pub struct Timeouts {
     pub connect: Duration,
     /// The whole request head from the client (slowloris bound).
     pub request_header: Duration,
-    /// First response byte from the upstream, else 504.
+    /// First response byte from the upstream once the request is sent, else 504.
     pub upstream_response: Duration,
+    /// Between two reads of the upstream's response body; past it the response is cut
+    /// (nginx's proxy_read_timeout).
+    pub upstream_read: Duration,
+    /// The upstream takes no more of the request body for this long: 504 (nginx's
+    /// proxy_send_timeout).
+    pub upstream_send: Duration,
+    /// The client sends no more of its request body for this long: 408 (nginx's
+    /// client_body_timeout).
+    pub client_body: Duration,
+    /// The client takes no more of the response for this long: its connection is closed
+    /// (nginx's send_timeout).
+    pub client_write: Duration,
+    /// An upgraded connection (WebSocket) with no byte either way for this long is closed.
+    pub tunnel_idle: Duration,
     /// Keep-alive idle, both sides.
     pub idle: Duration,
+}
+
+/// A route's own timeouts; `None` takes the configuration's [`Timeouts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteTimeouts {
+    pub upstream_response: Option<Duration>,
+    pub upstream_read: Option<Duration>,
+    pub upstream_send: Option<Duration>,
+    pub tunnel_idle: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -108,6 +131,11 @@ impl Default for Timeouts {
             connect: Duration::from_secs(3),
             request_header: Duration::from_secs(10),
             upstream_response: Duration::from_secs(60),
+            upstream_read: Duration::from_secs(60),
+            upstream_send: Duration::from_secs(60),
+            client_body: Duration::from_secs(60),
+            client_write: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(600),
             idle: Duration::from_secs(60),
         }
     }
@@ -206,6 +234,7 @@ pub struct Route {
     pub unavailable: Option<String>,
     pub max_body: u64,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeouts: RouteTimeouts,
     pub paths: Vec<PathRule>,
     /// Where the route is written, for messages about it.
     pub location: Location,

@@ -387,7 +387,17 @@ fn read_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Timeouts {
     let Some(f) = r.section(
         node,
         "timeouts",
-        &["connect", "request_header", "upstream_response", "idle"],
+        &[
+            "connect",
+            "request_header",
+            "upstream_response",
+            "upstream_read",
+            "upstream_send",
+            "client_body",
+            "client_write",
+            "tunnel_idle",
+            "idle",
+        ],
         &[],
     ) else {
         return t;
@@ -396,6 +406,11 @@ fn read_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Timeouts {
         ("connect", &mut t.connect),
         ("request_header", &mut t.request_header),
         ("upstream_response", &mut t.upstream_response),
+        ("upstream_read", &mut t.upstream_read),
+        ("upstream_send", &mut t.upstream_send),
+        ("client_body", &mut t.client_body),
+        ("client_write", &mut t.client_write),
+        ("tunnel_idle", &mut t.tunnel_idle),
         ("idle", &mut t.idle),
     ] {
         if let Some(n) = f.get(key) {
@@ -565,6 +580,7 @@ fn read_route(
             "https_redirect",
             "max_body",
             "response_headers",
+            "timeouts",
             "paths",
         ],
         &[
@@ -613,6 +629,10 @@ fn read_route(
             }
         }
     }
+    let timeouts = f
+        .get("timeouts")
+        .map(|n| read_route_timeouts(r, n, &what))
+        .unwrap_or_default();
     let mut paths = Vec::new();
     match f
         .get("paths")
@@ -638,9 +658,35 @@ fn read_route(
         unavailable: None,
         max_body: max_body?,
         response_headers,
+        timeouts,
         paths,
         location,
     })
+}
+
+/// A route's `timeouts`: the ones that concern its upstream and its tunnels.
+fn read_route_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> RouteTimeouts {
+    let mut t = RouteTimeouts::default();
+    let keys = [
+        "upstream_response",
+        "upstream_read",
+        "upstream_send",
+        "tunnel_idle",
+    ];
+    let Some(f) = r.section(node, &format!("{what} timeouts"), &keys, &[]) else {
+        return t;
+    };
+    for (key, slot) in keys.into_iter().zip([
+        &mut t.upstream_response,
+        &mut t.upstream_read,
+        &mut t.upstream_send,
+        &mut t.tunnel_idle,
+    ]) {
+        if let Some(n) = f.get(key) {
+            *slot = r.parsed(n, &format!("{what} timeouts.{key}"), positive_duration);
+        }
+    }
+    t
 }
 
 /// A name a certificate serves: like a route host, but `*` (any host) means nothing here.

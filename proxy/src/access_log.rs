@@ -24,7 +24,15 @@ pub(crate) struct LogRecord {
 }
 
 impl LogRecord {
-    pub(crate) fn write(&self, route: &str, status: u16, bytes: u64, duration: Duration) {
+    /// `incomplete` says why the response did not reach the client whole.
+    pub(crate) fn write(
+        &self,
+        route: &str,
+        status: u16,
+        bytes: u64,
+        duration: Duration,
+        incomplete: Option<&str>,
+    ) {
         let line = serde_json::json!({
             "time": humantime::format_rfc3339_millis(self.time).to_string(),
             "client": self.client.to_string(),
@@ -39,6 +47,7 @@ impl LogRecord {
             "upstream_time": self.upstream_time.map(|d| d.as_secs_f64()),
             "route": route,
             "tls": self.tls,
+            "incomplete": incomplete,
         });
         let mut buf = serde_json::to_vec(&line).unwrap_or_default();
         buf.push(b'\n');

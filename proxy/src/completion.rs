@@ -1,9 +1,42 @@
 //! What happens when a response ends: the endpoint lease is returned (with its connection,
-//! if reusable), metrics are counted and the access log line is written.
+//! if reusable), metrics are counted and the access log line is written. A response that
+//! did not end cleanly is counted and logged as such, never silently.
 
 use std::{sync::Arc, time::Instant};
 
-use crate::{access_log::LogRecord, conn::ConnInfo, snapshot::Snapshot, upstream::Lease};
+use crate::{
+    access_log::LogRecord, conn::ConnInfo, snapshot::Snapshot, upstream::Lease,
+    warnings::RateLimited,
+};
+
+/// An upstream that stalls every response must not flood the log.
+static STALL_WARNINGS: RateLimited = RateLimited::per(std::time::Duration::from_secs(10));
+
+/// How a response ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// All of it reached hyper for the client.
+    Complete,
+    /// The upstream sent nothing for its read timeout mid-body; the client's response was
+    /// cut.
+    UpstreamStalled,
+    /// The upstream's body failed (reset, closed early); the client's response was cut.
+    UpstreamFailed,
+    /// The client went away, or was cut off for not reading, before the end.
+    ClientGone,
+}
+
+impl Ending {
+    /// The name in the access log and the metric; `None` for a complete response.
+    pub(crate) fn incomplete(self) -> Option<&'static str> {
+        match self {
+            Ending::Complete => None,
+            Ending::UpstreamStalled => Some("upstream_timeout"),
+            Ending::UpstreamFailed => Some("upstream_error"),
+            Ending::ClientGone => Some("client_gone"),
+        }
+    }
+}
 
 /// The bookkeeping of one request, finished exactly once by its response body.
 pub(crate) struct Completion {
@@ -19,17 +52,27 @@ pub(crate) struct Completion {
 }
 
 impl Completion {
-    /// `clean` says the whole body went through, so the upstream connection can be reused.
-    pub(crate) fn finish(mut self, clean: bool) {
+    pub(crate) fn finish(mut self, ending: Ending) {
+        let upstream = self.lease.as_ref().map(Lease::addr);
         if let Some(lease) = self.lease.take() {
-            lease.finish(clean);
+            // Only a connection whose response was read to the end can carry another.
+            lease.finish(ending == Ending::Complete);
         }
         let elapsed = self.start.elapsed();
         let stats = self.snapshot.stats(self.stats);
         stats.count(self.status);
         stats.observe(elapsed.as_secs_f64());
+        let incomplete = ending.incomplete();
+        if let Some(reason) = incomplete {
+            stats.incomplete(reason);
+            if let (Ending::UpstreamStalled, Some(addr)) = (ending, upstream) {
+                if let Some(more) = STALL_WARNINGS.allow() {
+                    tracing::warn!(route = stats.label(), upstream = %addr, similar_since_last = more, "the upstream sent nothing mid-response for its read timeout; the response was cut and the client got it truncated. If it streams slowly on purpose, raise timeouts.upstream_read (or the route's, or proxy-read-timeout)");
+                }
+            }
+        }
         if let Some(log) = &self.log {
-            log.write(stats.label(), self.status, self.bytes, elapsed);
+            log.write(stats.label(), self.status, self.bytes, elapsed, incomplete);
         }
         self.conn.state.request_finished();
     }

@@ -76,92 +76,146 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Counters the watchdog samples; bumped by the IO wrapper and the request path.
-#[derive(Default)]
+/// What the watchdog reads of a connection; written by the IO wrapper and the request
+/// path. Moments are milliseconds since `base`, plus one (0: not now).
 pub(crate) struct ConnState {
-    reads: AtomicU64,
+    base: Instant,
     requests: AtomicU64,
     in_flight: AtomicU32,
+    /// When the first byte of a request head arrived with no request in flight.
+    head_since: AtomicU64,
+    /// When the last request finished (or the connection opened).
+    done_at: AtomicU64,
+    /// Since when writes to the client have been blocked (it is not reading).
+    blocked_since: AtomicU64,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState::new(Instant::now())
+    }
 }
 
 impl ConnState {
+    fn new(base: Instant) -> Self {
+        ConnState {
+            base,
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            head_since: AtomicU64::new(0),
+            done_at: AtomicU64::new(1),
+            blocked_since: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64 + 1
+    }
+
+    fn moment(&self, stamp: u64) -> Option<Instant> {
+        (stamp != 0).then(|| self.base + Duration::from_millis(stamp - 1))
+    }
+
     pub(crate) fn request_started(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn request_finished(&self) {
+        self.done_at.store(self.stamp(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the client.
+    fn read(&self) {
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+        if idle && self.head_since.load(Ordering::Relaxed) == 0 {
+            self.head_since.store(self.stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client did (`true`) or could not (`false`) go through.
+    fn wrote(&self, went_through: bool) {
+        let blocked = self.blocked_since.load(Ordering::Relaxed);
+        if went_through && blocked != 0 {
+            self.blocked_since.store(0, Ordering::Relaxed);
+        } else if !went_through && blocked == 0 {
+            self.blocked_since.store(self.stamp(), Ordering::Relaxed);
+        }
     }
 }
 
 /// Why the watchdog closed a connection.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cutoff {
     /// The request head did not arrive within `request_header`.
     SlowHeader,
     /// No request for `idle`.
     Idle,
+    /// The client took none of its response for `client_write`.
+    NotReading,
 }
 
-/// Samples a connection's activity a few times per timeout and says when to close it.
+impl Cutoff {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Cutoff::SlowHeader => "slow_header",
+            Cutoff::Idle => "idle",
+            Cutoff::NotReading => "client_not_reading",
+        }
+    }
+}
+
+/// Says when a connection must be closed, and when to look next: exactly at the earliest
+/// deadline that applies, and at least once per `request_header` (a head may start, or
+/// writes block, at any moment), so a cut-off comes on time without a timer per event.
 ///
 /// hyper's own header timer also runs while a keep-alive connection waits for its next
 /// request, which would make `idle` and `request_header` one setting; this keeps them apart.
 pub(crate) struct Watchdog {
     request_header: Duration,
     idle: Duration,
-    last_reads: u64,
-    last_requests: u64,
-    head_since: Option<Instant>,
-    active_at: Instant,
+    client_write: Duration,
 }
 
 impl Watchdog {
-    pub(crate) fn new(request_header: Duration, idle: Duration, now: Instant) -> Self {
+    pub(crate) fn new(request_header: Duration, idle: Duration, client_write: Duration) -> Self {
         Watchdog {
             request_header,
             idle,
-            last_reads: 0,
-            last_requests: 0,
-            head_since: None,
-            active_at: now,
+            client_write,
         }
     }
 
-    /// How often [`Watchdog::check`] should run: the cut-off comes at most this late.
-    pub(crate) fn period(&self) -> Duration {
-        (self.request_header.min(self.idle) / 4).max(Duration::from_millis(50))
-    }
-
-    /// Looks at the counters; `Some` means close the connection now.
-    pub(crate) fn check(&mut self, state: &ConnState, now: Instant) -> Option<Cutoff> {
-        let reads = state.reads.load(Ordering::Relaxed);
-        let requests = state.requests.load(Ordering::Relaxed);
-        let in_flight = state.in_flight.load(Ordering::Relaxed);
-        if in_flight > 0 || requests != self.last_requests {
-            self.head_since = None;
-            self.active_at = now;
-        } else if reads != self.last_reads {
-            // Bytes arrived but no request was dispatched: a head is on its way.
-            self.head_since.get_or_insert(now);
-            self.active_at = now;
-        }
-        self.last_reads = reads;
-        self.last_requests = requests;
-        match self.head_since {
-            Some(since) if now.duration_since(since) >= self.request_header => {
-                Some(Cutoff::SlowHeader)
+    /// `Err` means close the connection now; `Ok` is when to look again.
+    pub(crate) fn check(&self, state: &ConnState, now: Instant) -> Result<Instant, Cutoff> {
+        let mut next = now + self.request_header.min(self.client_write);
+        let mut deadline = |since: Option<Instant>, limit: Duration, cutoff| match since {
+            Some(since) if now >= since + limit => Err(cutoff),
+            Some(since) => {
+                next = next.min(since + limit);
+                Ok(())
             }
-            None if in_flight == 0 && now.duration_since(self.active_at) >= self.idle => {
-                Some(Cutoff::Idle)
-            }
-            _ => None,
+            None => Ok(()),
+        };
+        let load = |a: &AtomicU64| state.moment(a.load(Ordering::Relaxed));
+        let head = load(&state.head_since);
+        deadline(head, self.request_header, Cutoff::SlowHeader)?;
+        deadline(
+            load(&state.blocked_since),
+            self.client_write,
+            Cutoff::NotReading,
+        )?;
+        let idle = head.is_none() && state.in_flight.load(Ordering::Relaxed) == 0;
+        if idle {
+            deadline(load(&state.done_at), self.idle, Cutoff::Idle)?;
         }
+        Ok(next)
     }
 }
 
-/// A client stream that counts reads for the watchdog.
+/// A client stream that tells the watchdog when heads start and writes block.
 pub(crate) struct CountingIo<T> {
     inner: T,
     info: Arc<ConnInfo>,
@@ -183,7 +237,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.info.state.reads.fetch_add(1, Ordering::Relaxed);
+            this.info.state.read();
         }
         res
     }
@@ -195,7 +249,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.info.state.wrote(res.is_ready());
+        res
     }
 
     fn poll_write_vectored(
@@ -203,7 +260,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.info.state.wrote(res.is_ready());
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -224,31 +284,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn watchdog_cuts_slow_heads_and_idle_connections_but_not_busy_ones() {
+    fn watchdog_cuts_slow_heads_idle_connections_and_clients_that_stop_reading() {
         let t0 = Instant::now();
-        let s = ConnState::default();
-        let mut w = Watchdog::new(Duration::from_secs(10), Duration::from_secs(60), t0);
-        let at = |secs| t0 + Duration::from_secs(secs);
-        // Bytes trickle in, no request completes: cut after request_header.
-        s.reads.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(w.check(&s, at(1)), None);
-        s.reads.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(w.check(&s, at(6)), None);
-        s.reads.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(w.check(&s, at(11)), Some(Cutoff::SlowHeader));
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let secs = Duration::from_secs;
+        let w = Watchdog::new(secs(10), secs(60), secs(30));
+        let s = ConnState::new(t0);
+        // A fresh connection: looked at again within request_header.
+        assert_eq!(w.check(&s, at(0)), Ok(at(10_000)));
+        // Bytes of a head arrive at about 2 s; no request completes: cut at 12 s, to the
+        // millisecond, whenever the watchdog last looked.
+        let mut s = ConnState::new(t0);
+        s.head_since.store(2_001, Ordering::Relaxed);
+        assert_eq!(w.check(&s, at(5_000)), Ok(at(12_000)));
+        assert_eq!(w.check(&s, at(11_999)), Ok(at(12_000)));
+        assert_eq!(w.check(&s, at(12_000)), Err(Cutoff::SlowHeader));
 
-        // A request arrives and is in flight for a long time: never cut.
-        let s = ConnState::default();
-        let mut w = Watchdog::new(Duration::from_secs(10), Duration::from_secs(60), t0);
-        s.reads.fetch_add(1, Ordering::Relaxed);
+        // A request arrives and is in flight for a long time: never cut while it reads.
+        s = ConnState::new(t0);
+        s.head_since.store(1, Ordering::Relaxed);
         s.request_started();
-        assert_eq!(w.check(&s, at(5)), None);
-        assert_eq!(w.check(&s, at(500)), None);
-        // It finishes; the connection then idles out after `idle`, not `request_header`.
-        s.request_finished();
-        assert_eq!(w.check(&s, at(501)), None);
-        assert_eq!(w.check(&s, at(530)), None);
-        assert_eq!(w.check(&s, at(562)), Some(Cutoff::Idle));
+        assert!(w.check(&s, at(500_000)).is_ok());
+        // It finishes at about 500 s; the connection idles out 60 s later, not 10.
+        s.done_at.store(500_001, Ordering::Relaxed);
+        s.in_flight.store(0, Ordering::Relaxed);
+        assert_eq!(w.check(&s, at(530_000)), Ok(at(540_000)));
+        assert_eq!(w.check(&s, at(555_000)), Ok(at(560_000)));
+        assert_eq!(w.check(&s, at(560_000)), Err(Cutoff::Idle));
+
+        // A response is being written but the client stopped reading at 100 s: cut at 130 s.
+        s = ConnState::new(t0);
+        s.request_started();
+        s.blocked_since.store(100_001, Ordering::Relaxed);
+        assert_eq!(w.check(&s, at(125_000)), Ok(at(130_000)));
+        assert_eq!(w.check(&s, at(130_000)), Err(Cutoff::NotReading));
+        // A write went through in time: no cut.
+        s.wrote(true);
+        assert!(w.check(&s, at(130_000)).is_ok());
+    }
+
+    #[test]
+    fn the_state_marks_heads_and_blocked_writes_from_what_the_io_sees() {
+        let s = ConnState::default();
+        s.read();
+        assert_ne!(s.head_since.load(Ordering::Relaxed), 0, "a head started");
+        s.request_started();
+        assert_eq!(
+            s.head_since.load(Ordering::Relaxed),
+            0,
+            "it became a request"
+        );
+        s.read();
+        assert_eq!(
+            s.head_since.load(Ordering::Relaxed),
+            0,
+            "bytes while a request is in flight are its body, not a head"
+        );
+        s.wrote(false);
+        let blocked = s.blocked_since.load(Ordering::Relaxed);
+        assert_ne!(blocked, 0);
+        s.wrote(false);
+        assert_eq!(
+            s.blocked_since.load(Ordering::Relaxed),
+            blocked,
+            "since the first"
+        );
+        s.wrote(true);
+        assert_eq!(s.blocked_since.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub enum ProxyError {
         addr: SocketAddr,
         after: Duration,
     },
+    #[error("endpoint {addr} of service `{service}` took none of the request body for {after:?}")]
+    UpstreamSendTimeout {
+        service: String,
+        addr: SocketAddr,
+        after: Duration,
+    },
+    #[error("the client sent none of its request body for {after:?}")]
+    ClientBodyTimeout { after: Duration },
     #[error("endpoint {addr} of service `{service}` failed the request")]
     Upstream {
         service: String,
@@ -76,7 +84,10 @@ impl ProxyError {
             ProxyError::ConnectFailed { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnaskedUpgrade { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamSendTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -89,6 +100,7 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. }
                 | ProxyError::ConnectFailed { .. }
                 | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::UpstreamSendTimeout { .. }
                 | ProxyError::Upstream { .. }
                 | ProxyError::UnaskedUpgrade { .. }
         )

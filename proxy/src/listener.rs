@@ -174,12 +174,10 @@ where
         .serve_connection_with_upgrades(io, service)
         .into_owned();
     let t = &snapshot.config.timeouts;
-    let mut watchdog = Watchdog::new(t.request_header, t.idle, Instant::now());
-    let period = watchdog.period();
+    let watchdog = Watchdog::new(t.request_header, t.idle, t.client_write);
     drop(snapshot);
-    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(conn);
+    let look = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(conn, look);
     let mut draining = false;
     loop {
         tokio::select! {
@@ -193,12 +191,14 @@ where
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tick.tick() => {
-                if let Some(cutoff) = watchdog.check(&info.state, Instant::now()) {
+            () = look.as_mut() => match watchdog.check(&info.state, Instant::now()) {
+                Ok(next) => look.as_mut().reset(next),
+                Err(cutoff) => {
                     tracing::debug!(client = %peer, ?cutoff, "closing client connection");
+                    live.metrics.connections_cut.with_label_values(&[cutoff.reason()]).inc();
                     break;
                 }
-            }
+            },
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub(crate) endpoints: IntGaugeVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) denied: IntCounterVec,
+    pub(crate) incomplete: IntCounterVec,
+    pub(crate) connections_cut: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) cert_expiry: IntGaugeVec,
     kubernetes_events: IntCounterVec,
@@ -86,6 +88,16 @@ impl Metrics {
             denied: counters(
                 "denied_total",
                 "Requests and connections refused by policy, by reason",
+                &["reason"],
+            ),
+            incomplete: counters(
+                "responses_incomplete_total",
+                "Responses that did not reach the client whole, by route and why: upstream_timeout, upstream_error, client_gone",
+                &["route", "reason"],
+            ),
+            connections_cut: counters(
+                "client_connections_cut_total",
+                "Client connections closed by a timeout, by reason: slow_header, idle, client_not_reading",
                 &["reason"],
             ),
             tls_handshakes: counters(
@@ -162,6 +174,7 @@ pub(crate) struct RouteStats {
     requests: IntCounterVec,
     durations: HistogramVec,
     duration: OnceLock<Histogram>,
+    incomplete: IntCounterVec,
 }
 
 impl RouteStats {
@@ -172,7 +185,15 @@ impl RouteStats {
             requests: metrics.requests.clone(),
             durations: metrics.duration.clone(),
             duration: OnceLock::new(),
+            incomplete: metrics.incomplete.clone(),
         }
+    }
+
+    /// A response of this route that did not reach the client whole.
+    pub(crate) fn incomplete(&self, reason: &str) {
+        self.incomplete
+            .with_label_values(&[self.label.as_str(), reason])
+            .inc();
     }
 
     pub(crate) fn label(&self) -> &str {

@@ -1,9 +1,12 @@
 //! The request body: streamed from the client to the upstream under the route's size limit,
-//! with a signal of its progress for the upstream's response timer.
+//! telling whoever waits on the upload whether it moves, and who holds it up.
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -24,11 +27,48 @@ pub struct RequestBody {
     limit: u64,
     seen: u64,
     /// Told of every frame sent and of the end, while someone waits on the upload.
-    progress: Option<Arc<tokio::sync::Notify>>,
+    progress: Option<UploadProgress>,
 }
 
-/// Wakes whoever waits for an upload to move on: a frame passed, or the body ended.
-pub(crate) type UploadProgress = Arc<tokio::sync::Notify>;
+/// Where an upload stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upload {
+    /// The upstream connection has not asked for more (it is not reading, or the head is
+    /// still on its way).
+    WaitingForUpstream = 0,
+    /// Asked for more; the client has not sent it yet.
+    WaitingForClient = 1,
+    /// All of it went to the upstream.
+    Sent = 2,
+}
+
+/// An upload's progress, shared between the body and whoever waits on it.
+pub(crate) type UploadProgress = Arc<UploadState>;
+
+#[derive(Default)]
+pub(crate) struct UploadState {
+    moved: tokio::sync::Notify,
+    phase: AtomicU8,
+}
+
+impl UploadState {
+    pub(crate) fn phase(&self) -> Upload {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Upload::WaitingForUpstream,
+            1 => Upload::WaitingForClient,
+            _ => Upload::Sent,
+        }
+    }
+
+    /// Resolves when a part of the body passed or the body ended.
+    pub(crate) async fn moved(&self) {
+        self.moved.notified().await;
+    }
+
+    fn set(&self, phase: Upload) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+}
 
 impl RequestBody {
     pub(crate) fn new(inner: Incoming, limit: u64) -> Self {
@@ -73,9 +113,19 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(inner).poll_frame(cx);
-        if let (Poll::Ready(_), Some(progress)) = (&polled, &this.progress) {
-            progress.notify_one();
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if let Some(progress) = &this.progress {
+            match &polled {
+                Poll::Pending => progress.set(Upload::WaitingForClient),
+                Poll::Ready(Some(Ok(_))) if !inner.is_end_stream() => {
+                    progress.set(Upload::WaitingForUpstream);
+                    progress.moved.notify_one();
+                }
+                Poll::Ready(_) => {
+                    progress.set(Upload::Sent);
+                    progress.moved.notify_one();
+                }
+            }
         }
         match polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -1,20 +1,42 @@
 //! The response body: made by the proxy or streamed from the upstream to the client, and
-//! finishing the request's bookkeeping when it ends.
+//! finishing the request's bookkeeping when it ends, however it ends.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
-use crate::completion::Completion;
+use crate::completion::{Completion, Ending};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream sent nothing of its response body for `after`; the response is cut.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {after:?} in the middle of its response")]
+pub(crate) struct UpstreamStalled {
+    after: Duration,
+}
+
+/// An upstream body, cut when it stalls for longer than `read`.
+struct Upstream {
+    body: Incoming,
+    read: Duration,
+    /// Armed when the body has nothing ready; made on the first wait only, so a response
+    /// that arrives whole costs no timer.
+    stall: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
 
 enum Source {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(Upstream),
 }
 
 /// A response body for the client: either made by the proxy or streamed from the upstream.
@@ -40,9 +62,15 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn upstream(body: Incoming) -> Self {
+    /// The upstream's body, cut after `read` without a byte.
+    pub(crate) fn upstream(body: Incoming, read: Duration) -> Self {
         ResponseBody {
-            source: Source::Upstream(body),
+            source: Source::Upstream(Upstream {
+                body,
+                read,
+                stall: None,
+                armed: false,
+            }),
             completion: None,
         }
     }
@@ -50,29 +78,60 @@ impl ResponseBody {
     pub(crate) fn complete_with(&mut self, completion: Box<Completion>) {
         self.completion = Some(completion);
         if self.is_end_stream() {
-            self.finish(true);
+            self.finish(Ending::Complete);
         }
     }
 
-    fn finish(&mut self, clean: bool) {
+    fn finish(&mut self, ending: Ending) {
         if let Some(c) = self.completion.take() {
-            (*c).finish(clean);
+            (*c).finish(ending);
+        }
+    }
+}
+
+impl Upstream {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + self.read;
+                let stall = match &mut self.stall {
+                    Some(stall) if self.armed => stall,
+                    Some(stall) => {
+                        stall.as_mut().reset(deadline);
+                        stall
+                    }
+                    None => self
+                        .stall
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                self.armed = true;
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(UpstreamStalled { after: self.read }))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Source::Upstream(upstream) => upstream.poll_frame(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -80,11 +139,15 @@ impl Body for ResponseBody {
                     c.bytes += data.len() as u64;
                 }
                 if this.is_end_stream() {
-                    this.finish(true);
+                    this.finish(Ending::Complete);
                 }
             }
-            Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Ready(None) => this.finish(Ending::Complete),
+            Poll::Ready(Some(Err(e))) => this.finish(if e.is::<UpstreamStalled>() {
+                Ending::UpstreamStalled
+            } else {
+                Ending::UpstreamFailed
+            }),
             Poll::Pending => {}
         }
         polled
@@ -93,7 +156,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(bytes) => bytes.is_none(),
-            Source::Upstream(body) => body.is_end_stream(),
+            Source::Upstream(upstream) => upstream.body.is_end_stream(),
         }
     }
 
@@ -102,13 +165,14 @@ impl Body for ResponseBody {
             Source::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Source::Upstream(body) => body.size_hint(),
+            Source::Upstream(upstream) => upstream.body.size_hint(),
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.finish(false);
+        // Dropped before its end: the client went away (or was cut off) mid-response.
+        self.finish(Ending::ClientGone);
     }
 }

@@ -155,6 +155,10 @@ impl Snapshot {
         let limits = ForwardLimits {
             connect: t.connect,
             response: t.upstream_response,
+            read: t.upstream_read,
+            send: t.upstream_send,
+            client_body: t.client_body,
+            tunnel_idle: t.tunnel_idle,
             pool_idle: POOL_IDLE.min(t.idle),
         };
         let mut server = auto::Builder::new(TokioExecutor::new());

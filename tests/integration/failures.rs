@@ -383,7 +383,7 @@ async fn a_request_that_hits_a_stale_pooled_connection_is_replayed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_upload_is_not_blamed_on_the_upstream_and_a_stalled_one_is_cut() {
+async fn a_slow_upload_is_not_blamed_on_the_upstream() {
     use crate::support::binary::*;
     let up = TestUpstream::start("up").await;
     let (running, _) = start_yaml(
@@ -429,30 +429,7 @@ async fn a_slow_upload_is_not_blamed_on_the_upstream_and_a_stalled_one_is_cut() 
     );
     assert!(answer.contains("\"body_bytes\":1280"), "{answer}");
 
-    // Half a body, then silence: cut after upstream_response without progress, not held.
-    let mut s = TcpStream::connect(running.http).await.unwrap();
-    s.write_all(chunked_head.as_bytes()).await.unwrap();
-    s.write_all(b"100\r\n").await.unwrap();
-    s.write_all(&[b'u'; 0x100]).await.unwrap();
-    s.write_all(b"\r\n").await.unwrap();
-    let stalled = std::time::Instant::now();
-    let mut head = Vec::new();
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        let mut buf = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("a stalled upload is not held")
-            .unwrap();
-        assert!(n > 0, "closed without an answer");
-        head.extend_from_slice(&buf[..n]);
-    }
-    let answered = stalled.elapsed();
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
-    assert!(
-        answered >= Duration::from_millis(250) && answered < Duration::from_secs(5),
-        "cut after upstream_response without progress: {answered:?}"
-    );
+    // An upload that stops is the client's fault: see timeouts::a_stalled_upload_is_408...
     assert_eq!(running.terminate().await, Some(0));
 }
 

@@ -16,4 +16,5 @@ mod policy;
 mod proxy;
 mod reload;
 mod streaming;
+mod timeouts;
 mod tls;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gatehouse_config::{
     cidr::{parse_cidr, CidrSet},
     units::parse_size,
+    RouteTimeouts,
 };
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -108,6 +109,9 @@ pub struct Policy {
     pub rewrite: Option<String>,
     /// `gatehouse.io/response-headers`: `Name: value` lines added to every response.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `proxy-read-timeout` (the response, between reads, and tunnels) and
+    /// `proxy-send-timeout` (the request body to the upstream).
+    pub timeouts: RouteTimeouts,
 }
 
 /// One routed path of an Ingress.
@@ -327,6 +331,23 @@ fn annotations(
                 policy.max_body = Some(if size == 0 { u64::MAX } else { size });
             }
             "rewrite-target" => policy.rewrite = Some((*value).to_owned()),
+            "proxy-read-timeout" | "proxy-send-timeout" => {
+                // ingress-nginx reads whole seconds and falls back to its default on
+                // anything else; so does Gatehouse, saying so.
+                let Some(secs) = value.trim().parse::<u64>().ok().filter(|s| *s > 0) else {
+                    problems.push(format!("Ingress {source}: annotation {name}: `{value}` is not a whole number of seconds; the default timeout applies, as with ingress-nginx"));
+                    continue;
+                };
+                let after = Some(std::time::Duration::from_secs(secs));
+                let t = &mut policy.timeouts;
+                if *name == "proxy-read-timeout" {
+                    // nginx's proxy_read_timeout bounds the wait for the head, every read
+                    // of the body, and an upgraded connection's silence.
+                    (t.upstream_response, t.upstream_read, t.tunnel_idle) = (after, after, after);
+                } else {
+                    t.upstream_send = after;
+                }
+            }
             "backend-protocol" if value.eq_ignore_ascii_case("HTTP") => {}
             "backend-protocol" => {
                 return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP only)"))

@@ -311,6 +311,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         allow: p.policy.allow.clone(),
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
+        timeouts: p.policy.timeouts,
         unavailable: p.broken.clone(),
         host,
         paths: Vec::new(),

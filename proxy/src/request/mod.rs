@@ -134,18 +134,26 @@ async fn serve(
     let (plan, target) = rewrite::Plan::new(resolved);
     let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     let upstream = &snapshot.upstreams[target.service.0];
-    let forwarded = forward(upstream, upstream_req, &snapshot.limits, &live.metrics)
+    let limits = match target.route {
+        Some((route, _)) => snapshot.limits.for_route(&route.timeouts),
+        None => snapshot.limits,
+    };
+    let forwarded = forward(upstream, upstream_req, &limits, &live.metrics)
         .await
         .map_err(refused)?;
     let mut lease = forwarded.lease;
+    let answering = respond::Answering {
+        target: &target,
+        admitted: &admitted,
+        limits: &limits,
+        tunnels: &drain.tunnels,
+    };
     let response = respond::upstream_response(
+        answering,
         forwarded.response,
-        &target,
-        &admitted,
         client_upgrade,
         upstream.name(),
         &mut lease,
-        &drain.tunnels,
     )
     .map_err(refused)?;
     Ok(Served {

@@ -12,25 +12,39 @@ use crate::{
     policy::{https_redirect, response_headers},
     request::{admit::Admitted, resolve::Target, tunnel},
     response_body::ResponseBody,
-    upstream::Lease,
+    upstream::{forward::ForwardLimits, Lease},
 };
+
+/// What the respond step knows of the request it answers.
+pub(crate) struct Answering<'a> {
+    pub(crate) target: &'a Target<'a>,
+    pub(crate) admitted: &'a Admitted,
+    pub(crate) limits: &'a ForwardLimits,
+    /// Where upgraded connections are tracked (for the shutdown's grace period).
+    pub(crate) tunnels: &'a TaskTracker,
+}
 
 /// The upstream's response, for the client. `service` and `lease` are where it came from.
 pub(crate) fn upstream_response(
+    answering: Answering<'_>,
     response: Response<Incoming>,
-    target: &Target<'_>,
-    admitted: &Admitted,
     client_upgrade: Option<OnUpgrade>,
     service: &str,
     lease: &mut Lease,
-    tunnels: &TaskTracker,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let Answering {
+        target,
+        admitted,
+        limits,
+        tunnels,
+    } = answering;
     let (mut parts, body) = response.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::to_client(&mut parts.headers, switching);
     respond_policies(&mut parts, target, admitted);
     if !switching {
-        return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+        let body = ResponseBody::upstream(body, limits.read);
+        return Ok(Response::from_parts(parts, body));
     }
     let Some(client) = client_upgrade else {
         return Err(ProxyError::UnaskedUpgrade {
@@ -40,7 +54,7 @@ pub(crate) fn upstream_response(
     };
     let mut upstream_response = Response::from_parts(parts.clone(), body);
     let upstream = hyper::upgrade::on(&mut upstream_response);
-    tunnels.spawn(tunnel::relay(client, upstream));
+    tunnels.spawn(tunnel::relay(client, upstream, limits.tunnel_idle));
     // The upstream connection now belongs to the tunnel; nothing returns to the pool.
     lease.drop_connection();
     Ok(Response::from_parts(parts, ResponseBody::empty()))

@@ -10,15 +10,40 @@ use tokio::{net::TcpStream, time::Instant};
 
 use super::{Endpoint, Lease, Sender, Upstream, MAX_TRIES};
 use crate::{
-    error::ProxyError, metrics::Metrics, request_body::BodyTooLarge, request_body::RequestBody,
+    error::ProxyError,
+    metrics::Metrics,
+    request_body::{BodyTooLarge, RequestBody, Upload, UploadProgress},
 };
 
-/// Time bounds for one forward.
+/// Time bounds for one forward: the configuration's `timeouts`, with a route's own.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct ForwardLimits {
     pub(crate) connect: Duration,
+    /// The response head, once the request is sent.
     pub(crate) response: Duration,
+    /// Between two reads of the response body.
+    pub(crate) read: Duration,
+    /// The upstream takes none of the request body.
+    pub(crate) send: Duration,
+    /// The client sends none of its request body.
+    pub(crate) client_body: Duration,
+    /// An upgraded connection's silence.
+    pub(crate) tunnel_idle: Duration,
     /// Pooled connections idle longer than this are not reused.
     pub(crate) pool_idle: Duration,
+}
+
+impl ForwardLimits {
+    /// These limits with `route`'s own timeouts.
+    pub(crate) fn for_route(&self, route: &gatehouse_config::RouteTimeouts) -> ForwardLimits {
+        ForwardLimits {
+            response: route.upstream_response.unwrap_or(self.response),
+            read: route.upstream_read.unwrap_or(self.read),
+            send: route.upstream_send.unwrap_or(self.send),
+            tunnel_idle: route.tunnel_idle.unwrap_or(self.tunnel_idle),
+            ..*self
+        }
+    }
 }
 
 /// An upstream's response head, with the endpoint lease that the response body completes.
@@ -119,9 +144,9 @@ pub(crate) async fn forward(
         };
         let started = Instant::now();
         let upload = req.body_mut().watch_progress();
-        let sent = head_within(limits.response, upload, sender.try_send_request(req)).await;
+        let sent = head_within(limits, upload, sender.try_send_request(req)).await;
         match sent {
-            Some(Ok(response)) => {
+            Ok(Ok(response)) => {
                 lease.keep(sender);
                 return Ok(Forwarded {
                     response,
@@ -129,14 +154,26 @@ pub(crate) async fn forward(
                     upstream_time: started.elapsed(),
                 });
             }
-            None => {
+            Err(Stalled::Response) => {
                 return Err(ProxyError::UpstreamTimeout {
                     service: upstream.name().to_owned(),
                     addr: endpoint.addr(),
                     after: limits.response,
                 })
             }
-            Some(Err(mut e)) => {
+            Err(Stalled::UpstreamNotReading) => {
+                return Err(ProxyError::UpstreamSendTimeout {
+                    service: upstream.name().to_owned(),
+                    addr: endpoint.addr(),
+                    after: limits.send,
+                })
+            }
+            Err(Stalled::ClientNotSending) => {
+                return Err(ProxyError::ClientBodyTimeout {
+                    after: limits.client_body,
+                })
+            }
+            Ok(Err(mut e)) => {
                 if let Some(unsent) = e.take_message() {
                     // Never written: safe to send anywhere. A reused connection was stale;
                     // a fresh one that closed at once counts as a failed connect.
@@ -184,25 +221,50 @@ pub(crate) async fn forward(
     }
 }
 
-/// Waits for the response head (`None`: not in time), allowing `limit` after the upload
-/// last moved or ended:
-/// an upstream is not blamed for the time a client takes to send its body, and an upload
-/// that stops moving is cut after `limit` all the same.
+/// Which wait ran out before the response head came.
+#[derive(Debug, PartialEq, Eq)]
+enum Stalled {
+    /// The request was sent; the head did not come within `response`.
+    Response,
+    /// The upstream took none of the request body for `send`.
+    UpstreamNotReading,
+    /// The client sent none of its request body for `client_body`.
+    ClientNotSending,
+}
+
+/// Waits for the response head. While the body uploads, the wait is for the upload to
+/// move: the client gets `client_body` for each part it sends and the upstream `send` to
+/// take it; the upstream's `response` starts once the body is sent. An upstream is not
+/// blamed for a slow client, nor a client for a slow upstream.
 async fn head_within<F: std::future::Future>(
-    limit: Duration,
-    upload: Option<crate::request_body::UploadProgress>,
+    limits: &ForwardLimits,
+    upload: Option<UploadProgress>,
     response: F,
-) -> Option<F::Output> {
+) -> Result<F::Output, Stalled> {
     let Some(upload) = upload else {
-        return tokio::time::timeout(limit, response).await.ok();
+        return tokio::time::timeout(limits.response, response)
+            .await
+            .map_err(|_| Stalled::Response);
     };
     tokio::pin!(response);
-    let mut deadline = Instant::now() + limit;
+    let mut moved = Instant::now();
+    let wait = |phase| match phase {
+        Upload::WaitingForClient => (limits.client_body, Stalled::ClientNotSending),
+        Upload::WaitingForUpstream => (limits.send, Stalled::UpstreamNotReading),
+        Upload::Sent => (limits.response, Stalled::Response),
+    };
     loop {
+        let (limit, _) = wait(upload.phase());
         tokio::select! {
-            out = &mut response => return Some(out),
-            _ = upload.notified() => deadline = Instant::now() + limit,
-            _ = tokio::time::sleep_until(deadline) => return None,
+            out = &mut response => return Ok(out),
+            () = upload.moved() => moved = Instant::now(),
+            () = tokio::time::sleep_until(moved + limit) => {
+                // The phase may have changed meanwhile: judge by the one it is in now.
+                let (limit, stalled) = wait(upload.phase());
+                if Instant::now() >= moved + limit {
+                    return Err(stalled);
+                }
+            }
         }
     }
 }

@@ -29,7 +29,10 @@ use tokio::{
 /// A real HTTP/1.1 upstream. Paths:
 /// - `/delay/<ms>`: waits, then answers like the default;
 /// - `/bytes/<n>`: streams n bytes of body;
+/// - `/stall/<n>`: promises 2n bytes, sends n, then nothing, never ending;
 /// - `/upgrade`: switches to an echo protocol;
+/// - `/upgrade-linger`: the same, but once the client's side ends it neither sends nor
+///   closes;
 /// - anything else: JSON echo of method, uri, headers, body size and the upstream's name.
 pub struct TestUpstream {
     pub addr: SocketAddr,
@@ -98,8 +101,18 @@ async fn upstream_handler(
         resp.headers_mut().insert("content-length", total.into());
         return Ok(resp);
     }
-    if path == "/upgrade" {
+    if let Some(n) = path.strip_prefix("/stall/") {
+        let sent: u64 = n.parse().unwrap_or(0);
+        let stream = futures_stream(sent, Bytes::from(vec![b'x'; 64 * 1024]));
+        let stalled = futures_util::StreamExt::chain(stream, futures_util::stream::pending());
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stalled)));
+        resp.headers_mut()
+            .insert("content-length", (2 * sent).into());
+        return Ok(resp);
+    }
+    if path == "/upgrade" || path == "/upgrade-linger" {
         let on = hyper::upgrade::on(&mut req);
+        let linger = path == "/upgrade-linger";
         tokio::spawn(async move {
             if let Ok(upgraded) = on.await {
                 let mut io = TokioIo::new(upgraded);
@@ -108,6 +121,9 @@ async fn upstream_handler(
                     if n == 0 || io.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
+                }
+                if linger {
+                    std::future::pending::<()>().await;
                 }
             }
         });
@@ -511,4 +527,18 @@ impl SteadyLoad {
             self.failed.load(Ordering::Relaxed),
         )
     }
+}
+
+/// The resident set size of a process now (VmRSS) and its peak so far (VmHWM), in KiB.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -208,7 +208,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("proxy-next-upstream", TIMEOUTS),
     ("proxy-next-upstream-timeout", TIMEOUTS),
     ("proxy-next-upstream-tries", TIMEOUTS),
-    ("proxy-read-timeout", TIMEOUTS),
+    ("proxy-read-timeout", Built),
     (
         "proxy-redirect-from",
         Ignored("Location headers pass as the upstream wrote them"),
@@ -218,7 +218,7 @@ pub const FATES: &[(&str, Fate)] = &[
         Ignored("Location headers pass as the upstream wrote them"),
     ),
     ("proxy-request-buffering", BUFFERING),
-    ("proxy-send-timeout", TIMEOUTS),
+    ("proxy-send-timeout", Built),
     ("proxy-ssl-ciphers", UPSTREAM_TLS),
     ("proxy-ssl-name", UPSTREAM_TLS),
     ("proxy-ssl-protocols", UPSTREAM_TLS),

@@ -134,6 +134,7 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
             "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
             "nginx.ingress.kubernetes.io/ssl-redirect": "false",
             "nginx.ingress.kubernetes.io/proxy-read-timeout": "30",
+            "nginx.ingress.kubernetes.io/proxy-send-timeout": "thirty",
         }),
         spec("good.example.com"),
     );
@@ -172,10 +173,22 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
     );
     assert_eq!(good.policy.rewrite.as_deref(), Some("/$2"));
     assert_eq!(good.policy.ssl_redirect, Some(false));
-    assert!(t
-        .problems
-        .iter()
-        .any(|p| p.contains("proxy-read-timeout") && p.contains("ignored")));
+    // proxy-read-timeout bounds the head, each read of the body and a tunnel's silence, as
+    // nginx's proxy_read_timeout does; a value ingress-nginx cannot read leaves the default.
+    let thirty = Some(std::time::Duration::from_secs(30));
+    let t_of = &good.policy.timeouts;
+    assert_eq!(
+        (t_of.upstream_response, t_of.upstream_read, t_of.tunnel_idle),
+        (thirty, thirty, thirty)
+    );
+    assert_eq!(t_of.upstream_send, None);
+    assert!(
+        t.problems.iter().any(|p| p.contains("proxy-send-timeout")
+            && p.contains("`thirty`")
+            && p.contains("default timeout applies")),
+        "{:?}",
+        t.problems
+    );
     // A malformed allow-list fails closed for its own Ingress only, never opens the path.
     let bad = &t.paths[1];
     assert!(
