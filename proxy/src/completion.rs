@@ -38,6 +38,40 @@ impl Ending {
     }
 }
 
+/// The status an abandoned request is logged and counted with: nginx's 499, "client
+/// closed request", which no response carries.
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// A request's bookkeeping before its response exists. A request dropped in the meantime
+/// (the client reset its stream or closed its connection while the upstream was still
+/// working) is finished as abandoned, so it is logged, counted and its connection's count
+/// of requests in flight goes down: it leaves a trace, as in nginx.
+pub(crate) struct Pending(Option<Box<Completion>>);
+
+impl Pending {
+    pub(crate) fn new(completion: Completion) -> Self {
+        Pending(Some(Box::new(completion)))
+    }
+
+    pub(crate) fn get(&mut self) -> &mut Completion {
+        self.0.as_mut().expect("a pending request is answered once")
+    }
+
+    /// The bookkeeping, for the response body to finish.
+    pub(crate) fn answered(mut self) -> Box<Completion> {
+        self.0.take().expect("a pending request is answered once")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut abandoned) = self.0.take() {
+            abandoned.status = CLIENT_CLOSED_REQUEST;
+            abandoned.finish(Ending::ClientGone);
+        }
+    }
+}
+
 /// The bookkeeping of one request, finished exactly once by its response body.
 pub(crate) struct Completion {
     pub(crate) snapshot: Arc<Snapshot>,

@@ -406,3 +406,65 @@ async fn a_slow_head_is_cut_within_request_header_and_a_second() {
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_abandons_is_logged_and_counted_as_499() {
+    use tokio::io::AsyncBufReadExt;
+    let up = TestUpstream::start("up").await;
+    let yaml =
+        config(&up, "upstream_response: 60s", "").replace("access_log: off", "access_log: stdout");
+    let config = temp_dir("abandoned").join("gatehouse.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut running = run_with(&config, &[], std::process::Stdio::piped()).await;
+    wait_ready(&running).await;
+    let mut lines = tokio::io::BufReader::new(running.child.stdout.take().unwrap()).lines();
+    let requests = || up.requests.load(std::sync::atomic::Ordering::Relaxed);
+
+    // HTTP/1.1: the client closes its connection while the upstream is still working.
+    let mut s = TcpStream::connect(running.http).await.unwrap();
+    s.write_all(b"GET /delay/3000 HTTP/1.1\r\nHost: global.test\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request reached the upstream", WAIT, || requests() == 1).await;
+    drop(s);
+    // HTTP/2: the client resets its stream (drops the response future).
+    let stream = TcpStream::connect(running.http).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://global.test/delay/3000")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let sent = tokio::spawn(async move { h2.send_request(req).await.map(|_| ()) });
+    eventually("the h2 request reached the upstream", WAIT, || {
+        requests() == 2
+    })
+    .await;
+    sent.abort();
+
+    for protocol in ["HTTP/1.1", "HTTP/2.0"] {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("an access log line for the abandoned request")
+            .unwrap()
+            .unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(entry["status"], 499, "{line}");
+        assert_eq!(entry["incomplete"], "client_gone", "{line}");
+        assert_eq!(entry["route"], "global.test", "{line}");
+        assert_eq!(entry["protocol"], protocol, "{line}");
+        assert!(
+            entry["duration"].as_f64().unwrap() < 2.5,
+            "logged when abandoned: {line}"
+        );
+    }
+    let counted = "gatehouse_http_requests_total{route=\"global.test\",code=\"499\"}";
+    assert_eq!(running.metric(counted).await, Some(2.0));
+    let gone = "gatehouse_responses_incomplete_total{route=\"global.test\",reason=\"client_gone\"}";
+    assert_eq!(running.metric(gone).await, Some(2.0));
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::{
     access_log::LogRecord,
     client::Client,
-    completion::Completion,
+    completion::{Completion, Pending, CLIENT_CLOSED_REQUEST},
     conn::ConnInfo,
     error::ProxyError,
     path,
@@ -50,7 +50,7 @@ pub(crate) async fn handle(
         Cow::Borrowed(_) => None,
         Cow::Owned(p) => Some(p),
     });
-    let mut log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
+    let log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
         Box::new(LogRecord {
             time: SystemTime::now(),
             client: client.ip,
@@ -67,16 +67,33 @@ pub(crate) async fn handle(
         })
     });
     let version = req.version();
+    let mut pending = Pending::new(Completion {
+        snapshot: snapshot.clone(),
+        stats: snapshot.none_stats(),
+        conn: conn.clone(),
+        status: CLIENT_CLOSED_REQUEST,
+        bytes: 0,
+        start: start.into_std(),
+        lease: None,
+        log,
+    });
     let served = match normalized {
-        Ok(normalized) => serve(&live, &drain, &snapshot, &conn, &client, normalized, req).await,
+        Ok(normalized) => {
+            let stats = &mut pending.get().stats;
+            serve(
+                &live, &drain, &snapshot, &conn, &client, normalized, req, stats,
+            )
+            .await
+        }
         Err(bad) => Err(Refused::new(
             ProxyError::BadPath(bad),
             snapshot.none_stats(),
         )),
     };
+    let completion = pending.get();
     let (mut response, stats, lease) = match served {
         Ok(served) => {
-            if let Some(log) = log.as_mut() {
+            if let Some(log) = completion.log.as_mut() {
                 log.upstream = Some(served.lease.addr());
                 log.upstream_time = Some(served.upstream_time);
             }
@@ -93,17 +110,10 @@ pub(crate) async fn handle(
     };
     let draining = drain.started.load(std::sync::atomic::Ordering::Relaxed);
     respond::close_when_draining(&mut response, version, draining);
-    let status = response.status().as_u16();
-    response.body_mut().complete_with(Box::new(Completion {
-        snapshot,
-        stats,
-        conn,
-        status,
-        bytes: 0,
-        start: start.into_std(),
-        lease,
-        log,
-    }));
+    completion.status = response.status().as_u16();
+    completion.stats = stats;
+    completion.lease = lease;
+    response.body_mut().complete_with(pending.answered());
     Ok(response)
 }
 
@@ -116,7 +126,9 @@ struct Served {
 }
 
 /// The steps, in order. `normalized` is the normalised path when it differs from the
-/// request target's.
+/// request target's; `stats` learns which route the request counts in as soon as it is
+/// known, for a request the client abandons.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     live: &Live,
     drain: &Drain,
@@ -125,10 +137,12 @@ async fn serve(
     client: &Client,
     normalized: Option<String>,
     req: Request<Incoming>,
+    stats_of_request: &mut usize,
 ) -> Result<Served, Refused> {
     let path = normalized.as_deref().unwrap_or_else(|| req.uri().path());
     let resolved = resolve::resolve(snapshot, conn, client, &req, path)?;
     let stats = resolved.target.stats;
+    *stats_of_request = stats;
     let refused = |error| Refused::new(error, stats);
     let admitted = admit::admit(&resolved, live, req.headers(), req.uri()).map_err(refused)?;
     let (plan, target) = rewrite::Plan::new(resolved);
