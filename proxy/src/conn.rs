@@ -30,6 +30,9 @@ pub(crate) struct ConnInfo {
     /// Set on the HTTPS listener once the handshake is done.
     pub(crate) tls: Option<TlsInfo>,
     pub(crate) state: ConnState,
+    /// Asks the connection to finish gracefully (HTTP/2: GOAWAY) once what it carries is
+    /// answered: an HTTP/2 request during the shutdown drain rings it.
+    pub(crate) goaway: tokio::sync::Notify,
 }
 
 /// What the TLS handshake of a connection settled.
@@ -49,6 +52,7 @@ impl ConnInfo {
             local_port_header: HeaderValue::from(local.port()),
             tls: None,
             state: ConnState::default(),
+            goaway: tokio::sync::Notify::new(),
         }
     }
 }

@@ -187,7 +187,14 @@ where
                 }
                 break;
             }
+            // At the end of the drain delay for every connection; before, for an HTTP/2
+            // connection whose request arrived during the drain (HTTP/1 answers say
+            // `Connection: close` instead).
             _ = drain.closing.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = info.goaway.notified(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

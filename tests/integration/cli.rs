@@ -465,7 +465,7 @@ async fn the_demo_prints_the_line_the_readme_shows_and_serves_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn from_the_start_of_the_drain_http1_answers_close_their_connections() {
+async fn from_the_start_of_the_drain_http1_answers_close_and_http2_connections_get_goaway() {
     let up = TestUpstream::start("up").await;
     let yaml = slow_config(&up, "5s").replace("drain_delay: 0s", "drain_delay: 2s");
     let (mut running, _) = start_yaml("drain-close", &yaml, &[]).await;
@@ -486,6 +486,21 @@ async fn from_the_start_of_the_drain_http1_answers_close_their_connections() {
         "kept alive while serving"
     );
     collect(first).await;
+    // And an HTTP/2 one.
+    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let h2_get = || {
+        http::Request::get("http://s.example.com/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    collect(h2.send_request(h2_get()).await.unwrap()).await;
 
     signal(&running.child, "-TERM");
     let c = client();
@@ -506,6 +521,18 @@ async fn from_the_start_of_the_drain_http1_answers_close_their_connections() {
         .expect("the connection ends after the answer that said close")
         .unwrap()
         .unwrap();
+    // The HTTP/2 connection's next request is served, then GOAWAY ends the connection,
+    // long before the listener closes (drain_delay is 2 s from the signal).
+    let drained = std::time::Instant::now();
+    let next = h2.send_request(h2_get()).await.unwrap();
+    assert_eq!(next.status(), 200);
+    collect(next).await;
+    tokio::time::timeout(Duration::from_millis(1500), h2_conn)
+        .await
+        .expect("GOAWAY ends the HTTP/2 connection once its request is answered")
+        .unwrap()
+        .unwrap();
+    assert!(drained.elapsed() < Duration::from_millis(1500));
     // ...while the listener still takes new clients until drain_delay is over.
     let got = get_at(running.http, "s.example.com", "/").await;
     assert_eq!(got.status, 200);

@@ -109,7 +109,7 @@ pub(crate) async fn handle(
         }
     };
     let draining = drain.started.load(std::sync::atomic::Ordering::Relaxed);
-    respond::close_when_draining(&mut response, version, draining);
+    respond::close_when_draining(&mut response, version, &conn, draining);
     completion.status = response.status().as_u16();
     completion.stats = stats;
     completion.lease = lease;

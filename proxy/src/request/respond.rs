@@ -7,6 +7,7 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio_util::task::TaskTracker;
 
 use crate::{
+    conn::ConnInfo,
     error::ProxyError,
     headers,
     policy::{https_redirect, response_headers},
@@ -70,15 +71,21 @@ fn respond_policies(parts: &mut response::Parts, target: &Target<'_>, admitted: 
     }
 }
 
-/// From the start of the drain every HTTP/1 answer closes its connection, so keep-alive
-/// clients move on now instead of losing a request when the listener closes.
+/// From the start of the drain every answer ends its connection: HTTP/1 answers say
+/// `Connection: close`, an HTTP/2 connection gets GOAWAY. Clients move on now instead of
+/// losing a request when the listener closes.
 pub(crate) fn close_when_draining(
     response: &mut Response<ResponseBody>,
     version: Version,
+    conn: &ConnInfo,
     draining: bool,
 ) {
-    if draining && version < Version::HTTP_2 && response.status() != StatusCode::SWITCHING_PROTOCOLS
-    {
+    if !draining {
+        return;
+    }
+    if version >= Version::HTTP_2 {
+        conn.goaway.notify_one();
+    } else if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
