@@ -92,6 +92,12 @@ pub(crate) struct ConnState {
     done_at: AtomicU64,
     /// Since when writes to the client have been blocked (it is not reading).
     blocked_since: AtomicU64,
+    /// Upstream response bodies being relayed on this connection, and how many of them
+    /// wait for their upstream: the others wait for the client (HTTP/2 flow control).
+    bodies: AtomicU32,
+    bodies_awaiting_upstream: AtomicU32,
+    /// When a relayed body last moved (or the first one opened).
+    body_moved: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -109,6 +115,41 @@ impl ConnState {
             head_since: AtomicU64::new(0),
             done_at: AtomicU64::new(1),
             blocked_since: AtomicU64::new(0),
+            bodies: AtomicU32::new(0),
+            bodies_awaiting_upstream: AtomicU32::new(0),
+            body_moved: AtomicU64::new(0),
+        }
+    }
+
+    /// An upstream body starts being relayed to the client.
+    pub(crate) fn body_opened(&self) {
+        if self.bodies.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.body_moved.store(self.stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// A relayed body ended; `awaiting_upstream` as last reported.
+    pub(crate) fn body_closed(&self, awaiting_upstream: bool) {
+        if awaiting_upstream {
+            self.bodies_awaiting_upstream
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.bodies.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A relayed body passed a part to the client's side.
+    pub(crate) fn body_moved(&self) {
+        self.body_moved.store(self.stamp(), Ordering::Relaxed);
+    }
+
+    /// A relayed body now waits (`true`) or no longer waits for its upstream.
+    pub(crate) fn body_awaits_upstream(&self, waits: bool) {
+        if waits {
+            self.bodies_awaiting_upstream
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.bodies_awaiting_upstream
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -211,6 +252,17 @@ impl Watchdog {
             self.client_write,
             Cutoff::NotReading,
         )?;
+        // A body that waits for the client rather than its upstream, and none moved: the
+        // client takes nothing (an HTTP/2 client can do that with a zero window, writes
+        // never block).
+        let bodies = state.bodies.load(Ordering::Relaxed);
+        if bodies > state.bodies_awaiting_upstream.load(Ordering::Relaxed) {
+            deadline(
+                load(&state.body_moved),
+                self.client_write,
+                Cutoff::NotReading,
+            )?;
+        }
         let idle = head.is_none() && state.in_flight.load(Ordering::Relaxed) == 0;
         if idle {
             deadline(load(&state.done_at), self.idle, Cutoff::Idle)?;

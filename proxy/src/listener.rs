@@ -16,10 +16,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    conn::{canonical_ip, ConnInfo, CountingIo, TlsInfo, Watchdog},
+    conn::{canonical_ip, ConnInfo, CountingIo, Cutoff, TlsInfo, Watchdog},
     request,
     state::{Drain, Live},
 };
+
+/// How long a connection the watchdog cut off may take to end on its own (HTTP/2 sends
+/// GOAWAY first, so an idle client learns why) before it is dropped.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts until `stop` fires; connections already accepted carry on. With `tls`, each
 /// connection is a TLS one (the HTTPS listener).
@@ -179,6 +183,9 @@ where
     let look = tokio::time::sleep_until(Instant::now());
     tokio::pin!(conn, look);
     let mut draining = false;
+    // Set once the watchdog has cut the connection off: it gets [`CUT_GRACE`] to say
+    // goodbye (HTTP/2 GOAWAY) before it is dropped.
+    let mut cut = false;
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -199,11 +206,19 @@ where
                 conn.as_mut().graceful_shutdown();
             }
             () = look.as_mut() => match watchdog.check(&info.state, Instant::now()) {
+                _ if cut => break,
                 Ok(next) => look.as_mut().reset(next),
                 Err(cutoff) => {
                     tracing::debug!(client = %peer, ?cutoff, "closing client connection");
                     live.metrics.connections_cut.with_label_values(&[cutoff.reason()]).inc();
-                    break;
+                    if cutoff == Cutoff::SlowHeader {
+                        // No request yet: nothing to say goodbye to.
+                        break;
+                    }
+                    draining = true;
+                    cut = true;
+                    conn.as_mut().graceful_shutdown();
+                    look.as_mut().reset(Instant::now() + CUT_GRACE);
                 }
             },
         }

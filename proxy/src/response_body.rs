@@ -32,6 +32,8 @@ struct Upstream {
     /// that arrives whole costs no timer.
     stall: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// Counted in its connection's relayed bodies (see [`crate::conn::ConnState`]).
+    counted: bool,
 }
 
 enum Source {
@@ -70,20 +72,30 @@ impl ResponseBody {
                 read,
                 stall: None,
                 armed: false,
+                counted: false,
             }),
             completion: None,
         }
     }
 
     pub(crate) fn complete_with(&mut self, completion: Box<Completion>) {
-        self.completion = Some(completion);
         if self.is_end_stream() {
-            self.finish(Ending::Complete);
+            return completion.finish(Ending::Complete);
         }
+        if let Source::Upstream(upstream) = &mut self.source {
+            completion.conn.state.body_opened();
+            upstream.counted = true;
+        }
+        self.completion = Some(completion);
     }
 
     fn finish(&mut self, ending: Ending) {
         if let Some(c) = self.completion.take() {
+            if let Source::Upstream(upstream) = &mut self.source {
+                if std::mem::take(&mut upstream.counted) {
+                    c.conn.state.body_closed(upstream.armed);
+                }
+            }
             (*c).finish(ending);
         }
     }
@@ -131,7 +143,20 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(upstream) => upstream.poll_frame(cx),
+            Source::Upstream(upstream) => {
+                let waited = upstream.armed;
+                let polled = upstream.poll_frame(cx);
+                if let (true, Some(c)) = (upstream.counted, &this.completion) {
+                    let state = &c.conn.state;
+                    if waited != upstream.armed {
+                        state.body_awaits_upstream(upstream.armed);
+                    }
+                    if polled.is_ready() {
+                        state.body_moved();
+                    }
+                }
+                polled
+            }
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -9,6 +9,7 @@ mod cli;
 mod deploy;
 mod endpoints;
 mod failures;
+mod h2;
 mod ingress;
 mod kubernetes;
 mod l4;

@@ -2,6 +2,8 @@
 //! 127.0.0.1 with ports chosen by the kernel.
 #![allow(dead_code)]
 
+pub mod h2raw;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
