@@ -213,8 +213,9 @@ impl Cutoff {
 }
 
 /// Says when a connection must be closed, and when to look next: exactly at the earliest
-/// deadline that applies, and at least once per `request_header` (a head may start, or
-/// writes block, at any moment), so a cut-off comes on time without a timer per event.
+/// deadline that applies, and at least once per the shortest timeout (a head may start,
+/// writes block, a request end, at any moment), so a cut-off comes on time without a
+/// timer per event.
 ///
 /// hyper's own header timer also runs while a keep-alive connection waits for its next
 /// request, which would make `idle` and `request_header` one setting; this keeps them apart.
@@ -235,7 +236,7 @@ impl Watchdog {
 
     /// `Err` means close the connection now; `Ok` is when to look again.
     pub(crate) fn check(&self, state: &ConnState, now: Instant) -> Result<Instant, Cutoff> {
-        let mut next = now + self.request_header.min(self.client_write);
+        let mut next = now + self.request_header.min(self.client_write).min(self.idle);
         let mut deadline = |since: Option<Instant>, limit: Duration, cutoff| match since {
             Some(since) if now >= since + limit => Err(cutoff),
             Some(since) => {

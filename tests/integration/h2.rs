@@ -74,9 +74,7 @@ async fn an_idle_http2_connection_is_closed_with_goaway() {
     let mut h2 = RawH2::connect(running.http, &[]).await;
     h2.get(1, "h2.test", "/").await.unwrap();
     let started = std::time::Instant::now();
-    let mut seen = Vec::new();
-    while let Some(f) = h2.next(Duration::from_secs(5)).await { eprintln!("{:?} +{:?}", f, started.elapsed()); seen.push(f); }
-    let frames = seen;
+    let frames = h2.until_closed(WAIT).await.expect("closed when idle");
     let took = started.elapsed();
     assert!(
         frames.iter().any(|f| f.kind == HEADERS && f.stream == 1),
