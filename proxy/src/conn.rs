@@ -378,6 +378,18 @@ mod tests {
         // A write went through in time: no cut.
         s.wrote(true);
         assert!(w.check(&s, at(130_000)).is_ok());
+
+        // HTTP/2 with a zero window: writes never block, but a body that waits for the
+        // client has not moved since 200 s: cut at 230 s...
+        s = ConnState::new(t0);
+        s.request_started();
+        s.bodies.store(1, Ordering::Relaxed);
+        s.body_moved.store(200_001, Ordering::Relaxed);
+        assert_eq!(w.check(&s, at(229_000)), Ok(at(230_000)));
+        assert_eq!(w.check(&s, at(230_000)), Err(Cutoff::NotReading));
+        // ...unless it waits for its upstream (upstream_read covers that).
+        s.body_awaits_upstream(true);
+        assert!(w.check(&s, at(230_000)).is_ok());
     }
 
     #[test]
