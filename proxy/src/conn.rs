@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::tls::certs::LoadedCert;
+use crate::{h2_guard::ControlFrames, tls::certs::LoadedCert};
 
 /// Who is on the other end of a client connection, fixed at accept.
 pub(crate) struct ConnInfo {
@@ -33,6 +33,8 @@ pub(crate) struct ConnInfo {
     /// Asks the connection to finish gracefully (HTTP/2: GOAWAY) once what it carries is
     /// answered: an HTTP/2 request during the shutdown drain rings it.
     pub(crate) goaway: tokio::sync::Notify,
+    /// Rung when the client floods the connection with control frames: it is cut off.
+    pub(crate) flood: tokio::sync::Notify,
 }
 
 /// What the TLS handshake of a connection settled.
@@ -53,6 +55,7 @@ impl ConnInfo {
             tls: None,
             state: ConnState::default(),
             goaway: tokio::sync::Notify::new(),
+            flood: tokio::sync::Notify::new(),
         }
     }
 }
@@ -272,15 +275,23 @@ impl Watchdog {
     }
 }
 
-/// A client stream that tells the watchdog when heads start and writes block.
+/// A client stream that tells the watchdog when heads start and writes block, and stops
+/// reading from an HTTP/2 client that floods it with control frames.
 pub(crate) struct CountingIo<T> {
     inner: T,
     info: Arc<ConnInfo>,
+    control: ControlFrames,
+    flooded: bool,
 }
 
 impl<T> CountingIo<T> {
     pub(crate) fn new(inner: T, info: Arc<ConnInfo>) -> Self {
-        CountingIo { inner, info }
+        CountingIo {
+            inner,
+            info,
+            control: ControlFrames::default(),
+            flooded: false,
+        }
     }
 }
 
@@ -291,10 +302,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.flooded {
+            // Nothing more is read from a flooding client; the connection is being closed.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.info.state.read();
+            let state = &this.info.state;
+            state.read();
+            if this
+                .control
+                .flooded(&buf.filled()[before..], || state.stamp())
+            {
+                this.flooded = true;
+                this.info.flood.notify_one();
+            }
         }
         res
     }

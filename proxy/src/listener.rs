@@ -17,13 +17,18 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     conn::{canonical_ip, ConnInfo, CountingIo, Cutoff, TlsInfo, Watchdog},
+    h2_guard::CONTROL_FRAMES_PER_SECOND,
     request,
     state::{Drain, Live},
+    warnings::RateLimited,
 };
 
 /// How long a connection the watchdog cut off may take to end on its own (HTTP/2 sends
 /// GOAWAY first, so an idle client learns why) before it is dropped.
 const CUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Any client can flood: the log says so at most once per 10 s.
+static FLOOD_WARNINGS: RateLimited = RateLimited::per(Duration::from_secs(10));
 
 /// Accepts until `stop` fires; connections already accepted carry on. With `tls`, each
 /// connection is a TLS one (the HTTPS listener).
@@ -204,6 +209,16 @@ where
             () = info.goaway.notified(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            () = info.flood.notified(), if !cut => {
+                live.metrics.connections_cut.with_label_values(&["h2_control_flood"]).inc();
+                if let Some(more) = FLOOD_WARNINGS.allow() {
+                    tracing::warn!(client = %peer, similar_since_last = more, "an HTTP/2 client sent more than {CONTROL_FRAMES_PER_SECOND} SETTINGS/PING frames in a second; its connection is closed (GOAWAY). Nothing to do unless a real client does this");
+                }
+                draining = true;
+                cut = true;
+                conn.as_mut().graceful_shutdown();
+                look.as_mut().reset(Instant::now() + CUT_GRACE);
             }
             () = look.as_mut() => match watchdog.check(&info.state, Instant::now()) {
                 _ if cut => break,

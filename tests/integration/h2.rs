@@ -89,3 +89,234 @@ async fn an_idle_http2_connection_is_closed_with_goaway() {
     );
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// The proxy's CPU time so far (user + system, in seconds) and its resident set (KiB).
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    (ticks / 100.0, rss_kib(pid).0)
+}
+
+/// The median latency of `n` sequential GETs on one keep-alive HTTP/1.1 connection.
+async fn median_latency(addr: std::net::SocketAddr, n: usize) -> Duration {
+    let c = client();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let got = send(&c, get_req_to(addr, "h2.test", "/")).await;
+        assert_eq!(got.status, 200, "the second client is served");
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    samples[n / 2]
+}
+
+fn get_req_to(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap()
+}
+
+/// One attacking connection's outcome: the frames it got back before the close.
+type Outcome = Vec<Frame>;
+type Attack = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// Rapid reset (CVE-2023-44487): open a stream and cancel it at once, over and over.
+async fn rapid_reset(addr: std::net::SocketAddr) -> Outcome {
+    let mut h2 = RawH2::connect(addr, &[]).await;
+    for id in (1..4000u32).step_by(2) {
+        if h2.get(id, "h2.test", "/").await.is_err()
+            || h2
+                .send(RST_STREAM, 0, id, &CANCEL.to_be_bytes())
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    h2.until_closed(WAIT).await.unwrap_or_default()
+}
+
+/// A header block that never ends: HEADERS without END_HEADERS, then CONTINUATION frames.
+async fn continuation_flood(addr: std::net::SocketAddr) -> Outcome {
+    let mut h2 = RawH2::connect(addr, &[]).await;
+    let _ = h2.send(HEADERS, 0, 1, &request_block("h2.test", "/")).await;
+    for _ in 0..10_000 {
+        if h2
+            .send(CONTINUATION, 0, 1, &literal("x-more", "y"))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    h2.until_closed(WAIT).await.unwrap_or_default()
+}
+
+/// An HPACK bomb: one 4,000-byte header put in the dynamic table, then referenced 10,000
+/// times in the same block (one byte each): 40 MB of headers from 14 KB.
+async fn hpack_bomb(addr: std::net::SocketAddr) -> Outcome {
+    let mut h2 = RawH2::connect(addr, &[]).await;
+    let mut block = request_block("h2.test", "/");
+    // Literal with incremental indexing, new name `x-bomb`, value length 4000 (HPACK
+    // integer: 127 + 3873 = 0x7f, 0xa1, 0x1e).
+    block.extend_from_slice(&[0x40, 6]);
+    block.extend_from_slice(b"x-bomb");
+    block.extend_from_slice(&[0x7f, 0xa1, 0x1e]);
+    block.extend(std::iter::repeat_n(b'a', 4000));
+    // Indexed: dynamic entry 62.
+    block.extend(std::iter::repeat_n(0xbe, 10_000));
+    let _ = h2.send(HEADERS, END_HEADERS | END_STREAM, 1, &block).await;
+    h2.until_closed(WAIT).await.unwrap_or_default()
+}
+
+/// More streams than the server allows (256), each waiting 1.5 s on the upstream: the
+/// frames until every stream beyond the limit is refused and the others are answered.
+async fn too_many_streams(addr: std::net::SocketAddr) -> Outcome {
+    let opened = std::time::Instant::now();
+    let mut h2 = RawH2::connect(addr, &[]).await;
+    h2.ack_settings().await;
+    for id in (1..=599u32).step_by(2) {
+        if h2.get(id, "h2.test", "/delay/1500").await.is_err() {
+            break;
+        }
+    }
+    let mut frames = Vec::new();
+    let refused = |frames: &[Frame]| {
+        frames
+            .iter()
+            .filter(|f| f.kind == RST_STREAM && f.error_code() == Some(REFUSED_STREAM))
+            .count()
+    };
+    let answered = |frames: &[Frame]| frames.iter().filter(|f| f.kind == HEADERS).count();
+    while refused(&frames) < 44 || (answered(&frames) < 256 && opened.elapsed() < WAIT) {
+        match h2.next(Duration::from_secs(3)).await {
+            Some(f) => frames.push(f),
+            None => break,
+        }
+    }
+    frames
+}
+
+/// `kind` frames (SETTINGS or PING) as fast as the server takes them, reading its answers.
+async fn control_flood(addr: std::net::SocketAddr, kind: u8) -> Outcome {
+    let h2 = RawH2::connect(addr, &[]).await;
+    let (read, mut write) = h2.stream.into_split();
+    let payload: &[u8] = if kind == PING { &[0; 8] } else { &[] };
+    let one = frame(kind, 0, 0, payload).repeat(64);
+    let writer = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            if tokio::io::AsyncWriteExt::write_all(&mut write, &one)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut reader = RawH2::from_read_half(read);
+    let frames = reader.until_closed(WAIT).await.unwrap_or_default();
+    writer.abort();
+    frames
+}
+
+/// What each attack must end with.
+fn judge(attack: &str, frames: &[Frame]) {
+    let goaway = frames.iter().find(|f| f.kind == GOAWAY);
+    let refused = frames
+        .iter()
+        .filter(|f| f.kind == RST_STREAM && f.error_code() == Some(REFUSED_STREAM))
+        .count();
+    let ok_heads = frames.iter().filter(|f| f.kind == HEADERS).count();
+    match attack {
+        "rapid reset" => assert_eq!(
+            goaway.and_then(Frame::error_code),
+            Some(ENHANCE_YOUR_CALM),
+            "{attack}: GOAWAY ENHANCE_YOUR_CALM"
+        ),
+        "CONTINUATION flood" | "SETTINGS flood" | "PING flood" => {
+            assert!(goaway.is_some(), "{attack}: GOAWAY, then closed")
+        }
+        "HPACK bomb" => {
+            assert_eq!(ok_heads, 0, "{attack}: never answered as a request");
+            assert!(
+                goaway.is_some() || frames.iter().any(|f| f.kind == RST_STREAM),
+                "{attack}: refused"
+            );
+        }
+        "300 streams" => assert!(
+            refused >= 44,
+            "{attack}: {refused} streams refused beyond 256"
+        ),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_attacks_are_cut_and_a_second_client_stays_fast() {
+    let up = TestUpstream::start("up").await;
+    let running = binary("h2-attacks", &config(&up, "request_header: 10s")).await;
+    let pid = running.child.id().unwrap();
+    let addr = running.http;
+    let baseline = median_latency(addr, 300).await;
+    let attacks: [(&str, fn(std::net::SocketAddr) -> Attack); 6] = [
+        ("rapid reset", |a| Box::pin(rapid_reset(a))),
+        ("CONTINUATION flood", |a| Box::pin(continuation_flood(a))),
+        ("HPACK bomb", |a| Box::pin(hpack_bomb(a))),
+        ("300 streams", |a| Box::pin(too_many_streams(a))),
+        ("SETTINGS flood", |a| Box::pin(control_flood(a, SETTINGS))),
+        ("PING flood", |a| Box::pin(control_flood(a, PING))),
+    ];
+    for (name, attack) in attacks {
+        // The first connection's outcome is judged; then the attack repeats on new
+        // connections while the second client measures its latency.
+        judge(name, &attack(addr).await);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attacker = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                // One attacking connection every 20 ms, each run to its end: the attack
+                // goes on for the whole measurement, without this test's own two cores
+                // spent on the attacker instead of the client it measures.
+                let mut connections = 0;
+                let mut pace = tokio::time::interval(Duration::from_millis(20));
+                while !stop.load(Ordering::Relaxed) {
+                    pace.tick().await;
+                    attack(addr).await;
+                    connections += 1;
+                }
+                connections
+            }
+        });
+        let (cpu_before, _) = cpu_and_rss(pid);
+        let started = std::time::Instant::now();
+        let during = median_latency(addr, 300).await;
+        let (cpu_after, rss) = cpu_and_rss(pid);
+        stop.store(true, Ordering::Relaxed);
+        let connections = attacker.await.unwrap();
+        let cpu = (cpu_after - cpu_before) / started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: second client median {during:?} (baseline {baseline:?}, {:.2}x); proxy CPU {:.0}% of a core, RSS {} MiB; {connections} attacking connections",
+            during.as_secs_f64() / baseline.as_secs_f64(),
+            cpu * 100.0,
+            rss / 1024
+        );
+        assert!(
+            during <= baseline * 2,
+            "{name}: the second client's median went from {baseline:?} to {during:?}"
+        );
+    }
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -56,7 +56,21 @@ pub struct RawH2 {
     buf: Vec<u8>,
 }
 
+/// The reading side of a connection whose writing side is busy elsewhere.
+pub struct RawH2Reader {
+    read: tokio::net::tcp::OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
 impl RawH2 {
+    /// Reads frames from `read` (the other half writes).
+    pub fn from_read_half(read: tokio::net::tcp::OwnedReadHalf) -> RawH2Reader {
+        RawH2Reader {
+            read,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects (cleartext, prior knowledge) and sends the preface and `settings`.
     pub async fn connect(addr: std::net::SocketAddr, settings: &[(u16, u32)]) -> RawH2 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -76,6 +90,18 @@ impl RawH2 {
         }
         h2.send(SETTINGS, 0, 0, &payload).await.unwrap();
         h2
+    }
+
+    /// Reads up to the server's SETTINGS and acknowledges them, as a client does before
+    /// relying on them (until then the server's limits are not in force).
+    pub async fn ack_settings(&mut self) {
+        while let Some(f) = self.next(Duration::from_secs(5)).await {
+            if f.kind == SETTINGS && f.flags & ACK == 0 {
+                self.send(SETTINGS, ACK, 0, &[]).await.unwrap();
+                return;
+            }
+        }
+        panic!("no SETTINGS from the server");
     }
 
     /// Writes one frame; an error means the server has closed.
@@ -104,49 +130,68 @@ impl RawH2 {
 
     /// The next frame, `None` once the server has closed (or after `deadline`).
     pub async fn next(&mut self, deadline: Duration) -> Option<Frame> {
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            if self.buf.len() >= 9 {
-                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-                if self.buf.len() >= 9 + len {
-                    let f = Frame {
-                        kind: self.buf[3],
-                        flags: self.buf[4],
-                        stream: u32::from_be_bytes([
-                            self.buf[5],
-                            self.buf[6],
-                            self.buf[7],
-                            self.buf[8],
-                        ]) & 0x7fff_ffff,
-                        payload: self.buf[9..9 + len].to_vec(),
-                    };
-                    self.buf.drain(..9 + len);
-                    return Some(f);
-                }
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match tokio::time::timeout_at(end, self.stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
+        next_frame(&mut self.stream, &mut self.buf, deadline).await
     }
 
     /// Every frame until the server closes the connection; `None` if it is still open
     /// after `deadline`.
     pub async fn until_closed(&mut self, deadline: Duration) -> Option<Vec<Frame>> {
-        let end = tokio::time::Instant::now() + deadline;
-        let mut frames = Vec::new();
-        loop {
-            let left = end.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return None;
+        frames_until_closed(&mut self.stream, &mut self.buf, deadline).await
+    }
+}
+
+impl RawH2Reader {
+    /// Every frame until the server closes the connection; `None` if it is still open
+    /// after `deadline`.
+    pub async fn until_closed(&mut self, deadline: Duration) -> Option<Vec<Frame>> {
+        frames_until_closed(&mut self.read, &mut self.buf, deadline).await
+    }
+}
+
+async fn next_frame<R: AsyncReadExt + Unpin>(
+    read: &mut R,
+    buf: &mut Vec<u8>,
+    deadline: Duration,
+) -> Option<Frame> {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() >= 9 + len {
+                let f = Frame {
+                    kind: buf[3],
+                    flags: buf[4],
+                    stream: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+                    payload: buf[9..9 + len].to_vec(),
+                };
+                buf.drain(..9 + len);
+                return Some(f);
             }
-            match self.next(left).await {
-                Some(f) => frames.push(f),
-                None if tokio::time::Instant::now() >= end => return None,
-                None => return Some(frames),
-            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(end, read.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+async fn frames_until_closed<R: AsyncReadExt + Unpin>(
+    read: &mut R,
+    buf: &mut Vec<u8>,
+    deadline: Duration,
+) -> Option<Vec<Frame>> {
+    let end = tokio::time::Instant::now() + deadline;
+    let mut frames = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match next_frame(read, buf, left).await {
+            Some(f) => frames.push(f),
+            None if tokio::time::Instant::now() >= end => return None,
+            None => return Some(frames),
         }
     }
 }
