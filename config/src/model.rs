@@ -189,6 +189,27 @@ pub struct Service {
     /// Endpoints from a Kubernetes Service's EndpointSlices, besides the fixed ones.
     pub kubernetes: Option<KubernetesRef>,
     pub balance: Balance,
+    pub limits: ConnectionLimits,
+}
+
+/// How much of each endpoint one service may take (Envoy's circuit breakers): beyond
+/// them a request waits briefly, then gets 503, instead of opening ever more connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open to one endpoint, busy and idle.
+    pub max_connections: usize,
+    /// Requests waiting for a connection to one endpoint at `max_connections`.
+    pub max_pending: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        // Envoy's defaults.
+        ConnectionLimits {
+            max_connections: 1024,
+            max_pending: 1024,
+        }
+    }
 }
 
 /// A Kubernetes Service port whose ready endpoints join a service.

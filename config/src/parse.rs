@@ -460,11 +460,31 @@ fn read_services<'n, 'i>(
         let Some(f) = r.section(
             body,
             &what,
-            &["endpoints", "kubernetes", "balance", "protocol"],
+            &[
+                "endpoints",
+                "kubernetes",
+                "balance",
+                "protocol",
+                "max_connections",
+                "max_pending",
+            ],
             &[],
         ) else {
             continue;
         };
+        let mut limits = ConnectionLimits::default();
+        for (key, slot) in [
+            ("max_connections", &mut limits.max_connections),
+            ("max_pending", &mut limits.max_pending),
+        ] {
+            if let Some(n) = f.get(key) {
+                let parsed = r.parsed(n, &format!("{what} {key}"), |s| match s.parse::<usize>() {
+                    Ok(m) if m > 0 => Ok(m),
+                    _ => Err(format!("`{s}` is not a positive number")),
+                });
+                *slot = parsed.unwrap_or(*slot);
+            }
+        }
         let endpoints = read_endpoints(r, &f, &what);
         let kubernetes = f
             .get("kubernetes")
@@ -498,6 +518,7 @@ fn read_services<'n, 'i>(
                 endpoints,
                 kubernetes,
                 balance,
+                limits,
             },
             *body,
         ));

@@ -60,6 +60,12 @@ pub enum ProxyError {
     UnaskedUpgrade { service: String, addr: SocketAddr },
     #[error("request body is larger than the route's max_body of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("endpoint {addr} of service `{service}` has all its {max_connections} connections busy and as many requests waiting as allowed (raise the service's max_connections or max_pending if it can take more)")]
+    Overloaded {
+        service: String,
+        addr: SocketAddr,
+        max_connections: usize,
+    },
     #[error("out of file descriptors for a new upstream connection (raise the open-files limit, ulimit -n)")]
     OutOfDescriptors {
         #[source]
@@ -80,7 +86,8 @@ impl ProxyError {
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. }
             | ProxyError::Unavailable { .. }
-            | ProxyError::OutOfDescriptors { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::OutOfDescriptors { .. }
+            | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnaskedUpgrade { .. } => StatusCode::BAD_GATEWAY,

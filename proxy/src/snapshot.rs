@@ -111,6 +111,7 @@ impl Snapshot {
                     &discovered(&s.name),
                     &known,
                     s.balance,
+                    s.limits,
                     gauge,
                 ))
             })

@@ -550,3 +550,90 @@ async fn a_burst_waits_in_a_deep_accept_queue_while_the_proxy_cannot_accept() {
     drop(connected);
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_gets_at_most_max_connections_and_the_overflow_is_503_at_once() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let yaml = config(
+        &format!(
+            "  main: {{ endpoints: [\"{}\"], max_connections: 8, max_pending: 4 }}",
+            up.addr
+        ),
+        "",
+    )
+    .replace(
+        "listen: { http: \"127.0.0.1:0\" }",
+        "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }",
+    )
+    .replace("upstream_response: 300ms", "upstream_response: 10s")
+    .replace("connect: 500ms", "connect: 3s")
+    .replace("request_header: 400ms", "request_header: 10s");
+    let (running, _) = start_yaml("max-connections", &yaml, &[]).await;
+    wait_ready(&running).await;
+    // Twenty clients at once, each waiting a second on the upstream.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = {
+        let (peak, open) = (peak.clone(), up.open.clone());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(open.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let answers = futures_iter_join((0..20).map(|_| {
+        let addr = running.http;
+        async move {
+            let got = get_at(addr, "t.example.com", "/delay/1000").await;
+            (got.status, std::time::Instant::now())
+        }
+    }))
+    .await;
+    watch.abort();
+    let ok: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    let overflow: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(
+        (ok.len(), overflow.len()),
+        (12, 8),
+        "8 served at once, 4 waited for a connection, 8 refused: {:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    assert!(
+        overflow
+            .iter()
+            .all(|(_, at)| at.duration_since(started) < Duration::from_millis(900)),
+        "the overflow is answered at once, not after waiting"
+    );
+    assert!(
+        ok.iter()
+            .filter(|(_, at)| at.duration_since(started) >= Duration::from_millis(1900))
+            .count()
+            == 4,
+        "the four that waited were served on connections that came back"
+    );
+    let most = peak.load(Ordering::Relaxed);
+    assert!(most <= 8, "at most 8 upstream connections, saw {most}");
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        8,
+        "and no more were opened"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+/// Runs the futures at once and collects their outputs in order.
+async fn futures_iter_join<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

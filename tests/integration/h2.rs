@@ -324,3 +324,46 @@ async fn http2_attacks_are_cut_and_a_second_client_stays_fast() {
     }
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reset_after_they_are_accepted_do_not_churn_upstream_connections() {
+    let up = TestUpstream::start("up").await;
+    let yaml = config(&up, "request_header: 10s")
+        .replace("endpoints: [\"", "max_connections: 32, endpoints: [\"");
+    let running = binary("h2-reset-churn", &yaml).await;
+    // Batches of 64 streams whose upstream answers after 200 ms, reset once their requests
+    // reached the upstream (32 at a time: the others wait for a connection), then the
+    // connection closed.
+    let requests = || up.requests.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        let before = requests();
+        let mut h2 = RawH2::connect(running.http, &[]).await;
+        let ids: Vec<u32> = (1..128u32).step_by(2).collect();
+        for id in &ids {
+            h2.get(*id, "h2.test", "/delay/200").await.unwrap();
+        }
+        eventually("a batch reached the upstream", WAIT, || {
+            requests() >= before + 32
+        })
+        .await;
+        for id in &ids {
+            let _ = h2.send(RST_STREAM, 0, *id, &CANCEL.to_be_bytes()).await;
+        }
+        drop(h2);
+    }
+    let requests = requests();
+    eventually("the abandoned exchanges finish", WAIT, || {
+        up.open.load(Ordering::Relaxed) <= 32
+    })
+    .await;
+    let opened = up.connections.load(Ordering::Relaxed);
+    assert!(requests >= 320, "streams reached the upstream: {requests}");
+    assert!(
+        opened <= 32,
+        "{requests} abandoned requests opened {opened} upstream connections (max_connections is 32)"
+    );
+    // And the upstream still serves a normal client at once.
+    let got = get_at(running.http, "h2.test", "/").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(running.terminate().await, Some(0));
+}

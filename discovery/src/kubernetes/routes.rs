@@ -12,9 +12,9 @@ use std::{
 };
 
 use gatehouse_config::{
-    routing::check_regex, Balance, CidrSet, Config, HostPattern, KubernetesRef, L4Listener,
-    L4Protocol, Location, PathMatch, PathRule, Route, Service, ServiceId, ServicePort, TlsEntry,
-    TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
+    routing::check_regex, Balance, CidrSet, Config, ConnectionLimits, HostPattern, KubernetesRef,
+    L4Listener, L4Protocol, Location, PathMatch, PathRule, Route, Service, ServiceId, ServicePort,
+    TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
 use k8s_openapi::api::core::v1::Secret;
@@ -295,6 +295,7 @@ fn service_for(
             port: key.2.clone(),
         }),
         balance: Balance::default(),
+        limits: ConnectionLimits::default(),
     });
     services.ids.insert(key, id);
     Some(id)

@@ -10,7 +10,12 @@ mod respond;
 mod rewrite;
 mod tunnel;
 
-use std::{borrow::Cow, convert::Infallible, sync::Arc, time::SystemTime};
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use gatehouse_config::AccessLog;
 use http::{Request, Response};
@@ -28,6 +33,7 @@ use crate::{
     snapshot::Snapshot,
     state::{Drain, Live},
     upstream::{forward::forward, Lease},
+    warnings::RateLimited,
 };
 use resolve::Refused;
 
@@ -100,11 +106,7 @@ pub(crate) async fn handle(
             (served.response, served.stats, Some(served.lease))
         }
         Err(Refused { error, stats }) => {
-            if error.is_upstream() {
-                tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "upstream failed; answering {}", error.status());
-            } else if let ProxyError::OutOfDescriptors { .. } = error {
-                tracing::warn!(error = %error, "no upstream connection could be opened here; answering 503, no endpoint blamed");
-            }
+            warn_operator(&error);
             (error_response(&error), stats, None)
         }
     };
@@ -115,6 +117,28 @@ pub(crate) async fn handle(
     completion.lease = lease;
     response.body_mut().complete_with(pending.answered());
     Ok(response)
+}
+
+/// Failures an operator must hear of, each kind at most once per 10 s (with how many were
+/// held back): clients can cause them at will, and must not be able to flood the log.
+fn warn_operator(error: &ProxyError) {
+    static UPSTREAM: RateLimited = RateLimited::per(Duration::from_secs(10));
+    static DESCRIPTORS: RateLimited = RateLimited::per(Duration::from_secs(10));
+    static OVERLOADED: RateLimited = RateLimited::per(Duration::from_secs(10));
+    let status = error.status();
+    if error.is_upstream() {
+        if let Some(more) = UPSTREAM.allow() {
+            tracing::warn!(error = %error, cause = ?std::error::Error::source(error), similar_since_last = more, "upstream failed; answering {status}");
+        }
+    } else if let ProxyError::OutOfDescriptors { .. } = error {
+        if let Some(more) = DESCRIPTORS.allow() {
+            tracing::warn!(error = %error, similar_since_last = more, "no upstream connection could be opened here; answering 503, no endpoint blamed");
+        }
+    } else if let ProxyError::Overloaded { .. } = error {
+        if let Some(more) = OVERLOADED.allow() {
+            tracing::warn!(error = %error, similar_since_last = more, "answering 503 instead of opening more connections to the endpoint");
+        }
+    }
 }
 
 /// A request the upstream answered.

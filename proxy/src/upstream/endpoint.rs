@@ -40,6 +40,21 @@ pub struct Endpoint {
     // A short critical section (push or pop); uncontended with one worker, and not the
     // routing snapshot, which is read lock-free.
     idle: Mutex<Vec<IdleConn>>,
+    /// Connections open to it, busy and idle (bounded by the service's `max_connections`).
+    open: AtomicUsize,
+    /// Requests waiting for one of them (bounded by `max_pending`).
+    waiting: AtomicUsize,
+    /// Rung when a connection returns to the pool or closes.
+    freed: tokio::sync::Notify,
+}
+
+/// A place among the requests waiting for a connection; left when dropped.
+pub(crate) struct Waiting<'a>(&'a Endpoint);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn clock_origin() -> Instant {
@@ -59,7 +74,46 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Counts a new connection about to be opened, if fewer than `max` are open.
+    pub(crate) fn reserve_connection(&self, max: usize) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A connection (reserved, then opened or not) is gone.
+    pub(crate) fn connection_closed(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
+    }
+
+    /// Connections open now, busy and idle.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Joins the requests waiting for a connection, if fewer than `max` wait.
+    pub(crate) fn wait_in_line(&self, max: usize) -> Option<Waiting<'_>> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(self))
+    }
+
+    /// Resolves when a connection returns to the pool or closes. Enabled before the caller
+    /// looks again, so a release in between is not missed.
+    pub(crate) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
     }
 
     /// The endpoint's address.
@@ -129,6 +183,8 @@ impl Endpoint {
                 sender,
                 since: Instant::now(),
             });
+            drop(idle);
+            self.freed.notify_one();
         }
     }
 

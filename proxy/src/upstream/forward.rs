@@ -8,6 +8,8 @@ use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, time::Instant};
 
+use gatehouse_config::ConnectionLimits;
+
 use super::{Endpoint, Lease, Sender, Upstream, MAX_TRIES};
 use crate::{
     error::ProxyError,
@@ -123,13 +125,21 @@ pub(crate) async fn forward(
         };
         let endpoint = &endpoints[idx];
         let mut lease = Lease::new(endpoint.clone());
-        let (mut sender, idle_for) = match connection(endpoint, limits, fresh_only).await {
+        let acquired = connection(endpoint, limits, &upstream.limits, fresh_only).await;
+        let (mut sender, idle_for) = match acquired {
             Ok(c) => c,
-            Err(e) if super::out_of_descriptors(&e) => {
+            Err(NoConnection::Overloaded) => {
+                return Err(ProxyError::Overloaded {
+                    service: upstream.name().to_owned(),
+                    addr: endpoint.addr(),
+                    max_connections: upstream.limits.max_connections,
+                })
+            }
+            Err(NoConnection::Connect(e)) if super::out_of_descriptors(&e) => {
                 // Every other endpoint would fail the same way: answer now, eject nobody.
                 return Err(ProxyError::OutOfDescriptors { source: e });
             }
-            Err(e) => {
+            Err(NoConnection::Connect(e)) => {
                 upstream.connect_failed(endpoint, metrics, &e);
                 tried[tries] = idx;
                 tries += 1;
@@ -144,10 +154,21 @@ pub(crate) async fn forward(
         };
         let started = Instant::now();
         let upload = req.body_mut().watch_progress();
-        let sent = head_within(limits, upload, sender.try_send_request(req)).await;
+        let response: ResponseFuture = Box::pin(sender.try_send_request(req));
+        let mut in_flight = InFlight {
+            see_through: upload.is_none(),
+            response: Some(response),
+            sender: Some(sender),
+            endpoint: endpoint.clone(),
+            limits: *limits,
+        };
+        let sent = head_within(limits, upload, in_flight.response()).await;
+        let sender = in_flight.settled();
         match sent {
             Ok(Ok(response)) => {
-                lease.keep(sender);
+                if let Some(sender) = sender {
+                    lease.keep(sender);
+                }
                 return Ok(Forwarded {
                     response,
                     lease,
@@ -221,6 +242,85 @@ pub(crate) async fn forward(
     }
 }
 
+/// A request sent on a connection, until its response head arrives. Dropped before that
+/// (the client reset its stream or closed its connection), a request whose body is all
+/// sent is seen through in the background and its connection returned to the pool, as
+/// long as the answer is small and timely: otherwise every cancelled request would cost
+/// a connection, and a client resetting streams would have Gatehouse open thousands to
+/// its own upstream.
+struct InFlight {
+    response: Option<ResponseFuture>,
+    sender: Option<Sender>,
+    endpoint: Arc<Endpoint>,
+    /// Nothing of the request is left to send, so the exchange can finish without it.
+    see_through: bool,
+    limits: ForwardLimits,
+}
+
+type ResponseFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    Response<Incoming>,
+                    hyper::client::conn::TrySendError<Request<RequestBody>>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// The most of an abandoned response read to keep its connection.
+const SEE_THROUGH_MAX_BODY: u64 = 64 * 1024;
+
+impl InFlight {
+    fn response(&mut self) -> &mut ResponseFuture {
+        self.response.as_mut().expect("awaited before it settled")
+    }
+
+    /// The exchange came to an end here: the connection, for the pool if it is reusable.
+    fn settled(&mut self) -> Option<Sender> {
+        self.response = None;
+        self.sender.take()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let (Some(response), Some(sender), true) =
+            (self.response.take(), self.sender.take(), self.see_through)
+        else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (endpoint, limits) = (self.endpoint.clone(), self.limits);
+        runtime.spawn(async move {
+            let Ok(Ok(response)) = tokio::time::timeout(limits.response, response).await else {
+                return;
+            };
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                return;
+            }
+            let mut body = response.into_body();
+            let mut read = 0u64;
+            loop {
+                use http_body_util::BodyExt;
+                match tokio::time::timeout(limits.read, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if read > SEE_THROUGH_MAX_BODY {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    _ => return,
+                }
+            }
+            endpoint.release(sender);
+        });
+    }
+}
+
 /// Which wait ran out before the response head came.
 #[derive(Debug, PartialEq, Eq)]
 enum Stalled {
@@ -269,25 +369,71 @@ async fn head_within<F: std::future::Future>(
     }
 }
 
+/// Why no connection to an endpoint could be had.
+enum NoConnection {
+    /// Connecting failed: the endpoint's fault (or ours, for a descriptor shortage).
+    Connect(io::Error),
+    /// `max_connections` are busy and `max_pending` requests wait already, or none came
+    /// free within the connect timeout.
+    Overloaded,
+}
+
 /// A connection ready for a request: a pooled one (with how long it was idle) unless
-/// `fresh_only`, else a new one.
+/// `fresh_only`, else a new one while fewer than `max_connections` are open; at the limit,
+/// the request waits (within the connect timeout) for one to come back.
 async fn connection(
     endpoint: &Arc<Endpoint>,
     limits: &ForwardLimits,
+    connections: &ConnectionLimits,
     fresh_only: bool,
-) -> io::Result<(Sender, Option<Duration>)> {
-    if !fresh_only {
-        while let Some((mut sender, idle_for)) = endpoint.checkout(limits.pool_idle) {
-            // The previous response was read to the end, so the connection is normally ready
-            // at once; a closed one errors, and a wedged one is abandoned.
-            if sender.is_ready() {
-                return Ok((sender, Some(idle_for)));
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
-                return Ok((sender, Some(idle_for)));
+) -> Result<(Sender, Option<Duration>), NoConnection> {
+    let deadline = Instant::now() + limits.connect;
+    let mut waiting = None;
+    loop {
+        if !fresh_only {
+            while let Some((mut sender, idle_for)) = endpoint.checkout(limits.pool_idle) {
+                // The previous response was read to the end, so the connection is normally
+                // ready at once; a closed one errors, and a wedged one is abandoned.
+                if sender.is_ready() {
+                    return Ok((sender, Some(idle_for)));
+                }
+                if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
+                    return Ok((sender, Some(idle_for)));
+                }
             }
         }
+        if endpoint.reserve_connection(connections.max_connections) {
+            return open(endpoint, limits)
+                .await
+                .map(|sender| (sender, None))
+                .map_err(|e| {
+                    endpoint.connection_closed();
+                    NoConnection::Connect(e)
+                });
+        }
+        if waiting.is_none() {
+            waiting = Some(
+                endpoint
+                    .wait_in_line(connections.max_pending)
+                    .ok_or(NoConnection::Overloaded)?,
+            );
+        }
+        let freed = endpoint.freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // Look once more now that a release cannot slip by unnoticed.
+        let idle_now = !fresh_only && endpoint.idle_connections() > 0;
+        if idle_now || endpoint.open_connections() < connections.max_connections {
+            continue;
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(NoConnection::Overloaded);
+        }
     }
+}
+
+/// Opens a new connection (already counted in the endpoint's open connections).
+async fn open(endpoint: &Arc<Endpoint>, limits: &ForwardLimits) -> io::Result<Sender> {
     let stream = tokio::time::timeout(limits.connect, TcpStream::connect(endpoint.addr()))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -296,12 +442,14 @@ async fn connection(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
+    let closes = endpoint.clone();
     tokio::spawn(async move {
         // Errors here surface to the request through the sender; nothing to add.
         let _ = conn.with_upgrades().await;
+        closes.connection_closed();
     });
     endpoint.connect_succeeded();
-    Ok((sender, None))
+    Ok(sender)
 }
 
 fn find_cause<'a, E: std::error::Error + 'static>(

@@ -12,7 +12,9 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use gatehouse_config::Balance;
+use gatehouse_config::{Balance, ConnectionLimits};
+
+use crate::warnings::RateLimited;
 
 pub use endpoint::Endpoint;
 pub(crate) use endpoint::Sender;
@@ -26,6 +28,8 @@ pub struct Upstream {
     /// so a request sees one consistent set and never waits for a lock.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     balance: Balance,
+    /// How much of each endpoint this service may take.
+    pub(crate) limits: ConnectionLimits,
     next: AtomicUsize,
     /// `gatehouse_endpoints{service}`, resolved once (snapshots carry it over).
     gauge: prometheus::IntGauge,
@@ -53,6 +57,7 @@ impl Upstream {
         discovered: &[SocketAddr],
         known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
         balance: Balance,
+        limits: ConnectionLimits,
         gauge: prometheus::IntGauge,
     ) -> Self {
         let all = merge(&fixed, discovered, known);
@@ -64,6 +69,7 @@ impl Upstream {
             // Start replicas at different offsets so they do not all hit endpoint 0 first.
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             balance,
+            limits,
             gauge,
         }
     }
@@ -84,13 +90,17 @@ impl Upstream {
             .connect_errors
             .with_label_values(&[&self.name])
             .inc();
+        static EJECTIONS: RateLimited = RateLimited::per(std::time::Duration::from_secs(10));
         if let Some(ejected) = endpoint.connect_failed() {
-            tracing::warn!(
-                service = self.name,
-                endpoint = %endpoint.addr(),
-                error = %error,
-                "endpoint keeps refusing connections; ejected for {ejected:?}"
-            );
+            if let Some(more) = EJECTIONS.allow() {
+                tracing::warn!(
+                    service = self.name,
+                    endpoint = %endpoint.addr(),
+                    error = %error,
+                    similar_since_last = more,
+                    "endpoint keeps refusing connections; ejected for {ejected:?}"
+                );
+            }
         }
     }
 
@@ -232,6 +242,7 @@ mod tests {
             &[],
             &|_| None,
             balance,
+            ConnectionLimits::default(),
             prometheus::IntGauge::new("t", "test gauge").expect("valid name"),
         )
     }
