@@ -132,6 +132,7 @@ fn get_req_to(
 /// One attacking connection's outcome: the frames it got back before the close.
 type Outcome = Vec<Frame>;
 type Attack = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+type Attacker = fn(std::net::SocketAddr) -> Attack;
 
 /// Rapid reset (CVE-2023-44487): open a stream and cancel it at once, over and over.
 async fn rapid_reset(addr: std::net::SocketAddr) -> Outcome {
@@ -275,7 +276,7 @@ async fn http2_attacks_are_cut_and_a_second_client_stays_fast() {
     let pid = running.child.id().unwrap();
     let addr = running.http;
     let baseline = median_latency(addr, 300).await;
-    let attacks: [(&str, fn(std::net::SocketAddr) -> Attack); 6] = [
+    let attacks: [(&str, Attacker); 6] = [
         ("rapid reset", |a| Box::pin(rapid_reset(a))),
         ("CONTINUATION flood", |a| Box::pin(continuation_flood(a))),
         ("HPACK bomb", |a| Box::pin(hpack_bomb(a))),
