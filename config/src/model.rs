@@ -24,6 +24,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Raw TCP and UDP ports forwarded to services.
     pub l4: Vec<L4Listener>,
+    /// Paths with an encoded slash or backslash (`%2F`, `%5C`) get 400, for upstreams that
+    /// decode them into separators after Gatehouse matched (Envoy's
+    /// `path_with_escaped_slashes_action: REJECT_REQUEST`).
+    pub reject_encoded_slash: bool,
 }
 
 /// The sockets Gatehouse listens on.

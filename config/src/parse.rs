@@ -68,6 +68,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "trusted_proxies",
             "tls",
             "l4",
+            "reject_encoded_slash",
         ],
         &[],
     )?;
@@ -178,6 +179,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .get("tls")
         .map(|n| read_tls(r, n, file_dir(r.file())))
         .unwrap_or_default();
+    let reject_encoded_slash = top
+        .get("reject_encoded_slash")
+        .and_then(|n| r.boolean(n, "reject_encoded_slash"))
+        .unwrap_or(false);
     if tls.iter().filter(|t| t.default).count() > 1 {
         r.error(top.span, "more than one `tls` entry says `default: true`");
     }
@@ -193,6 +198,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         default_service,
         routes,
         l4,
+        reject_encoded_slash,
     })
 }
 

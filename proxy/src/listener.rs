@@ -239,3 +239,39 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PROXY protocol v2 signature.
+    const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+    proptest::proptest! {
+        /// Whatever a peer sends where a PROXY header belongs (v1 text, v2 binary, or
+        /// noise), reading it ends in a header or an error, never a panic or a hang.
+        #[test]
+        fn any_proxy_header_input_is_read_or_refused(
+            prefix in proptest::sample::select(vec![&b"PROXY "[..], V2, b""]),
+            rest in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let (mut client, server) = tokio::io::duplex(1024);
+                let mut input = prefix.to_vec();
+                input.extend_from_slice(&rest);
+                tokio::io::AsyncWriteExt::write_all(&mut client, &input).await.unwrap();
+                // The peer stops sending: an incomplete header must not wait forever.
+                drop(client);
+                let parse = ParseConfig { include_tlvs: true, ..ParseConfig::default() };
+                let read = ProxiedStream::create_from_tokio(server, parse);
+                let outcome = tokio::time::timeout(Duration::from_secs(5), read).await;
+                proptest::prop_assert!(outcome.is_ok(), "reading hung on {:?}", input);
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -18,6 +18,13 @@ pub enum BadPath {
     AboveRoot,
     #[error("the path has a `%` that is not followed by two hex digits")]
     BadEscape,
+    #[error("the path has an encoded slash or backslash (`%2F`, `%5C`), which reject_encoded_slash refuses")]
+    EncodedSlash,
+}
+
+/// Whether a normalised path (escapes in upper case) holds an encoded `/` or `\`.
+pub fn has_encoded_slash(normalized: &str) -> bool {
+    normalized.contains("%2F") || normalized.contains("%5C")
 }
 
 /// The normalised form of `raw` (a request's path, without the query); borrowed when it
@@ -171,6 +178,21 @@ mod tests {
     fn normal_paths_are_borrowed() {
         for raw in ["/", "/admin", "/a/b/c/", "/a.b/c..d/.e", "/~user"] {
             assert!(matches!(normalize(raw), Ok(Cow::Borrowed(_))), "{raw}");
+        }
+    }
+
+    #[test]
+    fn encoded_separators_are_found_after_normalising_in_any_case() {
+        for (raw, has) in [
+            ("/a%2fb", true),
+            ("/a%2Fb", true),
+            ("/a%5cb", true),
+            ("/a%252Fb", false),
+            ("/a/b", false),
+            ("/a%20b", false),
+        ] {
+            let normalized = normalize(raw).unwrap();
+            assert_eq!(has_encoded_slash(&normalized), has, "{raw}");
         }
     }
 

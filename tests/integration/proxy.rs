@@ -487,3 +487,34 @@ async fn one_request_has_one_host_routed_forwarded_and_logged() {
     );
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_encoded_slash_refuses_escaped_separators_and_nothing_else() {
+    use crate::support::binary::*;
+    let up = TestUpstream::start("up").await;
+    let (running, _) = start_yaml(
+        "encoded-slash",
+        &one_route(&up, "reject_encoded_slash: true\n"),
+        &[],
+    )
+    .await;
+    wait_ready(&running).await;
+    let request = |target: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: h.example.com\r\nConnection: close\r\n\r\n")
+    };
+    for target in [
+        "/files/a%2Fb",
+        "/files/a%2fb",
+        "/files/a%5Cb",
+        "/files/a%5cb",
+    ] {
+        let (status, _) = raw_request(running.http, "127.0.0.1", &request(target)).await;
+        assert_eq!(status, 400, "{target}");
+    }
+    for target in ["/files/a/b", "/files/a%20b", "/files/%61"] {
+        let (status, _) = raw_request(running.http, "127.0.0.1", &request(target)).await;
+        assert_eq!(status, 200, "{target}");
+    }
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -52,9 +52,15 @@ pub(crate) async fn handle(
     let client = Client::resolve(&conn, req.headers(), &snapshot.config.trusted_proxies);
     // Normalised once, here: routing, policy, the upstream and the log all see this path.
     // `None` while the path is normal already (no allocation).
-    let normalized = path::normalize(req.uri().path()).map(|p| match p {
-        Cow::Borrowed(_) => None,
-        Cow::Owned(p) => Some(p),
+    let reject_encoded_slash = snapshot.config.reject_encoded_slash;
+    let normalized = path::normalize(req.uri().path()).and_then(|p| {
+        if reject_encoded_slash && path::has_encoded_slash(&p) {
+            return Err(path::BadPath::EncodedSlash);
+        }
+        Ok(match p {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(p) => Some(p),
+        })
     });
     let log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
         Box::new(LogRecord {
