@@ -17,7 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use gatehouse_config::AccessLog;
+use gatehouse_config::{AccessLog, Config};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -51,33 +51,8 @@ pub(crate) async fn handle(
     let snapshot = live.snapshot.load_full();
     let client = Client::resolve(&conn, req.headers(), &snapshot.config.trusted_proxies);
     // Normalised once, here: routing, policy, the upstream and the log all see this path.
-    // `None` while the path is normal already (no allocation).
-    let reject_encoded_slash = snapshot.config.reject_encoded_slash;
-    let normalized = path::normalize(req.uri().path()).and_then(|p| {
-        if reject_encoded_slash && path::has_encoded_slash(&p) {
-            return Err(path::BadPath::EncodedSlash);
-        }
-        Ok(match p {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(p) => Some(p),
-        })
-    });
-    let log = (snapshot.config.access_log == AccessLog::Stdout).then(|| {
-        Box::new(LogRecord {
-            time: SystemTime::now(),
-            client: client.ip,
-            method: req.method().clone(),
-            host: resolve::written_host(&req).unwrap_or_default().to_owned(),
-            path: match &normalized {
-                Ok(Some(p)) => p.clone(),
-                _ => req.uri().path().to_owned(),
-            },
-            version: req.version(),
-            upstream: None,
-            upstream_time: None,
-            tls: conn.tls.as_ref().map(|t| t.version),
-        })
-    });
+    let normalized = normalized_path(&req, &snapshot.config);
+    let log = log_record(&snapshot.config, &conn, &client, &req, &normalized);
     let version = req.version();
     let mut pending = Pending::new(Completion {
         snapshot: snapshot.clone(),
@@ -123,6 +98,44 @@ pub(crate) async fn handle(
     completion.lease = lease;
     response.body_mut().complete_with(pending.answered());
     Ok(response)
+}
+
+/// The request's path normalised; `Ok(None)` while it is normal already (no allocation).
+fn normalized_path<B>(req: &Request<B>, config: &Config) -> Result<Option<String>, path::BadPath> {
+    let normalized = path::normalize(req.uri().path())?;
+    if config.reject_encoded_slash && path::has_encoded_slash(&normalized) {
+        return Err(path::BadPath::EncodedSlash);
+    }
+    Ok(match normalized {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(p) => Some(p),
+    })
+}
+
+/// What the access log will say of the request, when there is an access log.
+fn log_record<B>(
+    config: &Config,
+    conn: &ConnInfo,
+    client: &Client,
+    req: &Request<B>,
+    normalized: &Result<Option<String>, path::BadPath>,
+) -> Option<Box<LogRecord>> {
+    (config.access_log == AccessLog::Stdout).then(|| {
+        Box::new(LogRecord {
+            time: SystemTime::now(),
+            client: client.ip,
+            method: req.method().clone(),
+            host: resolve::written_host(req).unwrap_or_default().to_owned(),
+            path: match normalized {
+                Ok(Some(p)) => p.clone(),
+                _ => req.uri().path().to_owned(),
+            },
+            version: req.version(),
+            upstream: None,
+            upstream_time: None,
+            tls: conn.tls.as_ref().map(|t| t.version),
+        })
+    })
 }
 
 /// Failures an operator must hear of, each kind at most once per 10 s (with how many were
