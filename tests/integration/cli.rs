@@ -487,14 +487,7 @@ async fn from_the_start_of_the_drain_http1_answers_close_and_http2_connections_g
     );
     collect(first).await;
     // And an HTTP/2 one.
-    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
-    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let h2_conn = tokio::spawn(h2_conn);
+    let (mut h2, h2_conn) = h2_connect(running.http).await;
     let h2_get = || {
         http::Request::get("http://s.example.com/")
             .body(http_body_util::Empty::<bytes::Bytes>::new())

@@ -170,14 +170,7 @@ async fn http2_prior_knowledge_is_proxied_to_an_http1_upstream() {
     ))
     .await;
     // Connect to the proxy's address but name the virtual host in :authority.
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2_connect(proxy.addr).await;
     let req = Request::get("http://h2.example.com/x?y=1")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -255,14 +248,7 @@ async fn http2_takes_host_from_authority_and_refuses_header_lists_above_32k() {
     let up = TestUpstream::start("up").await;
     let (running, _) = start_yaml("h2-headers", &one_route(&up, ""), &[]).await;
     wait_ready(&running).await;
-    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2_connect(running.http).await;
     // No Host header at all: HTTP/2 names the host in :authority only.
     let req = Request::get("http://h.example.com/from-authority")
         .body(Full::new(Bytes::new()))
@@ -287,14 +273,7 @@ async fn http2_takes_host_from_authority_and_refuses_header_lists_above_32k() {
         "never forwarded"
     );
     // A 30 KiB header list is fine, on a fresh connection.
-    let stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2_connect(running.http).await;
     let req = Request::get("http://h.example.com/ok")
         .header("x-big", "b".repeat(30 * 1024))
         .body(Full::new(Bytes::new()))
@@ -464,14 +443,7 @@ async fn one_request_has_one_host_routed_forwarded_and_logged() {
     assert_eq!(status, 400);
 
     // HTTP/2: a Host header that contradicts :authority is 400; one that agrees is fine.
-    let stream = tokio::net::TcpStream::connect(http).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2_connect(http).await;
     for (host, want) in [("admin.example.com", 400), ("www.example.com", 200)] {
         let req = Request::get("http://www.example.com/")
             .header("host", host)

@@ -428,14 +428,7 @@ async fn a_request_the_client_abandons_is_logged_and_counted_as_499() {
     eventually("the request reached the upstream", WAIT, || requests() == 1).await;
     drop(s);
     // HTTP/2: the client resets its stream (drops the response future).
-    let stream = TcpStream::connect(running.http).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _conn) = h2_connect(running.http).await;
     let req = http::Request::get("http://global.test/delay/3000")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
