@@ -28,6 +28,7 @@ pub struct Config {
     /// decode them into separators after Gatehouse matched (Envoy's
     /// `path_with_escaped_slashes_action: REJECT_REQUEST`).
     pub reject_encoded_slash: bool,
+    pub limits: LimitSettings,
 }
 
 /// The sockets Gatehouse listens on.
@@ -118,6 +119,43 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
     /// Keep-alive idle, both sides.
     pub idle: Duration,
+}
+
+/// Limits per client address on one route, counted per replica (as in ingress-nginx).
+#[derive(Clone, Debug)]
+pub struct ClientLimits {
+    /// Requests per second, with `rps × burst_multiplier` more at once (nginx `nodelay`).
+    pub rps: Option<u32>,
+    /// Requests per minute, with `rpm × burst_multiplier` more at once; both may apply.
+    pub rpm: Option<u32>,
+    pub burst_multiplier: u32,
+    /// Requests of one client in flight at once.
+    pub connections: Option<u32>,
+    /// Clients no limit applies to.
+    pub whitelist: CidrSet,
+}
+
+impl ClientLimits {
+    /// ingress-nginx's `limit-burst-multiplier` default.
+    pub const DEFAULT_BURST_MULTIPLIER: u32 = 5;
+}
+
+/// How limited clients are answered, and how many are remembered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// 429 (with Retry-After), or 503 as ingress-nginx answers by default.
+    pub status: u16,
+    /// Client addresses one route's rate limits remember at most; idle ones go first.
+    pub max_clients: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            status: 429,
+            max_clients: 100_000,
+        }
+    }
 }
 
 /// A route's own timeouts; `None` takes the configuration's [`Timeouts`].
@@ -260,6 +298,8 @@ pub struct Route {
     pub max_body: u64,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: RouteTimeouts,
+    /// Per-client rate and concurrency limits (ingress-nginx's limit-* annotations).
+    pub limits: Option<ClientLimits>,
     pub paths: Vec<PathRule>,
     /// Where the route is written, for messages about it.
     pub location: Location,

@@ -17,8 +17,6 @@ use crate::{
     units::{parse_duration, parse_size},
 };
 
-const NOT_YET_LIMITS: &str = "rate and connection limits are not built yet";
-
 /// Parses and validates a configuration. `file` is how errors name the source.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
@@ -69,6 +67,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "tls",
             "l4",
             "reject_encoded_slash",
+            "client_limits",
         ],
         &[],
     )?;
@@ -179,6 +178,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .get("tls")
         .map(|n| read_tls(r, n, file_dir(r.file())))
         .unwrap_or_default();
+    let limits = top
+        .get("client_limits")
+        .map(|n| read_limit_settings(r, n))
+        .unwrap_or_default();
     let reject_encoded_slash = top
         .get("reject_encoded_slash")
         .and_then(|n| r.boolean(n, "reject_encoded_slash"))
@@ -199,6 +202,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         routes,
         l4,
         reject_encoded_slash,
+        limits,
     })
 }
 
@@ -608,11 +612,12 @@ fn read_route(
             "max_body",
             "response_headers",
             "timeouts",
+            "limit",
             "paths",
         ],
         &[
-            ("limit_rps", NOT_YET_LIMITS),
-            ("limit_connections", NOT_YET_LIMITS),
+            ("limit_rps", "write `limit: { rps: N }`"),
+            ("limit_connections", "write `limit: { connections: N }`"),
         ],
     )?;
     let location = r.location(node.span);
@@ -660,6 +665,7 @@ fn read_route(
         .get("timeouts")
         .map(|n| read_route_timeouts(r, n, &what))
         .unwrap_or_default();
+    let limits = f.get("limit").and_then(|n| read_client_limits(r, n, &what));
     let mut paths = Vec::new();
     match f
         .get("paths")
@@ -686,9 +692,79 @@ fn read_route(
         max_body: max_body?,
         response_headers,
         timeouts,
+        limits,
         paths,
         location,
     })
+}
+
+/// A route's `limit`: per-client rates and concurrency.
+fn read_client_limits(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Option<ClientLimits> {
+    let what = format!("{what} limit");
+    let f = r.section(
+        node,
+        &what,
+        &["rps", "rpm", "burst_multiplier", "connections", "whitelist"],
+        &[],
+    )?;
+    let count = |r: &mut Reader<'_>, key: &str| -> Option<u32> {
+        let n = f.get(key)?;
+        r.parsed(n, &format!("{what} {key}"), |s| match s.parse::<u32>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("`{s}` is not a positive whole number")),
+        })
+    };
+    let limits = ClientLimits {
+        rps: count(r, "rps"),
+        rpm: count(r, "rpm"),
+        burst_multiplier: count(r, "burst_multiplier")
+            .unwrap_or(ClientLimits::DEFAULT_BURST_MULTIPLIER),
+        connections: count(r, "connections"),
+        whitelist: f
+            .get("whitelist")
+            .map(|n| read_cidrs(r, n, &format!("{what} whitelist")))
+            .unwrap_or_default(),
+    };
+    if limits.rps.is_none() && limits.rpm.is_none() && limits.connections.is_none() {
+        r.error(
+            node.span,
+            format!("{what} sets no limit; give `rps`, `rpm` or `connections`"),
+        );
+        return None;
+    }
+    Some(limits)
+}
+
+/// `client_limits`: how limited clients are answered, and how many are remembered.
+fn read_limit_settings(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> LimitSettings {
+    let mut settings = LimitSettings::default();
+    let Some(f) = r.section(node, "client_limits", &["status", "max_clients"], &[]) else {
+        return settings;
+    };
+    if let Some(n) = f.get("status") {
+        if let Some(status) = r.parsed(n, "client_limits status", |s| match s {
+            "429" => Ok(429),
+            "503" => Ok(503),
+            s => Err(format!("`{s}` is not 429 or 503")),
+        }) {
+            settings.status = status;
+        }
+    }
+    if let Some(n) = f.get("max_clients") {
+        if let Some(max) = r.parsed(n, "client_limits max_clients", |s| {
+            match s.parse::<usize>() {
+                Ok(v) if v >= 1000 => Ok(v),
+                _ => Err(format!("`{s}` is not a number of at least 1000")),
+            }
+        }) {
+            settings.max_clients = max;
+        }
+    }
+    settings
 }
 
 /// A route's `timeouts`: the ones that concern its upstream and its tunnels.

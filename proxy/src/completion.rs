@@ -5,8 +5,8 @@
 use std::{sync::Arc, time::Instant};
 
 use crate::{
-    access_log::LogRecord, conn::ConnInfo, snapshot::Snapshot, upstream::Lease,
-    warnings::RateLimited,
+    access_log::LogRecord, conn::ConnInfo, policy::client_limits::Slot, snapshot::Snapshot,
+    upstream::Lease, warnings::RateLimited,
 };
 
 /// An upstream that stalls every response must not flood the log.
@@ -83,6 +83,9 @@ pub(crate) struct Completion {
     pub(crate) start: Instant,
     pub(crate) lease: Option<Lease>,
     pub(crate) log: Option<Box<LogRecord>>,
+    /// The request's place among its client's requests in flight (limit-connections),
+    /// given back when the response ends.
+    pub(crate) slot: Option<Slot>,
 }
 
 impl Completion {

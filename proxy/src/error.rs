@@ -66,6 +66,14 @@ pub enum ProxyError {
         addr: SocketAddr,
         max_connections: usize,
     },
+    #[error("client over the {kind} limit of `{route}`; may retry after {retry_after:?}")]
+    Limited {
+        route: String,
+        kind: &'static str,
+        retry_after: Duration,
+        /// 429, or 503 as ingress-nginx answers.
+        status: u16,
+    },
     #[error("out of file descriptors for a new upstream connection (raise the open-files limit, ulimit -n)")]
     OutOfDescriptors {
         #[source]
@@ -95,6 +103,9 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Limited { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::TOO_MANY_REQUESTS)
+            }
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }

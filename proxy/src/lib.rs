@@ -34,5 +34,7 @@ mod warnings;
 
 pub use error::ProxyError;
 pub use metrics::Metrics;
+/// A per-client rate, for benchmarks and embedders.
+pub use policy::client_limits::{Kind as LimitKind, OverLimit, Rate as ClientRate};
 pub use runtime::{ApplyError, Gatehouse};
 pub use snapshot::{Snapshot, SnapshotError, MAX_REQUEST_HEAD};

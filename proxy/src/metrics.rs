@@ -19,6 +19,7 @@ pub struct Metrics {
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) denied: IntCounterVec,
     pub(crate) incomplete: IntCounterVec,
+    pub(crate) limited: IntCounterVec,
     pub(crate) connections_cut: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) cert_expiry: IntGaugeVec,
@@ -94,6 +95,11 @@ impl Metrics {
                 "responses_incomplete_total",
                 "Responses that did not reach the client whole, by route and why: upstream_timeout, upstream_error, client_gone",
                 &["route", "reason"],
+            ),
+            limited: counters(
+                "requests_limited_total",
+                "Requests refused by a client limit, by route and limit: rps, rpm, connections",
+                &["route", "kind"],
             ),
             connections_cut: counters(
                 "client_connections_cut_total",
@@ -175,6 +181,7 @@ pub(crate) struct RouteStats {
     durations: HistogramVec,
     duration: OnceLock<Histogram>,
     incomplete: IntCounterVec,
+    limited: IntCounterVec,
 }
 
 impl RouteStats {
@@ -186,7 +193,15 @@ impl RouteStats {
             durations: metrics.duration.clone(),
             duration: OnceLock::new(),
             incomplete: metrics.incomplete.clone(),
+            limited: metrics.limited.clone(),
         }
+    }
+
+    /// A request of this route refused by a client limit.
+    pub(crate) fn limited(&self, kind: &str) {
+        self.limited
+            .with_label_values(&[self.label.as_str(), kind])
+            .inc();
     }
 
     /// A response of this route that did not reach the client whole.

@@ -514,8 +514,9 @@ async fn bind_changes(current: &Listeners, config: &Config) -> Result<ListenerCh
     })
 }
 
-/// Closes pooled upstream connections that sat idle too long, so they do not wait for a
-/// request to find them stale.
+/// Once a second, off the request path: closes pooled upstream connections that sat idle
+/// too long, so they do not wait for a request to find them stale, and sweeps the client
+/// limit tables.
 async fn evict_idle_connections(live: Arc<Live>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -527,6 +528,12 @@ async fn evict_idle_connections(live: Arc<Live>, stop: CancellationToken) {
         for upstream in snapshot.upstreams.iter() {
             for endpoint in upstream.endpoints().iter() {
                 endpoint.evict_idle(snapshot.limits.pool_idle);
+            }
+        }
+        // Clients whose rate buckets are full again are forgotten; the tables stay bounded.
+        for limits in snapshot.client_limits.iter().flatten() {
+            for rate in &limits.rates {
+                rate.sweep();
             }
         }
     }

@@ -12,6 +12,7 @@ use hyper_util::{
 use crate::{
     l4::key::L4Key,
     metrics::{Metrics, RouteStats},
+    policy::client_limits::RouteLimits,
     tls::certs::{CertStore, TlsError},
     upstream::{forward::ForwardLimits, Endpoint, Upstream},
     warnings::OncePerKey,
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub(crate) certs: CertStore,
     /// Hosts warned about an unusable certificate for their forced HTTPS.
     pub(crate) warned: OncePerKey,
+    /// Per route (by index), its client limits, if it has any.
+    pub(crate) client_limits: Vec<Option<Arc<RouteLimits>>>,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -177,6 +180,24 @@ impl Snapshot {
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
             .keep_alive_interval(Some(t.idle))
             .keep_alive_timeout(Duration::from_secs(20));
+        let client_limits = config
+            .routes
+            .iter()
+            .map(|route| {
+                let spec = route.limits.as_ref()?;
+                // The same host's limits in the previous snapshot keep their clients.
+                let previous = previous.and_then(|p| {
+                    let i = p.config.routes.iter().position(|r| r.host == route.host)?;
+                    p.client_limits.get(i)?.clone()
+                });
+                let max_clients = config.limits.max_clients;
+                Some(Arc::new(RouteLimits::new(
+                    spec,
+                    max_clients,
+                    previous.as_deref(),
+                )))
+            })
+            .collect();
         let l4_index = L4Key::all(&config.l4)
             .into_iter()
             .enumerate()
@@ -193,6 +214,7 @@ impl Snapshot {
             server,
             certs,
             warned: OncePerKey::default(),
+            client_limits,
         })
     }
 

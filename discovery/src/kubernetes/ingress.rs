@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gatehouse_config::{
     cidr::{parse_cidr, CidrSet},
     units::parse_size,
-    RouteTimeouts,
+    ClientLimits, RouteTimeouts,
 };
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -112,6 +112,9 @@ pub struct Policy {
     /// `proxy-read-timeout` (the response, between reads, and tunnels) and
     /// `proxy-send-timeout` (the request body to the upstream).
     pub timeouts: RouteTimeouts,
+    /// `limit-rps`, `limit-rpm`, `limit-connections` (with `limit-burst-multiplier` and
+    /// `limit-whitelist`).
+    pub limits: Option<ClientLimits>,
 }
 
 /// One routed path of an Ingress.
@@ -313,6 +316,8 @@ fn annotations(
         }
     };
     let mut policy = Policy::default();
+    let mut limits: Option<ClientLimits> = None;
+    let mut whitelist = CidrSet::default();
     for (name, value) in &found {
         match *name {
             "whitelist-source-range" | "allowlist-source-range" => {
@@ -331,6 +336,38 @@ fn annotations(
                 policy.max_body = Some(if size == 0 { u64::MAX } else { size });
             }
             "rewrite-target" => policy.rewrite = Some((*value).to_owned()),
+            "limit-rps" | "limit-rpm" | "limit-connections" | "limit-burst-multiplier" => {
+                // ingress-nginx reads whole numbers; 0 (or less) sets no limit.
+                let n = value
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("annotation {name}: `{value}` is not a whole number"))?;
+                let n = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+                let limit = (n > 0).then_some(n);
+                let l = limits.get_or_insert_with(|| ClientLimits {
+                    rps: None,
+                    rpm: None,
+                    burst_multiplier: ClientLimits::DEFAULT_BURST_MULTIPLIER,
+                    connections: None,
+                    whitelist: CidrSet::default(),
+                });
+                match *name {
+                    "limit-rps" => l.rps = limit,
+                    "limit-rpm" => l.rpm = limit,
+                    "limit-connections" => l.connections = limit,
+                    _ => l.burst_multiplier = limit.unwrap_or(ClientLimits::DEFAULT_BURST_MULTIPLIER),
+                }
+            }
+            "limit-whitelist" | "limit-allowlist" => {
+                let nets = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(|entry| annotation_cidr(entry, name, source, problems))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("annotation {name}: {e}"))?;
+                whitelist = CidrSet::new(nets);
+            }
             "proxy-read-timeout" | "proxy-send-timeout" => {
                 // ingress-nginx reads whole seconds and falls back to its default on
                 // anything else; so does Gatehouse, saying so.
@@ -376,6 +413,10 @@ fn annotations(
             },
         }
     }
+    // The whitelist and the multiplier alone limit nothing, as in ingress-nginx.
+    policy.limits = limits
+        .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
+        .map(|l| ClientLimits { whitelist, ..l });
     policy.ssl_redirect = flag("ssl-redirect")?;
     policy.force_ssl_redirect = flag("force-ssl-redirect")?.unwrap_or(false);
     // As in ingress-nginx, a rewrite-target makes the paths regexes.

@@ -313,6 +313,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         timeouts: p.policy.timeouts,
+        limits: p.policy.limits.clone(),
         unavailable: p.broken.clone(),
         host,
         paths: Vec::new(),

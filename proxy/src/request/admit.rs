@@ -8,7 +8,11 @@ use http::HeaderMap;
 
 use crate::{
     error::ProxyError,
-    policy::{allow_list, body_size, https_redirect, unavailable},
+    policy::{
+        allow_list, body_size,
+        client_limits::{self, Slot},
+        https_redirect, unavailable,
+    },
     request::resolve::Resolved,
     state::Live,
 };
@@ -17,6 +21,8 @@ use crate::{
 pub(crate) struct Admitted {
     /// The response gets Strict-Transport-Security.
     pub(crate) hsts: bool,
+    /// The request's place among its client's requests in flight, while it lasts.
+    pub(crate) slot: Option<Slot>,
 }
 
 pub(crate) fn admit(
@@ -26,9 +32,21 @@ pub(crate) fn admit(
     uri: &http::Uri,
 ) -> Result<Admitted, ProxyError> {
     let mut hsts = false;
-    if let Some((route, _)) = r.target.route {
+    let mut slot = None;
+    if let Some((route, m)) = r.target.route {
         unavailable::check(route)?;
         allow_list::check(route, r.client.ip, &live.metrics)?;
+        if let Some(limits) = &r.snapshot.client_limits[m.route] {
+            slot = client_limits::admit(limits, r.client.ip).map_err(|over| {
+                r.snapshot.stats(m.route).limited(over.kind.as_str());
+                ProxyError::Limited {
+                    route: route.host.to_string(),
+                    kind: over.kind.as_str(),
+                    retry_after: over.retry_after,
+                    status: r.snapshot.config.limits.status,
+                }
+            })?;
+        }
         let https_port = live.https_port.load(Ordering::Relaxed);
         if let Some(location) = https_redirect::https_location(
             r.snapshot, https_port, route, &r.host, r.conn, r.client, headers, uri,
@@ -38,5 +56,5 @@ pub(crate) fn admit(
         hsts = https_redirect::wants_hsts(r.snapshot, route, &r.host, r.conn);
     }
     body_size::check(headers, r.target.max_body)?;
-    Ok(Admitted { hsts })
+    Ok(Admitted { hsts, slot })
 }

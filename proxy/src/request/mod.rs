@@ -63,12 +63,13 @@ pub(crate) async fn handle(
         start: start.into_std(),
         lease: None,
         log,
+        slot: None,
     });
     let served = match normalized {
         Ok(normalized) => {
-            let stats = &mut pending.get().stats;
+            let completion = pending.get();
             serve(
-                &live, &drain, &snapshot, &conn, &client, normalized, req, stats,
+                &live, &drain, &snapshot, &conn, &client, normalized, req, completion,
             )
             .await
         }
@@ -169,8 +170,8 @@ struct Served {
 }
 
 /// The steps, in order. `normalized` is the normalised path when it differs from the
-/// request target's; `stats` learns which route the request counts in as soon as it is
-/// known, for a request the client abandons.
+/// request target's; `completion` learns which route the request counts in and holds its
+/// limit slot as soon as they are known, for a request the client abandons.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     live: &Live,
@@ -180,14 +181,15 @@ async fn serve(
     client: &Client,
     normalized: Option<String>,
     req: Request<Incoming>,
-    stats_of_request: &mut usize,
+    completion: &mut Completion,
 ) -> Result<Served, Refused> {
     let path = normalized.as_deref().unwrap_or_else(|| req.uri().path());
     let resolved = resolve::resolve(snapshot, conn, client, &req, path)?;
     let stats = resolved.target.stats;
-    *stats_of_request = stats;
+    completion.stats = stats;
     let refused = |error| Refused::new(error, stats);
-    let admitted = admit::admit(&resolved, live, req.headers(), req.uri()).map_err(refused)?;
+    let mut admitted = admit::admit(&resolved, live, req.headers(), req.uri()).map_err(refused)?;
+    completion.slot = admitted.slot.take();
     let (plan, target) = rewrite::Plan::new(resolved);
     let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     let upstream = &snapshot.upstreams[target.service.0];

@@ -106,9 +106,18 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let ProxyError::RedirectToHttps { location } = error {
-        resp.headers_mut()
-            .insert(header::LOCATION, location.clone());
+    match error {
+        ProxyError::RedirectToHttps { location } => {
+            resp.headers_mut()
+                .insert(header::LOCATION, location.clone());
+        }
+        ProxyError::Limited { retry_after, .. } => {
+            // Whole seconds, rounded up: a client retrying at once would be refused again.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        _ => {}
     }
     resp
 }

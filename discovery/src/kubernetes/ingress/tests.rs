@@ -152,7 +152,7 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
         "limited",
         "2026-01-03T00:00:00Z",
         serde_json::json!({
-            "nginx.ingress.kubernetes.io/limit-rps": "10",
+            "nginx.ingress.kubernetes.io/limit-rate": "100",
         }),
         spec("limited.example.com"),
     );
@@ -202,7 +202,43 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
     assert!(limited
         .broken
         .as_deref()
-        .is_some_and(|w| w.contains("limit-rps")));
+        .is_some_and(|w| w.contains("limit-rate")));
+}
+
+#[test]
+fn limit_annotations_read_as_ingress_nginx_reads_them() {
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let (result, _) = policy_of(serde_json::json!({
+        n("limit-rps"): "400",
+        n("limit-rpm"): "6000",
+        n("limit-connections"): "20",
+        n("limit-burst-multiplier"): "3",
+        n("limit-whitelist"): "10.0.0.0/8, 192.0.2.7",
+    }));
+    let limits = result.unwrap().0.limits.expect("limits");
+    assert_eq!(
+        (
+            limits.rps,
+            limits.rpm,
+            limits.connections,
+            limits.burst_multiplier
+        ),
+        (Some(400), Some(6000), Some(20), 3)
+    );
+    assert_eq!(limits.whitelist.entries().len(), 2);
+    // The multiplier defaults to 5; 0 sets no limit; a whitelist alone limits nothing.
+    let (result, _) =
+        policy_of(serde_json::json!({ n("limit-rps"): "10", n("limit-connections"): "0" }));
+    let limits = result.unwrap().0.limits.expect("limits");
+    assert_eq!(
+        (limits.rps, limits.connections, limits.burst_multiplier),
+        (Some(10), None, 5)
+    );
+    let (result, _) = policy_of(serde_json::json!({ n("limit-whitelist"): "10.0.0.0/8" }));
+    assert!(result.unwrap().0.limits.is_none());
+    // A value that is not a number fails closed.
+    let (result, _) = policy_of(serde_json::json!({ n("limit-rps"): "lots" }));
+    assert!(result.unwrap_err().contains("limit-rps"));
 }
 
 #[test]
@@ -214,6 +250,8 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "backend-protocol" => "HTTP",
             "response-headers" => "X-A: 1",
             "rewrite-target" => "/$1",
+            "limit-whitelist" | "limit-allowlist" => "10.0.0.0/8",
+            name if name.starts_with("limit-") => "10",
             _ => "true",
         };
         for prefix in ["nginx.ingress.kubernetes.io/", "gatehouse.io/"] {
