@@ -13,6 +13,7 @@ mod h2;
 mod ingress;
 mod kubernetes;
 mod l4;
+mod limits;
 mod policy;
 mod proxy;
 mod reload;
