@@ -699,9 +699,9 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("canary-weight", "10"),
         ("canary-by-header", "X-Canary"),
         ("canary-by-cookie", "canary"),
-        ("limit-rps", "5"),
-        ("limit-connections", "5"),
-        ("limit-burst-multiplier", "3"),
+        ("limit-rate", "100"),
+        ("limit-rate-after", "10m"),
+        ("global-rate-limit", "10"),
         ("upstream-hash-by", "$request_uri"),
         ("denylist-source-range", "10.0.0.0/8"),
     ];
@@ -784,6 +784,33 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         0,
         "no refused Ingress reached the pod"
     );
+    // A built limit: one request a second with a burst of one, per client.
+    api.apply(
+        INGRESSES,
+        annotated(
+            "limited",
+            "limited.example.com",
+            json!({
+                "nginx.ingress.kubernetes.io/limit-rps": "1",
+                "nginx.ingress.kubernetes.io/limit-burst-multiplier": "1",
+            }),
+            ("/", "Prefix"),
+        ),
+    );
+    until(
+        &cluster,
+        "the limited Ingress is served",
+        "limited.example.com",
+        "/",
+        (200, "web"),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(fetch(&cluster, "limited.example.com", "/").await.0);
+    }
+    assert!(statuses.contains(&429), "limit-rps applies: {statuses:?}");
+
     assert_eq!(
         fetch(&cluster, "cosmetic.example.com", "/").await,
         (200, "web".to_owned())
