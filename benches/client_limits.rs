@@ -29,7 +29,13 @@ fn rss_kib() -> u64 {
 /// A rate no client of the bench exceeds, so every check takes the path of a request
 /// that passes (a refused one costs the same and returns earlier).
 fn rate(max_clients: usize) -> ClientRate {
-    ClientRate::new(LimitKind::Rps, 1_000_000, Duration::from_secs(1), 5, max_clients)
+    ClientRate::new(
+        LimitKind::Rps,
+        1_000_000,
+        Duration::from_secs(1),
+        5,
+        max_clients,
+    )
 }
 
 fn checks(c: &mut Criterion) {
