@@ -121,6 +121,26 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// A response header operation, with nginx's semantics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// `add_header`: added beside what the upstream sent, on 200, 201, 204, 206, 301, 302,
+    /// 303, 304, 307 and 308 answers; with `always`, on every answer, Gatehouse's own
+    /// errors included.
+    Add {
+        name: HeaderName,
+        value: HeaderValue,
+        always: bool,
+    },
+    /// `more_set_headers`: replaces the header on every answer.
+    Set {
+        name: HeaderName,
+        value: HeaderValue,
+    },
+    /// `more_clear_headers`: removes the header from every answer.
+    Clear { name: HeaderName },
+}
+
 /// Limits per client address on one route, counted per replica (as in ingress-nginx).
 #[derive(Clone, Debug)]
 pub struct ClientLimits {
@@ -297,6 +317,8 @@ pub struct Route {
     pub unavailable: Option<String>,
     pub max_body: u64,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header operations from an Ingress's `configuration-snippet`, in order.
+    pub header_ops: Vec<HeaderOp>,
     pub timeouts: RouteTimeouts,
     /// Per-client rate and concurrency limits (ingress-nginx's limit-* annotations).
     pub limits: Option<ClientLimits>,

@@ -691,6 +691,7 @@ fn read_route(
         unavailable: None,
         max_body: max_body?,
         response_headers,
+        header_ops: Vec::new(),
         timeouts,
         limits,
         paths,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gatehouse_config::{
     cidr::{parse_cidr, CidrSet},
     units::parse_size,
-    ClientLimits, RouteTimeouts,
+    ClientLimits, HeaderOp, RouteTimeouts,
 };
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -115,6 +115,8 @@ pub struct Policy {
     /// `limit-rps`, `limit-rpm`, `limit-connections` (with `limit-burst-multiplier` and
     /// `limit-whitelist`).
     pub limits: Option<ClientLimits>,
+    /// The header operations of `configuration-snippet`.
+    pub header_ops: Vec<HeaderOp>,
 }
 
 /// One routed path of an Ingress.
@@ -358,6 +360,10 @@ fn annotations(
                     _ => l.burst_multiplier = limit.unwrap_or(ClientLimits::DEFAULT_BURST_MULTIPLIER),
                 }
             }
+            "configuration-snippet" => {
+                policy.header_ops = snippet::header_ops(value)
+                    .map_err(|e| format!("annotation {name}: {e}; the Ingress answers 503 until the snippet holds only header directives"))?;
+            }
             "limit-whitelist" | "limit-allowlist" => {
                 let nets = value
                     .split(',')
@@ -464,6 +470,7 @@ fn response_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String
 }
 
 mod fates;
+mod snippet;
 pub use fates::{Fate, FATES};
 
 #[cfg(test)]

@@ -312,6 +312,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         allow: p.policy.allow.clone(),
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
+        header_ops: p.policy.header_ops.clone(),
         timeouts: p.policy.timeouts,
         limits: p.policy.limits.clone(),
         unavailable: p.broken.clone(),

@@ -29,6 +29,7 @@ use crate::{
     conn::ConnInfo,
     error::ProxyError,
     path,
+    policy::response_headers,
     response_body::ResponseBody,
     snapshot::Snapshot,
     state::{Drain, Live},
@@ -89,7 +90,13 @@ pub(crate) async fn handle(
         }
         Err(Refused { error, stats }) => {
             warn_operator(&error);
-            (error_response(&error), stats, None)
+            let mut response = error_response(&error);
+            // The route's snippet headers go on its errors too (add_header: with `always`).
+            if let Some(route) = snapshot.config.routes.get(stats) {
+                let status = response.status();
+                response_headers::apply_ops(response.headers_mut(), route, status);
+            }
+            (response, stats, None)
         }
     };
     let draining = drain.started.load(std::sync::atomic::Ordering::Relaxed);

@@ -64,7 +64,7 @@ pub(crate) fn upstream_response(
 /// The response policies of the route, in order.
 fn respond_policies(parts: &mut response::Parts, target: &Target<'_>, admitted: &Admitted) {
     if let Some((route, _)) = target.route {
-        response_headers::apply(&mut parts.headers, route);
+        response_headers::apply(&mut parts.headers, route, parts.status);
     }
     if admitted.hsts {
         https_redirect::add_hsts(&mut parts.headers);

@@ -72,7 +72,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("canary-weight", CANARY),
     ("canary-weight-total", CANARY),
     ("client-body-buffer-size", BUFFERING),
-    ("configuration-snippet", SNIPPET),
+    ("configuration-snippet", Built),
     (
         "connection-proxy-header",
         Ignored(

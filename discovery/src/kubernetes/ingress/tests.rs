@@ -251,6 +251,7 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "response-headers" => "X-A: 1",
             "rewrite-target" => "/$1",
             "limit-whitelist" | "limit-allowlist" => "10.0.0.0/8",
+            "configuration-snippet" => "add_header X-A b;",
             name if name.starts_with("limit-") => "10",
             _ => "true",
         };
