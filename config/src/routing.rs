@@ -120,6 +120,13 @@ impl RoutingTable {
             }
             table.rule_regex.push(compiled_rules);
         }
+        // Longest pattern first, as ingress-nginx orders its regex locations, so
+        // `/api(/|$)(.*)` is tried before `/` whichever route carries it; patterns of one
+        // length keep the order they were written in.
+        for m in &mut table.matchers {
+            m.regex
+                .sort_by_key(|(re, _)| std::cmp::Reverse(re.as_str().len()));
+        }
         if errors.is_empty() {
             Ok(table)
         } else {
@@ -139,7 +146,7 @@ impl RoutingTable {
     }
 
     /// Finds the path rule in a host's path table: exact beats the longest element-wise
-    /// prefix, which beats regexes in order.
+    /// prefix, which beats regexes, longest pattern first.
     pub fn find_path(&self, host: usize, path: &str) -> Option<RouteMatch> {
         let m = self.matchers.get(host)?;
         let found = |(route, rule): RuleRef, matched| RouteMatch {

@@ -693,7 +693,7 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("auth-signin", "https://login.example.com/start"),
         ("auth-tls-secret", "shop/client-ca"),
         ("auth-tls-verify-client", "on"),
-        ("configuration-snippet", "more_set_headers \"X-A: b\";"),
+        ("configuration-snippet", "more_set_headers \"X-A: b\";\nlua_code_cache off;"),
         ("server-snippet", "location /admin { return 200; }"),
         ("canary", "true"),
         ("canary-weight", "10"),
@@ -1049,4 +1049,118 @@ async fn the_reconcile_loop_runs_in_process_and_stops_when_told() {
         watches,
         "watched again after stop"
     );
+}
+
+/// openEuler's CLA service as published: one Ingress with limits and a snippet of security
+/// headers on `/`, another on the same host with a regex path and a rewrite for the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openeuler_cla_pair_is_served_with_its_limits_headers_and_rewrite() {
+    let cluster = start("ingress-cla", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    let backend = TestUpstream::start("backend").await;
+    service(api, "cla", "web", &web);
+    service(api, "cla", "backend", &backend);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    api.apply(
+        INGRESSES,
+        ingress(
+            "cla",
+            "cla-web",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({
+                n("limit-connections"): "400",
+                n("limit-rps"): "400",
+                n("configuration-snippet"): "add_header X-XSS-Protection \"1; mode=block\";\nadd_header Strict-Transport-Security \"max-age=31536000\" always;\nadd_header X-Frame-Options DENY;\nadd_header Content-Security-Policy \"default-src 'self'\";\n",
+            }),
+            "cla.test",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    api.apply(
+        INGRESSES,
+        ingress(
+            "cla",
+            "cla-api",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({ n("use-regex"): "true", n("rewrite-target"): "/$2" }),
+            "cla.test",
+            json!([path("/api(/|$)(.*)", "ImplementationSpecific", "backend")]),
+        ),
+    );
+    until(
+        &cluster,
+        "the web Ingress is served",
+        "cla.test",
+        "/",
+        (200, "web"),
+    )
+    .await;
+    until(
+        &cluster,
+        "the API Ingress is served",
+        "cla.test",
+        "/api/v1/x",
+        (200, "backend"),
+    )
+    .await;
+
+    let page = get_from(&cluster, "127.0.0.2", "cla.test", "/index.html").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["x-xss-protection"], "1; mode=block");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(
+        page.headers["content-security-policy"],
+        "default-src 'self'"
+    );
+    assert_eq!(
+        page.headers["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let api_call = get_from(&cluster, "127.0.0.2", "cla.test", "/api/v1/x?y=1").await;
+    assert_eq!(api_call.status, 200);
+    let echoed: Value = serde_json::from_slice(&api_call.body).unwrap();
+    assert_eq!(
+        echoed["uri"], "/v1/x?y=1",
+        "the API reaches its backend rewritten"
+    );
+    assert!(
+        api_call.headers.get("x-frame-options").is_none(),
+        "the other Ingress's snippet stays on its own paths"
+    );
+    // A forbidden directive refuses its Ingress alone.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "cla",
+            "cla-web",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({ n("configuration-snippet"): "add_header X-A b;\nrewrite ^/old /new permanent;\n" }),
+            "cla.test",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    until(
+        &cluster,
+        "the snippet with `rewrite` fails closed",
+        "cla.test",
+        "/",
+        (503, ""),
+    )
+    .await;
+    assert_eq!(
+        fetch(&cluster, "cla.test", "/api/v1/x").await,
+        (200, "backend".to_owned())
+    );
+    eventually("the refusal names the directive", WAIT, || {
+        cluster
+            .running
+            .logged("directive `rewrite` is not supported")
+            >= 1
+    })
+    .await;
+    assert_eq!(cluster.running.terminate().await, Some(0));
 }

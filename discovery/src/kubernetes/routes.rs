@@ -70,6 +70,15 @@ pub fn merge(
         file_names: file.services.iter().map(|s| s.name.clone()).collect(),
     };
     let mut routes: HashMap<(String, HostPattern), usize> = HashMap::new();
+    // As ingress-nginx: once any Ingress of a host uses regex paths (use-regex or
+    // rewrite-target), every prefix path of that host is a case-insensitive regex too,
+    // and the longest is tried first, so a regex path is never shadowed by a `/` prefix.
+    let regex_hosts: HashSet<Option<&str>> = translation
+        .paths
+        .iter()
+        .filter(|p| p.kind == PathKind::Regex)
+        .map(|p| p.host.as_deref())
+        .collect();
     for p in &translation.paths {
         let host = match &p.host {
             Some(h) => match HostPattern::parse(h) {
@@ -83,6 +92,9 @@ pub fn merge(
         };
         let (kind, path) = match p.kind {
             PathKind::Exact => (PathMatch::Exact, p.path.clone()),
+            PathKind::Prefix if regex_hosts.contains(&p.host.as_deref()) => {
+                (PathMatch::Regex, format!("(?i){}", regex::escape(&p.path)))
+            }
             PathKind::Prefix => (PathMatch::Prefix, p.path.clone()),
             // ingress-nginx's regex locations are case-insensitive (`~*`).
             PathKind::Regex => (PathMatch::Regex, format!("(?i){}", p.path)),
