@@ -258,12 +258,12 @@ fn routing_matrix() {
 }
 
 #[test]
-fn regex_in_file_order_and_rewrites() {
+fn regex_longest_first_and_rewrites() {
     let (c, t) = table(
         r#"  - host: r.example.com
     paths:
-      - { path: "/re/([0-9]+)/(.*)", match: regex, service: b, rewrite: "/num/$1?$2" }
       - { path: /re, match: regex, service: a }
+      - { path: "/re/([0-9]+)/(.*)", match: regex, service: b, rewrite: "/num/$1?$2" }
       - { path: /api, service: a, rewrite: /v1 }
       - { path: /root, service: a, rewrite: / }
       - { path: /same, match: exact, service: a, rewrite: /other }
@@ -277,6 +277,7 @@ fn regex_in_file_order_and_rewrites() {
             t.rewrite(&m, rule.rewrite.as_deref().unwrap_or(""), path),
         )
     };
+    // The longer pattern is tried first though written second, as ingress-nginx orders them.
     assert_eq!(rw("/re/42/rest").1, "/num/42?rest");
     assert_eq!(rw("/reX").0, "/re");
     assert_eq!(rw("/api/users").1, "/v1/users");
