@@ -693,7 +693,10 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("auth-signin", "https://login.example.com/start"),
         ("auth-tls-secret", "shop/client-ca"),
         ("auth-tls-verify-client", "on"),
-        ("configuration-snippet", "more_set_headers \"X-A: b\";\nlua_code_cache off;"),
+        (
+            "configuration-snippet",
+            "more_set_headers \"X-A: b\";\nlua_code_cache off;",
+        ),
         ("server-snippet", "location /admin { return 200; }"),
         ("canary", "true"),
         ("canary-weight", "10"),
