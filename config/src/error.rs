@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// A place in a configuration file, as an operator's editor shows it (1-based).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
     /// The file as the operator named it.
     pub file: String,

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use gatehouse_config::{Config, RoutingTable};
+use gatehouse_config::{Config, HostPattern, Location, RoutingTable};
 use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
@@ -180,21 +180,23 @@ impl Snapshot {
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
             .keep_alive_interval(Some(t.idle))
             .keep_alive_timeout(Duration::from_secs(20));
+        // A route's limits keep their clients across a rebuild: the route is known by its
+        // host and where it was written (an Ingress, or a line of the file).
+        let previous_limits: HashMap<(&HostPattern, &Location), &Arc<RouteLimits>> = previous
+            .into_iter()
+            .flat_map(|p| p.config.routes.iter().zip(p.client_limits.iter()))
+            .filter_map(|(r, l)| Some(((&r.host, &r.location), l.as_ref()?)))
+            .collect();
         let client_limits = config
             .routes
             .iter()
             .map(|route| {
                 let spec = route.limits.as_ref()?;
-                // The same host's limits in the previous snapshot keep their clients.
-                let previous = previous.and_then(|p| {
-                    let i = p.config.routes.iter().position(|r| r.host == route.host)?;
-                    p.client_limits.get(i)?.clone()
-                });
-                let max_clients = config.limits.max_clients;
+                let previous = previous_limits.get(&(&route.host, &route.location));
                 Some(Arc::new(RouteLimits::new(
                     spec,
-                    max_clients,
-                    previous.as_deref(),
+                    config.limits.max_clients,
+                    previous.map(|p| p.as_ref()),
                 )))
             })
             .collect();

@@ -132,3 +132,33 @@ async fn a_client_with_too_many_requests_in_flight_gets_the_configured_status() 
     assert_eq!(running.metric(counted).await, Some(1.0));
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_each_clients_bucket() {
+    let up = TestUpstream::start("up").await;
+    // One a minute, burst of one: two at once, then nothing for 30 s.
+    let yaml = config(&up, "", "{ rpm: 1, burst_multiplier: 1 }");
+    let (running, path) = start_yaml("limit-reload", &yaml, &[]).await;
+    wait_ready(&running).await;
+    let (statuses, _) = burst(&running, "127.0.0.2", "limited.test", 3).await;
+    assert_eq!(statuses, [200, 200, 429]);
+    // A reload that adds a route: the limited route is the same, and so is its client's
+    // bucket.
+    let reloaded = yaml.replace(
+        "  - { host: open.test,",
+        "  - { host: new.test, paths: [{ path: /, service: main }] }\n  - { host: open.test,",
+    );
+    std::fs::write(&path, reloaded).unwrap();
+    signal(&running.child, "-HUP");
+    eventually_async("the reload is applied", Duration::from_secs(10), || async {
+        get_at(running.http, "new.test", "/").await.status == 200
+    })
+    .await;
+    let (after, _) = burst(&running, "127.0.0.2", "limited.test", 1).await;
+    assert_eq!(
+        after,
+        [429],
+        "a reload must not hand every client a new burst"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
