@@ -344,6 +344,32 @@ pub struct PathRule {
     pub kind: PathMatch,
     pub service: ServiceId,
     pub rewrite: Option<String>,
+    /// A share of the path's requests for another service (a gray release).
+    pub canary: Option<Canary>,
+}
+
+/// Which requests of a path go to the canary service instead, as ingress-nginx decides:
+/// the header first, then the cookie, then the weight.
+#[derive(Clone, Debug)]
+pub struct Canary {
+    pub service: ServiceId,
+    /// `header: always` sends to the canary, `never` keeps the main service; with `value`
+    /// (or `pattern`) only that value does, and any other falls through to the cookie.
+    pub header: Option<CanaryHeader>,
+    /// A cookie whose value `always` or `never` decides; other values fall through.
+    pub cookie: Option<String>,
+    /// `weight` out of `weight_total` of the rest go to the canary.
+    pub weight: u32,
+    pub weight_total: u32,
+}
+
+/// The header a canary is chosen by.
+#[derive(Clone, Debug)]
+pub struct CanaryHeader {
+    pub name: HeaderName,
+    pub value: Option<String>,
+    /// Matched against the whole value.
+    pub pattern: Option<regex::Regex>,
 }
 
 /// The transport an L4 listener forwards.

@@ -896,7 +896,7 @@ fn read_path_rule(
     let f = r.section(
         node,
         &format!("a path of {what}"),
-        &["path", "match", "service", "rewrite"],
+        &["path", "match", "service", "rewrite", "canary"],
         &[],
     )?;
     let kind = f.get("match").map_or(Some(PathMatch::Prefix), |n| {
@@ -936,11 +936,91 @@ fn read_path_rule(
             }
         })
     });
+    let canary = match f.get("canary") {
+        Some(n) => Some(read_canary(r, n, what, service_id)?),
+        None => None,
+    };
     Some(PathRule {
         path: path?,
         kind: kind?,
         service: service?,
         rewrite,
+        canary,
+    })
+}
+
+/// A path's `canary`: which requests go to another service.
+fn read_canary(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<Canary> {
+    let what = format!("a canary of {what}");
+    let f = r.section(
+        node,
+        &what,
+        &[
+            "service",
+            "weight",
+            "weight_total",
+            "header",
+            "header_value",
+            "header_pattern",
+            "cookie",
+        ],
+        &[],
+    )?;
+    let Some(service) = f.get("service").and_then(|n| service_id(r, n, "canary")) else {
+        r.error(node.span, format!("{what} needs `service`"));
+        return None;
+    };
+    let number = |r: &mut Reader<'_>, key: &str, default: u32| -> Option<u32> {
+        match f.get(key) {
+            None => Some(default),
+            Some(n) => r.parsed(n, &format!("{what} {key}"), |s| {
+                s.parse::<u32>()
+                    .map_err(|_| format!("`{s}` is not a whole number"))
+            }),
+        }
+    };
+    let weight_total = number(r, "weight_total", 100)?;
+    let weight = number(r, "weight", 0)?;
+    if weight_total == 0 || weight > weight_total {
+        r.error(
+            node.span,
+            format!("{what}: weight must be between 0 and weight_total ({weight_total}), which must not be 0"),
+        );
+        return None;
+    }
+    let text = |r: &mut Reader<'_>, key: &str| f.get(key).and_then(|n| r.string(n, key));
+    let header = match text(r, "header") {
+        Some(name) => {
+            let name = r.parsed(f.get("header")?, &format!("{what} header"), |_| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a header name"))
+            })?;
+            let pattern = match f.get("header_pattern") {
+                Some(n) => Some(r.parsed(n, &format!("{what} header_pattern"), |s| {
+                    regex::Regex::new(&format!("^(?:{s})$"))
+                        .map_err(|e| format!("`{s}` is not a valid regex: {e}"))
+                })?),
+                None => None,
+            };
+            Some(CanaryHeader {
+                name,
+                value: text(r, "header_value"),
+                pattern,
+            })
+        }
+        None => None,
+    };
+    Some(Canary {
+        service,
+        header,
+        cookie: text(r, "cookie"),
+        weight,
+        weight_total,
     })
 }
 

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub(crate) denied: IntCounterVec,
     pub(crate) incomplete: IntCounterVec,
     pub(crate) limited: IntCounterVec,
+    pub(crate) canary: IntCounterVec,
     pub(crate) connections_cut: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) cert_expiry: IntGaugeVec,
@@ -100,6 +101,11 @@ impl Metrics {
                 "requests_limited_total",
                 "Requests refused by a client limit, by route and limit: rps, rpm, connections",
                 &["route", "kind"],
+            ),
+            canary: counters(
+                "canary_requests_total",
+                "Requests of canary paths by route and where they went: canary or main",
+                &["route", "to"],
             ),
             connections_cut: counters(
                 "client_connections_cut_total",
@@ -182,6 +188,9 @@ pub(crate) struct RouteStats {
     duration: OnceLock<Histogram>,
     incomplete: IntCounterVec,
     limited: IntCounterVec,
+    canary: IntCounterVec,
+    /// `canary_requests_total` for (main, canary), resolved on first use.
+    canary_split: [OnceLock<IntCounter>; 2],
 }
 
 impl RouteStats {
@@ -194,7 +203,17 @@ impl RouteStats {
             duration: OnceLock::new(),
             incomplete: metrics.incomplete.clone(),
             limited: metrics.limited.clone(),
+            canary: metrics.canary.clone(),
+            canary_split: Default::default(),
         }
+    }
+
+    /// A request of one of this route's canary paths, and whether it went to the canary.
+    pub(crate) fn canary(&self, to_canary: bool) {
+        let to = if to_canary { "canary" } else { "main" };
+        self.canary_split[usize::from(to_canary)]
+            .get_or_init(|| self.canary.with_label_values(&[self.label.as_str(), to]))
+            .inc();
     }
 
     /// A request of this route refused by a client limit.

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod canary;
 mod cli;
 mod deploy;
 mod endpoints;

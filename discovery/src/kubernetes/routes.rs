@@ -135,6 +135,8 @@ pub fn merge(
             kind,
             service,
             rewrite: p.policy.rewrite.clone(),
+            // Canary Ingresses are refused by their annotations until they are merged here.
+            canary: None,
         });
     }
     if config.default_service.is_none() {

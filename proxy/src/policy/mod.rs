@@ -4,6 +4,7 @@
 
 pub(crate) mod allow_list;
 pub(crate) mod body_size;
+pub(crate) mod canary;
 pub(crate) mod client_limits;
 pub(crate) mod https_redirect;
 pub(crate) mod response_headers;

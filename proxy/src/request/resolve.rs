@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use gatehouse_config::{routing::normalize_host, Route, RouteMatch, ServiceId, DEFAULT_MAX_BODY};
 use http::{header, HeaderValue, Request, Version};
 
-use crate::{client::Client, conn::ConnInfo, error::ProxyError, snapshot::Snapshot};
+use crate::{
+    client::Client, conn::ConnInfo, error::ProxyError, policy::canary, snapshot::Snapshot,
+};
 
 /// One request, resolved: the context every later step reads.
 pub(crate) struct Resolved<'s, 'r> {
@@ -71,9 +73,22 @@ pub(crate) fn resolve<'s, 'r, B>(
     let target = match snapshot.table.find(&host, path) {
         Some(m) => {
             let route = &config.routes[m.route];
+            let rule = &route.paths[m.rule];
+            let service = match &rule.canary {
+                Some(c) => {
+                    let to_canary = canary::chooses_canary(c, req.headers());
+                    snapshot.stats(m.route).canary(to_canary);
+                    if to_canary {
+                        c.service
+                    } else {
+                        rule.service
+                    }
+                }
+                None => rule.service,
+            };
             Target {
                 route: Some((route, m)),
-                service: route.paths[m.rule].service,
+                service,
                 stats: m.route,
                 max_body: route.max_body,
             }
