@@ -698,10 +698,10 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
             "more_set_headers \"X-A: b\";\nlua_code_cache off;",
         ),
         ("server-snippet", "location /admin { return 200; }"),
-        ("canary", "true"),
-        ("canary-weight", "10"),
-        ("canary-by-header", "X-Canary"),
-        ("canary-by-cookie", "canary"),
+        ("canary", "maybe"),
+        ("affinity", "cookie"),
+        ("affinity-mode", "persistent"),
+        ("session-cookie-name", "route"),
         ("limit-rate", "100"),
         ("limit-rate-after", "10m"),
         ("global-rate-limit", "10"),
@@ -1166,4 +1166,104 @@ async fn the_openeuler_cla_pair_is_served_with_its_limits_headers_and_rewrite() 
     })
     .await;
     assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+/// A canary Ingress joins the main Ingress of its host and path: by header, by cookie and by
+/// weight; without its main Ingress it has no effect, as in ingress-nginx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_ingress_joins_its_main_ingress_and_has_no_effect_alone() {
+    let cluster = start("ingress-canary", false).await;
+    let api = &cluster.api;
+    let (v1, v2) = (
+        TestUpstream::start("v1").await,
+        TestUpstream::start("v2").await,
+    );
+    service(api, "shop", "v1", &v1);
+    service(api, "shop", "v2", &v2);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let main = plain(
+        "shop",
+        "main",
+        "app.example.com",
+        json!([path("/", "Prefix", "v1")]),
+    );
+    api.apply(INGRESSES, main.clone());
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "canary",
+            "2026-01-02T00:00:00Z",
+            "gatehouse",
+            json!({
+                n("canary"): "true",
+                n("canary-by-header"): "X-Canary",
+                n("canary-by-cookie"): "canary",
+                n("canary-weight"): "0",
+            }),
+            "app.example.com",
+            json!([path("/", "Prefix", "v2")]),
+        ),
+    );
+    let with = |header: &'static str, value: &'static str| {
+        let http = cluster.running.http;
+        async move {
+            let got = send(
+                &client(),
+                get_req_via(http, "app.example.com", &[(header, value)]),
+            )
+            .await;
+            let upstream = serde_json::from_slice::<Value>(&got.body)
+                .ok()
+                .and_then(|v| v["upstream"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (got.status.as_u16(), upstream)
+        }
+    };
+    eventually_async("the canary joins", WAIT, || async {
+        with("x-canary", "always").await == (200, "v2".to_owned())
+    })
+    .await;
+    assert_eq!(with("x-canary", "never").await, (200, "v1".to_owned()));
+    assert_eq!(
+        with("cookie", "canary=always").await,
+        (200, "v2".to_owned())
+    );
+    assert_eq!(
+        with("x-other", "1").await,
+        (200, "v1".to_owned()),
+        "weight 0"
+    );
+    // The main Ingress goes: the canary alone serves nothing.
+    api.delete(INGRESSES, "shop", "main");
+    eventually_async("the host goes with its main Ingress", WAIT, || async {
+        with("x-canary", "always").await.0 == 404
+    })
+    .await;
+    eventually("the lone canary is reported", WAIT, || {
+        cluster
+            .running
+            .logged("has no main Ingress serving that host and path")
+            >= 1
+    })
+    .await;
+    api.apply(INGRESSES, main);
+    eventually_async("the canary joins again", WAIT, || async {
+        with("x-canary", "always").await == (200, "v2".to_owned())
+    })
+    .await;
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+fn get_req_via(
+    addr: std::net::SocketAddr,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = http::Request::get(format!("http://{addr}/")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap()
 }

@@ -117,6 +117,19 @@ pub struct Policy {
     pub limits: Option<ClientLimits>,
     /// The header operations of `configuration-snippet`.
     pub header_ops: Vec<HeaderOp>,
+    /// `canary: "true"`: this Ingress's paths are canaries of the same paths of another.
+    pub canary: Option<CanarySpec>,
+}
+
+/// What a canary Ingress's annotations say (its backend is the canary service).
+#[derive(Clone, Debug, Default)]
+pub struct CanarySpec {
+    pub header: Option<HeaderName>,
+    pub header_value: Option<String>,
+    pub header_pattern: Option<regex::Regex>,
+    pub cookie: Option<String>,
+    pub weight: u32,
+    pub weight_total: u32,
 }
 
 /// One routed path of an Ingress.
@@ -250,14 +263,18 @@ pub fn translate<'a>(
                     PathKind::Prefix
                 };
                 let key = (host.clone(), path.clone(), kind);
-                if let Some(winner) = taken.get(&key) {
+                let is_canary = policy.canary.is_some();
+                // A canary shares its main Ingress's paths: the merge joins them.
+                if let (Some(winner), false) = (taken.get(&key), is_canary) {
                     out.problems.push(format!(
                         "Ingress {source}: {}{path} is already routed by the older {winner}; this path is ignored",
                         host.as_deref().unwrap_or("*")
                     ));
                     continue;
                 }
-                taken.insert(key, source.clone());
+                if !is_canary {
+                    taken.insert(key, source.clone());
+                }
                 out.paths.push(IngressPath {
                     host: host.clone(),
                     path,
@@ -400,8 +417,9 @@ fn annotations(
                 policy.response_headers = response_headers(value).map_err(|e| format!("annotation {name}: {e}"))?;
             }
             "response-headers" => problems.push(format!("Ingress {source}: annotation {name} is not supported and is ignored: it is read under gatehouse.io/ only")),
-            // Not a canary: the Ingress is served as any other.
-            "canary" if matches!(value.trim(), "0" | "f" | "F" | "false" | "FALSE" | "False") => {}
+            // Read below, once every canary-* annotation is known.
+            "canary" | "canary-by-header" | "canary-by-header-value" | "canary-by-header-pattern"
+            | "canary-by-cookie" | "canary-weight" | "canary-weight-total" => {}
             other => match fates::fate(other) {
                 Some(Fate::Refused(what)) => {
                     return Err(format!("annotation {other} is not supported yet ({what}); serving without it would drop that policy"))
@@ -423,6 +441,9 @@ fn annotations(
     policy.limits = limits
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
+    if flag("canary")? == Some(true) {
+        policy.canary = Some(canary_spec(&found)?);
+    }
     policy.ssl_redirect = flag("ssl-redirect")?;
     policy.force_ssl_redirect = flag("force-ssl-redirect")?.unwrap_or(false);
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
@@ -467,6 +488,53 @@ fn response_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String
             Ok((name, value))
         })
         .collect()
+}
+
+/// The canary-* annotations of a canary Ingress, read as ingress-nginx reads them; a value
+/// it cannot read fails the Ingress closed.
+fn canary_spec(found: &BTreeMap<&str, &str>) -> Result<CanarySpec, String> {
+    let text = |name: &str| {
+        found
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let number = |name: &str, default: u32| -> Result<u32, String> {
+        match text(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| format!("annotation {name}: `{v}` is not a whole number")),
+        }
+    };
+    let weight_total = number("canary-weight-total", 100)?;
+    let weight = number("canary-weight", 0)?;
+    if weight_total == 0 || weight > weight_total {
+        return Err(format!(
+            "annotation canary-weight: {weight} is not between 0 and canary-weight-total ({weight_total})"
+        ));
+    }
+    let header = text("canary-by-header")
+        .map(|h| {
+            HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| format!("annotation canary-by-header: `{h}` is not a header name"))
+        })
+        .transpose()?;
+    let header_pattern = text("canary-by-header-pattern")
+        .map(|p| {
+            regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                format!("annotation canary-by-header-pattern: `{p}` is not a valid regex: {e}")
+            })
+        })
+        .transpose()?;
+    Ok(CanarySpec {
+        header,
+        header_value: text("canary-by-header-value"),
+        header_pattern,
+        cookie: text("canary-by-cookie"),
+        weight,
+        weight_total,
+    })
 }
 
 mod fates;

@@ -12,9 +12,10 @@ use std::{
 };
 
 use gatehouse_config::{
-    routing::check_regex, Balance, CidrSet, Config, ConnectionLimits, HostPattern, KubernetesRef,
-    L4Listener, L4Protocol, Location, PathMatch, PathRule, Route, Service, ServiceId, ServicePort,
-    TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
+    routing::check_regex, Balance, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits,
+    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Route,
+    Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
+    DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
 use k8s_openapi::api::core::v1::Secret;
@@ -79,6 +80,9 @@ pub fn merge(
         .filter(|p| p.kind == PathKind::Regex)
         .map(|p| p.host.as_deref())
         .collect();
+    // Where each Ingress path landed, so a canary can join the main path it shadows.
+    let mut rule_at: HashMap<(HostPattern, PathMatch, String), (usize, usize)> = HashMap::new();
+    let mut canaries = Vec::new();
     for p in &translation.paths {
         let host = match &p.host {
             Some(h) => match HostPattern::parse(h) {
@@ -109,6 +113,11 @@ pub fn merge(
             }
         }
         let key = path_key(&host, kind, &path);
+        if p.policy.canary.is_some() {
+            // Joined to its main path once every main path is placed.
+            canaries.push((p, key));
+            continue;
+        }
         if let Some(winner) = taken.get(&key) {
             problems.push(format!(
                 "Ingress {}: {host}{} is already routed by {winner}; this path is ignored",
@@ -123,7 +132,7 @@ pub fn merge(
             ));
             continue;
         };
-        taken.insert(key, format!("the older Ingress {}", p.source));
+        taken.insert(key.clone(), format!("the older Ingress {}", p.source));
         let index = *routes
             .entry((p.source.clone(), host.clone()))
             .or_insert_with(|| {
@@ -135,9 +144,12 @@ pub fn merge(
             kind,
             service,
             rewrite: p.policy.rewrite.clone(),
-            // Canary Ingresses are refused by their annotations until they are merged here.
             canary: None,
         });
+        rule_at.insert(key, (index, config.routes[index].paths.len() - 1));
+    }
+    for (p, key) in canaries {
+        join_canary(&mut config, &mut services, &rule_at, p, &key, &mut problems);
     }
     if config.default_service.is_none() {
         if let Some((backend, source)) = &translation.default_backend {
@@ -313,6 +325,53 @@ fn service_for(
     });
     services.ids.insert(key, id);
     Some(id)
+}
+
+/// Makes the canary Ingress path `p` the canary of the main path at `key`. As in
+/// ingress-nginx, a canary without a main Ingress has no effect, and a path has one canary.
+fn join_canary(
+    config: &mut Config,
+    services: &mut Services,
+    rule_at: &HashMap<(HostPattern, PathMatch, String), (usize, usize)>,
+    p: &IngressPath,
+    key: &(HostPattern, PathMatch, String),
+    problems: &mut Vec<String>,
+) {
+    let (Some(spec), None) = (&p.policy.canary, &p.broken) else {
+        return;
+    };
+    let Some(&(route, rule)) = rule_at.get(key) else {
+        problems.push(format!(
+            "Ingress {}: canary for {}{} has no main Ingress serving that host and path; it has no effect until one does",
+            p.source, key.0, p.path
+        ));
+        return;
+    };
+    if config.routes[route].paths[rule].canary.is_some() {
+        problems.push(format!(
+            "Ingress {}: {}{} has a canary already; this one is ignored",
+            p.source, key.0, p.path
+        ));
+        return;
+    }
+    let Some(service) = service_for(config, services, &p.backend) else {
+        problems.push(format!(
+            "Ingress {}: backend port {:?} of Service {}/{} is not a valid port; canary skipped",
+            p.source, p.backend.port, p.backend.namespace, p.backend.name
+        ));
+        return;
+    };
+    config.routes[route].paths[rule].canary = Some(Canary {
+        service,
+        header: spec.header.clone().map(|name| CanaryHeader {
+            name,
+            value: spec.header_value.clone(),
+            pattern: spec.header_pattern.clone(),
+        }),
+        cookie: spec.cookie.clone(),
+        weight: spec.weight,
+        weight_total: spec.weight_total,
+    });
 }
 
 /// The route of one Ingress for one host, with that Ingress's policy.

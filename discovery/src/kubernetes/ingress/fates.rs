@@ -21,7 +21,6 @@ const BUFFERING: Fate = Ignored("buffer sizes: Gatehouse streams bodies");
 const TRACING: Fate = Ignored("logging and tracing switches: Gatehouse logs every request as JSON");
 const AUTH: Fate = Refused("authentication decides who may reach the paths");
 const RATE: Fate = Refused("a limit decides how much each client may ask");
-const CANARY: Fate = Refused("a canary decides which Service answers");
 const AFFINITY: Fate = Refused("affinity decides which pod answers a client");
 const REDIRECT: Fate = Refused("a redirect sends clients elsewhere");
 const SNIPPET: Fate = Refused("raw nginx configuration has no meaning here");
@@ -64,13 +63,13 @@ pub const FATES: &[(&str, Fate)] = &[
     ("auth-type", AUTH),
     ("auth-url", AUTH),
     ("backend-protocol", Built),
-    ("canary", CANARY),
-    ("canary-by-cookie", CANARY),
-    ("canary-by-header", CANARY),
-    ("canary-by-header-pattern", CANARY),
-    ("canary-by-header-value", CANARY),
-    ("canary-weight", CANARY),
-    ("canary-weight-total", CANARY),
+    ("canary", Built),
+    ("canary-by-cookie", Built),
+    ("canary-by-header", Built),
+    ("canary-by-header-pattern", Built),
+    ("canary-by-header-value", Built),
+    ("canary-weight", Built),
+    ("canary-weight-total", Built),
     ("client-body-buffer-size", BUFFERING),
     ("configuration-snippet", Built),
     (

@@ -295,11 +295,29 @@ fn unknown_names_fail_closed_with_a_suggestion_and_canary_false_is_no_canary() {
     for value in ["false", "False", "0", "f"] {
         let (result, _) =
             policy_of(serde_json::json!({ "nginx.ingress.kubernetes.io/canary": value }));
-        assert!(result.is_ok(), "canary: {value}");
+        assert!(result.unwrap().0.canary.is_none(), "canary: {value}");
     }
-    let (result, _) =
-        policy_of(serde_json::json!({ "nginx.ingress.kubernetes.io/canary": "true" }));
-    assert!(result.is_err());
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let (result, _) = policy_of(serde_json::json!({
+        n("canary"): "true",
+        n("canary-weight"): "30",
+        n("canary-by-header"): "X-Canary",
+        n("canary-by-header-pattern"): "beta|gamma",
+    }));
+    let canary = result.unwrap().0.canary.expect("a canary");
+    assert_eq!((canary.weight, canary.weight_total), (30, 100));
+    assert!(canary.header_pattern.unwrap().is_match("gamma"));
+    // Values ingress-nginx cannot read fail the Ingress closed.
+    for (name, value) in [
+        ("canary", "yes"),
+        ("canary-weight", "150"),
+        ("canary-by-header-pattern", "("),
+    ] {
+        let mut written = serde_json::json!({ n("canary"): "true" });
+        written[n(name)] = serde_json::json!(value);
+        let (result, _) = policy_of(written);
+        assert!(result.is_err(), "{name}: {value}");
+    }
 }
 
 #[test]
