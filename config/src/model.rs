@@ -181,6 +181,7 @@ impl Default for LimitSettings {
 /// A route's own timeouts; `None` takes the configuration's [`Timeouts`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
     pub upstream_response: Option<Duration>,
     pub upstream_read: Option<Duration>,
     pub upstream_send: Option<Duration>,

@@ -772,6 +772,7 @@ fn read_limit_settings(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> LimitSettin
 fn read_route_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> RouteTimeouts {
     let mut t = RouteTimeouts::default();
     let keys = [
+        "connect",
         "upstream_response",
         "upstream_read",
         "upstream_send",
@@ -781,6 +782,7 @@ fn read_route_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) ->
         return t;
     };
     for (key, slot) in keys.into_iter().zip([
+        &mut t.connect,
         &mut t.upstream_response,
         &mut t.upstream_read,
         &mut t.upstream_send,

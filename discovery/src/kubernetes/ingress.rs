@@ -391,7 +391,7 @@ fn annotations(
                     .map_err(|e| format!("annotation {name}: {e}"))?;
                 whitelist = CidrSet::new(nets);
             }
-            "proxy-read-timeout" | "proxy-send-timeout" => {
+            "proxy-read-timeout" | "proxy-send-timeout" | "proxy-connect-timeout" => {
                 // ingress-nginx reads whole seconds and falls back to its default on
                 // anything else; so does Gatehouse, saying so.
                 let Some(secs) = value.trim().parse::<u64>().ok().filter(|s| *s > 0) else {
@@ -400,12 +400,14 @@ fn annotations(
                 };
                 let after = Some(std::time::Duration::from_secs(secs));
                 let t = &mut policy.timeouts;
-                if *name == "proxy-read-timeout" {
+                match *name {
                     // nginx's proxy_read_timeout bounds the wait for the head, every read
                     // of the body, and an upgraded connection's silence.
-                    (t.upstream_response, t.upstream_read, t.tunnel_idle) = (after, after, after);
-                } else {
-                    t.upstream_send = after;
+                    "proxy-read-timeout" => {
+                        (t.upstream_response, t.upstream_read, t.tunnel_idle) = (after, after, after)
+                    }
+                    "proxy-send-timeout" => t.upstream_send = after,
+                    _ => t.connect = after,
                 }
             }
             "backend-protocol" if value.eq_ignore_ascii_case("HTTP") => {}

@@ -39,6 +39,7 @@ impl ForwardLimits {
     /// These limits with `route`'s own timeouts.
     pub(crate) fn for_route(&self, route: &gatehouse_config::RouteTimeouts) -> ForwardLimits {
         ForwardLimits {
+            connect: route.connect.unwrap_or(self.connect),
             response: route.upstream_response.unwrap_or(self.response),
             read: route.upstream_read.unwrap_or(self.read),
             send: route.upstream_send.unwrap_or(self.send),
@@ -463,4 +464,35 @@ fn find_cause<'a, E: std::error::Error + 'static>(
         cur = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routes_own_timeouts_replace_the_configurations_and_only_those() {
+        let secs = Duration::from_secs;
+        let global = ForwardLimits {
+            connect: secs(3),
+            response: secs(60),
+            read: secs(60),
+            send: secs(60),
+            client_body: secs(60),
+            tunnel_idle: secs(600),
+            pool_idle: secs(4),
+        };
+        let route = gatehouse_config::RouteTimeouts {
+            connect: Some(secs(1)),
+            upstream_read: Some(secs(5)),
+            ..Default::default()
+        };
+        let limits = global.for_route(&route);
+        assert_eq!((limits.connect, limits.read), (secs(1), secs(5)));
+        assert_eq!(
+            (limits.response, limits.send, limits.tunnel_idle),
+            (secs(60), secs(60), secs(600))
+        );
+        assert_eq!((limits.client_body, limits.pool_idle), (secs(60), secs(4)));
+    }
 }

@@ -190,7 +190,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("proxy-buffer-size", BUFFERING),
     ("proxy-buffering", BUFFERING),
     ("proxy-buffers-number", BUFFERING),
-    ("proxy-connect-timeout", TIMEOUTS),
+    ("proxy-connect-timeout", Built),
     (
         "proxy-cookie-domain",
         Ignored("Set-Cookie domains pass as the upstream wrote them"),

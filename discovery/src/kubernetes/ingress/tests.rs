@@ -135,6 +135,7 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
             "nginx.ingress.kubernetes.io/ssl-redirect": "false",
             "nginx.ingress.kubernetes.io/proxy-read-timeout": "30",
             "nginx.ingress.kubernetes.io/proxy-send-timeout": "thirty",
+            "nginx.ingress.kubernetes.io/proxy-connect-timeout": "5",
         }),
         spec("good.example.com"),
     );
@@ -182,6 +183,7 @@ fn annotations_under_both_prefixes_and_failing_closed_per_ingress() {
         (thirty, thirty, thirty)
     );
     assert_eq!(t_of.upstream_send, None);
+    assert_eq!(t_of.connect, Some(std::time::Duration::from_secs(5)));
     assert!(
         t.problems.iter().any(|p| p.contains("proxy-send-timeout")
             && p.contains("`thirty`")
