@@ -23,25 +23,11 @@ routes:
 async fn version(running: &Running, headers: &[(&str, &str)]) -> String {
     let got = send(
         &client(),
-        get_req_to(running.http, "app.test", "/", headers),
+        get_req_at(running.http, "app.test", "/", headers),
     )
     .await;
     assert_eq!(got.status, 200);
     got.json()["upstream"].as_str().unwrap().to_owned()
-}
-
-fn get_req_to(
-    addr: std::net::SocketAddr,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    let mut req = http::Request::get(format!("http://{addr}{path}")).header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +65,7 @@ async fn a_canary_takes_its_header_its_cookie_and_its_weight_and_goes_with_a_rel
             tokio::spawn(async move {
                 let c = client();
                 for _ in 0..2_500 {
-                    let got = send(&c, get_req_to(http, "app.test", "/", &[])).await;
+                    let got = send(&c, get_req_at(http, "app.test", "/", &[])).await;
                     assert_eq!(got.status, 200);
                 }
             })

@@ -22,16 +22,10 @@ routes: [{{ host: h2.test, paths: [{{ path: /, service: main }}] }}]
     )
 }
 
-async fn binary(name: &str, yaml: &str) -> Running {
-    let (running, _) = start_yaml(name, yaml, &[]).await;
-    wait_ready(&running).await;
-    running
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_window_client_is_cut_after_client_write_and_its_upstreams_released() {
     let up = TestUpstream::start("up").await;
-    let running = binary("h2-zero-window", &config(&up, "client_write: 1s")).await;
+    let running = start_ready("h2-zero-window", &config(&up, "client_write: 1s")).await;
     // A window of zero: response heads can come, no byte of a body can.
     let mut h2 = RawH2::connect(running.http, &[(INITIAL_WINDOW_SIZE, 0)]).await;
     for id in [1, 3, 5, 7, 9] {
@@ -70,7 +64,7 @@ async fn a_zero_window_client_is_cut_after_client_write_and_its_upstreams_releas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_with_goaway() {
     let up = TestUpstream::start("up").await;
-    let running = binary("h2-idle", &config(&up, "idle: 1s")).await;
+    let running = start_ready("h2-idle", &config(&up, "idle: 1s")).await;
     let mut h2 = RawH2::connect(running.http, &[]).await;
     h2.get(1, "h2.test", "/").await.unwrap();
     let started = std::time::Instant::now();
@@ -112,7 +106,7 @@ async fn latency(addr: std::net::SocketAddr, n: usize) -> (Duration, Duration) {
     let started = std::time::Instant::now();
     while samples.len() < n || started.elapsed() < Duration::from_secs(2) {
         let sent = std::time::Instant::now();
-        let got = send(&c, get_req_to(addr, "h2.test", "/")).await;
+        let got = send(&c, get_req_at(addr, "h2.test", "/", &[])).await;
         assert_eq!(got.status, 200, "the second client is served");
         samples.push(sent.elapsed());
     }
@@ -121,17 +115,6 @@ async fn latency(addr: std::net::SocketAddr, n: usize) -> (Duration, Duration) {
         samples[samples.len() / 2],
         samples[samples.len() * 99 / 100],
     )
-}
-
-fn get_req_to(
-    addr: std::net::SocketAddr,
-    host: &str,
-    path: &str,
-) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    http::Request::get(format!("http://{addr}{path}"))
-        .header("host", host)
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap()
 }
 
 /// One attacking connection's outcome: the frames it got back before the close.
@@ -277,7 +260,7 @@ fn judge(attack: &str, frames: &[Frame]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_attacks_are_cut_and_a_second_client_stays_fast() {
     let up = TestUpstream::start("up").await;
-    let running = binary("h2-attacks", &config(&up, "request_header: 10s")).await;
+    let running = start_ready("h2-attacks", &config(&up, "request_header: 10s")).await;
     let pid = running.child.id().unwrap();
     let addr = running.http;
     // A first round warms caches and pools, so the baseline is not inflated by them.
@@ -339,7 +322,7 @@ async fn streams_reset_after_they_are_accepted_do_not_churn_upstream_connections
     let up = TestUpstream::start("up").await;
     let yaml = config(&up, "request_header: 10s")
         .replace("endpoints: [\"", "max_connections: 32, endpoints: [\"");
-    let running = binary("h2-reset-churn", &yaml).await;
+    let running = start_ready("h2-reset-churn", &yaml).await;
     // Batches of 64 streams whose upstream answers after 200 ms, reset once their requests
     // reached the upstream (32 at a time: the others wait for a connection), then the
     // connection closed.

@@ -1210,7 +1210,7 @@ async fn a_canary_ingress_joins_its_main_ingress_and_has_no_effect_alone() {
         async move {
             let got = send(
                 &client(),
-                get_req_via(http, "app.example.com", &[(header, value)]),
+                get_req_at(http, "app.example.com", "/", &[(header, value)]),
             )
             .await;
             let upstream = serde_json::from_slice::<Value>(&got.body)
@@ -1253,17 +1253,4 @@ async fn a_canary_ingress_joins_its_main_ingress_and_has_no_effect_alone() {
     })
     .await;
     assert_eq!(cluster.running.terminate().await, Some(0));
-}
-
-fn get_req_via(
-    addr: std::net::SocketAddr,
-    host: &str,
-    headers: &[(&str, &str)],
-) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    let mut req = http::Request::get(format!("http://{addr}/")).header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap()
 }

@@ -21,12 +21,6 @@ routes:
     )
 }
 
-async fn binary(name: &str, yaml: &str) -> Running {
-    let (running, _) = start_yaml(name, yaml, &[]).await;
-    wait_ready(&running).await;
-    running
-}
-
 /// `n` GETs from `from`, one after another: the statuses, and the last Retry-After seen.
 async fn burst(running: &Running, from: &str, host: &str, n: usize) -> (Vec<u16>, Option<String>) {
     let mut statuses = Vec::new();
@@ -47,7 +41,7 @@ async fn burst(running: &Running, from: &str, host: &str, n: usize) -> (Vec<u16>
 async fn a_client_over_its_rate_gets_429_while_others_are_served() {
     let up = TestUpstream::start("up").await;
     // 2 r/s with a multiplier of 5: 11 at once (nginx's burst=10 nodelay), then one per 500 ms.
-    let running = binary(
+    let running = start_ready(
         "limit-rps",
         &config(
             &up,
@@ -89,7 +83,7 @@ async fn a_client_over_its_rate_gets_429_while_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_too_many_requests_in_flight_gets_the_configured_status() {
     let up = TestUpstream::start("up").await;
-    let running = binary(
+    let running = start_ready(
         "limit-connections",
         &config(&up, "client_limits: { status: 503 }", "{ connections: 2 }"),
     )

@@ -31,12 +31,6 @@ routes:
     )
 }
 
-async fn binary(name: &str, yaml: &str) -> Running {
-    let (running, _) = start_yaml(name, yaml, &[]).await;
-    wait_ready(&running).await;
-    running
-}
-
 /// Sends a GET for `path` on `host` and reads everything until the proxy closes:
 /// (the bytes, how long after the request the connection closed).
 async fn get_until_closed(
@@ -66,7 +60,7 @@ async fn get_until_closed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_stalls_mid_response_is_cut_after_its_read_timeout() {
     let up = TestUpstream::start("up").await;
-    let running = binary(
+    let running = start_ready(
         "stall-read",
         &config(&up, "upstream_read: 2s", "upstream_read: 300ms"),
     )
@@ -116,7 +110,7 @@ async fn non_reading_client(addr: std::net::SocketAddr, path: &str) -> TcpStream
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_stop_reading_are_cut_and_release_their_upstreams_in_flat_memory() {
     let up = TestUpstream::start("up").await;
-    let running = binary(
+    let running = start_ready(
         "not-reading",
         &config(&up, "client_write: 1s, upstream_read: 60s", ""),
     )
@@ -244,7 +238,7 @@ async fn a_stalled_upload_is_408_and_an_upstream_that_takes_no_body_is_504() {
         "routes:\n",
         "routes:\n  - { host: deaf.test, max_body: 1g, paths: [{ path: /, service: deaf }] }\n",
     );
-    let running = binary("upload-stalls", &yaml).await;
+    let running = start_ready("upload-stalls", &yaml).await;
     let head = |host: &str| {
         format!("POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1073741824\r\n\r\n")
     };
@@ -328,7 +322,7 @@ async fn closed_after(s: &mut TcpStream) -> Option<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnels_close_when_idle_and_when_one_side_has_closed() {
     let up = TestUpstream::start("up").await;
-    let running = binary(
+    let running = start_ready(
         "tunnels",
         &config(&up, "tunnel_idle: 1s", "tunnel_idle: 60s"),
     )
@@ -368,7 +362,7 @@ async fn tunnels_close_when_idle_and_when_one_side_has_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_head_is_cut_within_request_header_and_a_second() {
     let up = TestUpstream::start("up").await;
-    let running = binary("slow-head", &config(&up, "request_header: 2s", "")).await;
+    let running = start_ready("slow-head", &config(&up, "request_header: 2s", "")).await;
     let mut s = TcpStream::connect(running.http).await.unwrap();
     let (mut read, mut write) = s.split();
     let started = Instant::now();

@@ -340,14 +340,7 @@ fn annotations(
     for (name, value) in &found {
         match *name {
             "whitelist-source-range" | "allowlist-source-range" => {
-                let nets = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty())
-                    .map(|entry| annotation_cidr(entry, name, source, problems))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("annotation {name}: {e}"))?;
-                policy.allow = CidrSet::new(nets);
+                policy.allow = annotation_cidrs(value, name, source, problems)?;
             }
             "proxy-body-size" => {
                 let size = parse_size(value).map_err(|e| format!("annotation {name}: {e}"))?;
@@ -382,14 +375,7 @@ fn annotations(
                     .map_err(|e| format!("annotation {name}: {e}; the Ingress answers 503 until the snippet holds only header directives"))?;
             }
             "limit-whitelist" | "limit-allowlist" => {
-                let nets = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty())
-                    .map(|entry| annotation_cidr(entry, name, source, problems))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("annotation {name}: {e}"))?;
-                whitelist = CidrSet::new(nets);
+                whitelist = annotation_cidrs(value, name, source, problems)?;
             }
             "proxy-read-timeout" | "proxy-send-timeout" | "proxy-connect-timeout" => {
                 // ingress-nginx reads whole seconds and falls back to its default on
@@ -490,6 +476,24 @@ fn response_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String
             Ok((name, value))
         })
         .collect()
+}
+
+/// A comma-separated list of CIDRs, as ingress-nginx reads its `*-source-range` and
+/// `limit-whitelist` annotations.
+fn annotation_cidrs(
+    value: &str,
+    name: &str,
+    source: &str,
+    problems: &mut Vec<String>,
+) -> Result<CidrSet, String> {
+    let nets = value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| annotation_cidr(entry, name, source, problems))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("annotation {name}: {e}"))?;
+    Ok(CidrSet::new(nets))
 }
 
 /// The canary-* annotations of a canary Ingress, read as ingress-nginx reads them; a value

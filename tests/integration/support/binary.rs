@@ -123,6 +123,13 @@ impl Drop for Running {
     }
 }
 
+/// The binary on `yaml`, ready (see [`start_yaml`]).
+pub async fn start_ready(name: &str, yaml: &str) -> Running {
+    let (running, _) = start_yaml(name, yaml, &[]).await;
+    wait_ready(&running).await;
+    running
+}
+
 impl Running {
     /// How many stderr lines so far contain `needle`.
     pub fn logged(&self, needle: &str) -> usize {

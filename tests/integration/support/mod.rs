@@ -459,6 +459,18 @@ pub async fn raw_request(addr: SocketAddr, from: &str, request: &str) -> (u16, S
 }
 
 /// A GET for `host` with extra headers.
+/// A GET for `path` at the proxy `addr`, naming `host`, for the pooled [`client`].
+pub fn get_req_at(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let mut req = get_req(host, path, headers);
+    *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+    req
+}
+
 pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut b = Request::get(path).header("host", host);
     for (k, v) in headers {
