@@ -5,6 +5,9 @@
 #   benches/load.sh [ROUNDS] [SECONDS]        (defaults: 5 rounds of 10 s per target)
 #   SCENARIOS="http https tls-handshake h2" TARGETS="direct gatehouse nginx haproxy"
 #   CONNS=50 IDLE=2000
+#   LIMITS=1: the route has a per-client rate and concurrency limit that never refuses
+#   (Gatehouse `limit: { rps, connections }`, nginx `limit_req ... nodelay` + `limit_conn`),
+#   to measure what checking them costs; HAProxy is left as it is.
 #
 # Scenarios: http (keep-alive, wrk), https (keep-alive over TLS, wrk), tls-handshake (a new
 # connection and full TLS handshake per request: wrk with Connection: close), h2 (HTTP/2
@@ -55,6 +58,12 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
 CONF
 taskset -c 1 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
+GH_LIMIT="" NG_LIMIT_ZONES="" NG_LIMITS=""
+if [ "${LIMITS:-0}" = 1 ]; then
+  GH_LIMIT="limit: { rps: 1000000, connections: 60000 }, "
+  NG_LIMIT_ZONES="limit_req_zone \$binary_remote_addr zone=rps:10m rate=1000000r/s; limit_conn_zone \$binary_remote_addr zone=conn:10m;"
+  NG_LIMITS="limit_req zone=rps burst=5000000 nodelay; limit_conn conn 60000;"
+fi
 cat > "$work/gatehouse.yaml" <<CONF
 listen: { http: "127.0.0.1:${PORT[gatehouse]}", https: "127.0.0.1:${TLSPORT[gatehouse]}" }
 access_log: off
@@ -63,7 +72,7 @@ timeouts: { idle: 300s }
 tls: [{ cert: "$work/cert.pem", key: "$work/key.pem", default: true }]
 services: { up: { endpoints: ["127.0.0.1:$UP"] } }
 default_service: up
-routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
+routes: [{ host: $VHOST, ${GH_LIMIT}paths: [{ path: /, service: up }] }]
 CONF
 taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gatehouse.yaml" 2>"$work/gatehouse.log" & pids+=($!)
 GH_PID=$!
@@ -75,8 +84,9 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
   ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;
   upstream up { server 127.0.0.1:$UP; keepalive 128; }
+  $NG_LIMIT_ZONES
   server { listen 127.0.0.1:${PORT[nginx]}; listen 127.0.0.1:${TLSPORT[nginx]} ssl http2; server_name $VHOST;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+    location / { $NG_LIMITS proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Real-IP \$remote_addr;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host;
