@@ -13,6 +13,7 @@ mod host;
 mod model;
 mod parse;
 pub mod routing;
+pub mod template;
 pub mod units;
 
 pub use cidr::CidrSet;
@@ -22,3 +23,4 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use parse::parse;
 pub use routing::{HostPattern, RouteMatch, RoutingTable};
+pub use template::Template;

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
-use crate::{cidr::CidrSet, error::Location, host::HostPattern};
+use crate::{cidr::CidrSet, error::Location, host::HostPattern, template::Template};
 
 /// A whole, valid configuration.
 #[derive(Clone, Debug)]
@@ -252,6 +252,8 @@ pub struct Service {
     /// Endpoints from a Kubernetes Service's EndpointSlices, besides the fixed ones.
     pub kubernetes: Option<KubernetesRef>,
     pub balance: Balance,
+    /// Session affinity by cookie; it decides before `balance` for clients with a cookie.
+    pub affinity: Option<Affinity>,
     pub limits: ConnectionLimits,
 }
 
@@ -291,12 +293,110 @@ pub enum ServicePort {
 }
 
 /// How a service picks an endpoint for a request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Balance {
     #[default]
     RoundRobin,
     /// Power of two random choices on in-flight requests.
     LeastRequest,
+    /// Power of two random choices on each endpoint's recent latency (an exponentially
+    /// weighted moving average, 10 s decay) times its requests in flight.
+    Ewma,
+    /// Consistent hashing of a request key (ingress-nginx's `upstream-hash-by`): the same
+    /// key reaches the same endpoint, and an endpoint leaving moves only its own keys.
+    Hash(Template),
+}
+
+/// Session affinity by cookie (ingress-nginx's `affinity: cookie`): a client that carries
+/// the cookie returns to the endpoint that served it first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Affinity {
+    /// The cookie's name (ingress-nginx's default `INGRESSCOOKIE`).
+    pub cookie: String,
+    /// The cookie's Path; by default the path of the rule that served the request.
+    pub path: Option<String>,
+    pub domain: Option<String>,
+    /// Max-Age, in seconds.
+    pub max_age: Option<u64>,
+    /// Expires, as seconds from the response.
+    pub expires: Option<u64>,
+    pub samesite: Option<SameSite>,
+    /// Secure; by default only on requests that came over TLS.
+    pub secure: Option<bool>,
+    /// When the cookie's endpoint fails, the cookie moves to the endpoint that answered.
+    pub change_on_failure: bool,
+    pub mode: AffinityMode,
+    /// Keys the persistent mode's cookie values; replicas that share it understand each
+    /// other's cookies. `None`: a random key per process.
+    pub key: Option<String>,
+}
+
+impl Affinity {
+    /// ingress-nginx's default cookie name.
+    pub const DEFAULT_COOKIE: &'static str = "INGRESSCOOKIE";
+
+    /// Affinity with ingress-nginx's defaults.
+    pub fn new() -> Self {
+        Affinity {
+            cookie: Self::DEFAULT_COOKIE.to_owned(),
+            path: None,
+            domain: None,
+            max_age: None,
+            expires: None,
+            samesite: None,
+            secure: None,
+            change_on_failure: false,
+            mode: AffinityMode::Balanced,
+            key: None,
+        }
+    }
+}
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How sticky a session is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AffinityMode {
+    /// The cookie holds a random key, consistently hashed over the endpoints: when they
+    /// scale, a share of sessions moves so new endpoints get their part.
+    #[default]
+    Balanced,
+    /// The cookie names its endpoint (keyed, so it reveals no address): a session stays
+    /// while the endpoint exists.
+    Persistent,
+}
+
+/// A cookie's SameSite attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    /// Parses `Strict`, `Lax` or `None`, in any case.
+    pub fn parse(text: &str) -> Result<SameSite, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "strict" => Ok(SameSite::Strict),
+            "lax" => Ok(SameSite::Lax),
+            "none" => Ok(SameSite::None),
+            _ => Err(format!("`{text}` is not one of `Strict`, `Lax`, `None`")),
+        }
+    }
+
+    /// As the attribute is written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
 }
 
 /// Requests above this body size get 413 unless a route says otherwise (nginx's default).

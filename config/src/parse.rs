@@ -14,6 +14,7 @@ use crate::{
     error::{ConfigError, ConfigErrors},
     model::*,
     routing::{check_regex, HostPattern, RoutingTable, TableError},
+    template::{self, Template},
     units::{parse_duration, parse_size},
 };
 
@@ -474,6 +475,8 @@ fn read_services<'n, 'i>(
                 "endpoints",
                 "kubernetes",
                 "balance",
+                "hash_key",
+                "affinity",
                 "protocol",
                 "max_connections",
                 "max_pending",
@@ -499,20 +502,10 @@ fn read_services<'n, 'i>(
         let kubernetes = f
             .get("kubernetes")
             .and_then(|n| read_kubernetes_ref(r, n, &what));
-        let balance = f.get("balance").map_or(Balance::RoundRobin, |n| {
-            r.parsed(n, &format!("{what} balance"), |s| match s {
-                "round_robin" => Ok(Balance::RoundRobin),
-                "least_request" => Ok(Balance::LeastRequest),
-                s if s.starts_with("hash(") => Err(
-                    "hash balancing is not supported yet; use `round_robin` or `least_request`"
-                        .to_owned(),
-                ),
-                s => Err(format!(
-                    "`{s}` is not one of `round_robin`, `least_request`"
-                )),
-            })
-            .unwrap_or_default()
-        });
+        let balance = read_balance(r, &f, &what);
+        let affinity = f
+            .get("affinity")
+            .and_then(|n| read_affinity(r, n, &format!("{what} affinity")));
         if let Some(n) = f.get("protocol") {
             r.parsed(n, &format!("{what} protocol"), |s| match s {
                 "http1" => Ok(()),
@@ -528,12 +521,135 @@ fn read_services<'n, 'i>(
                 endpoints,
                 kubernetes,
                 balance,
+                affinity,
                 limits,
             },
             *body,
         ));
     }
     out
+}
+
+fn read_balance(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str) -> Balance {
+    let hash_key = f.get("hash_key").and_then(|n| {
+        r.parsed(n, &format!("{what} hash_key"), Template::parse)
+            .map(|t| (t, n))
+    });
+    let balance = f.get("balance").map_or(Balance::RoundRobin, |n| {
+        r.parsed(n, &format!("{what} balance"), |s| match s {
+            "round_robin" => Ok(Balance::RoundRobin),
+            "least_request" => Ok(Balance::LeastRequest),
+            "ewma" => Ok(Balance::Ewma),
+            "hash" => match &hash_key {
+                Some((key, _)) => Ok(Balance::Hash(key.clone())),
+                None => Err(format!(
+                    "`hash` needs `hash_key`, the request value to hash (e.g. `$remote_addr`; variables: {})",
+                    template::KNOWN_VARIABLES
+                )),
+            },
+            s if s.starts_with("hash(") && s.ends_with(')') => {
+                spec_hash_key(&s[5..s.len() - 1]).map(Balance::Hash)
+            }
+            s => Err(format!(
+                "`{s}` is not one of `round_robin`, `least_request`, `ewma`, `hash`"
+            )),
+        })
+        .unwrap_or_default()
+    });
+    if let (Some((_, node)), false) = (&hash_key, matches!(balance, Balance::Hash(_))) {
+        // A key that hashes nothing would look like hashing and not be.
+        r.error(
+            node.span,
+            format!(
+                "{what} hash_key is only used with `balance: hash`; add that or remove the key"
+            ),
+        );
+    }
+    balance
+}
+
+/// SPEC.md's short forms: `hash(client_ip)`, `hash(header:X-User)`, `hash(cookie:sid)`.
+fn spec_hash_key(inner: &str) -> Result<Template, String> {
+    let variable = match inner.split_once(':') {
+        None if inner == "client_ip" => "$remote_addr".to_owned(),
+        Some(("header", name)) if !name.is_empty() => {
+            format!("${{http_{}}}", name.to_ascii_lowercase().replace('-', "_"))
+        }
+        Some(("cookie", name)) if !name.is_empty() => format!("${{cookie_{name}}}"),
+        _ => {
+            return Err(format!(
+                "`hash({inner})` is not one of `hash(client_ip)`, `hash(header:NAME)`, `hash(cookie:NAME)`; or write `balance: hash` with a `hash_key`"
+            ))
+        }
+    };
+    Template::parse(&variable)
+}
+
+fn read_affinity(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<Affinity> {
+    let f = r.section(
+        node,
+        what,
+        &[
+            "cookie",
+            "path",
+            "domain",
+            "max_age",
+            "expires",
+            "samesite",
+            "secure",
+            "change_on_failure",
+            "mode",
+            "key",
+        ],
+        &[],
+    )?;
+    let mut a = Affinity::new();
+    let text = |r: &mut Reader<'_>, key: &str| {
+        f.get(key)
+            .and_then(|n| r.string(n, &format!("{what} {key}")))
+    };
+    if let Some(cookie) = text(r, "cookie") {
+        match http::HeaderValue::from_str(&cookie) {
+            Ok(_) if !cookie.is_empty() && !cookie.contains(['=', ';', ',', ' ']) => {
+                a.cookie = cookie
+            }
+            _ => r.error(
+                f.get("cookie").map_or(f.span, |n| n.span),
+                format!("{what} cookie: `{cookie}` is not a cookie name"),
+            ),
+        }
+    }
+    a.path = text(r, "path");
+    a.domain = text(r, "domain");
+    a.key = text(r, "key");
+    for (key, slot) in [("max_age", &mut a.max_age), ("expires", &mut a.expires)] {
+        if let Some(n) = f.get(key) {
+            *slot = r
+                .parsed(n, &format!("{what} {key}"), parse_duration)
+                .map(|d| d.as_secs());
+        }
+    }
+    if let Some(n) = f.get("samesite") {
+        a.samesite = r.parsed(n, &format!("{what} samesite"), SameSite::parse);
+    }
+    if let Some(n) = f.get("secure") {
+        a.secure = r.boolean(n, &format!("{what} secure"));
+    }
+    if let Some(n) = f.get("change_on_failure") {
+        a.change_on_failure = r
+            .boolean(n, &format!("{what} change_on_failure"))
+            .unwrap_or_default();
+    }
+    if let Some(n) = f.get("mode") {
+        a.mode = r
+            .parsed(n, &format!("{what} mode"), |s| match s {
+                "balanced" => Ok(AffinityMode::Balanced),
+                "persistent" => Ok(AffinityMode::Persistent),
+                s => Err(format!("`{s}` is not one of `balanced`, `persistent`")),
+            })
+            .unwrap_or_default();
+    }
+    Some(a)
 }
 
 fn read_kubernetes_ref(

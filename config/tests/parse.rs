@@ -83,7 +83,7 @@ routes:
 #[test]
 fn features_not_built_yet_are_refused_not_ignored() {
     let yaml = r#"listen: { http: "127.0.0.1:80" }
-services: { web: { endpoints: ["10.0.0.1:80"], balance: "hash(client_ip)" } }
+services: { web: { endpoints: ["10.0.0.1:80"], protocol: h2 } }
 routes:
   - host: a.example.com
     limit_rps: 10
@@ -676,16 +676,97 @@ fn value_checks_of_listeners_durations_services_and_paths() {
     let service = |spec: &str| {
         format!("listen: {{ http: \"127.0.0.1:8080\" }}\nservices: {{ s: {spec} }}\nroutes: []\n")
     };
-    let refused = errors(&service(
-        "{ endpoints: [], balance: \"hash(header:X-User)\" }",
-    ))
-    .join("\n");
-    assert!(
-        refused.contains("hash balancing is not supported yet"),
-        "{refused}"
+    // Balancing: SPEC.md's short hash forms, `hash` with a key, ewma, and affinity.
+    let balance_of = |spec: &str| {
+        parse(&service(spec), "t.yaml").unwrap().services[0]
+            .balance
+            .clone()
+    };
+    let key = |text: &str| Balance::Hash(gatehouse_config::Template::parse(text).unwrap());
+    assert_eq!(
+        balance_of("{ endpoints: [], balance: \"hash(header:X-User)\" }"),
+        key("${http_x_user}")
     );
-    let unknown = errors(&service("{ endpoints: [], balance: fastest }")).join("\n");
-    assert!(!unknown.contains("hash balancing"), "{unknown}");
+    assert_eq!(
+        balance_of("{ endpoints: [], balance: \"hash(client_ip)\" }"),
+        key("$remote_addr")
+    );
+    assert_eq!(
+        balance_of("{ endpoints: [], balance: \"hash(cookie:sid)\" }"),
+        key("${cookie_sid}")
+    );
+    assert_eq!(
+        balance_of("{ endpoints: [], balance: hash, hash_key: \"$arg_id-$http_x_user\" }"),
+        key("$arg_id-$http_x_user")
+    );
+    assert_eq!(
+        balance_of("{ endpoints: [], balance: ewma }"),
+        Balance::Ewma
+    );
+    for (spec, says) in [
+        (
+            "{ endpoints: [], balance: hash }",
+            "`hash` needs `hash_key`",
+        ),
+        (
+            "{ endpoints: [], hash_key: $host }",
+            "only used with `balance: hash`",
+        ),
+        (
+            "{ endpoints: [], balance: hash, hash_key: $upstream_addr }",
+            "`$upstream_addr` is not a variable",
+        ),
+        (
+            "{ endpoints: [], balance: \"hash(ip)\" }",
+            "is not one of `hash(client_ip)`",
+        ),
+        (
+            "{ endpoints: [], affinity: { mode: sticky } }",
+            "`sticky` is not one of `balanced`, `persistent`",
+        ),
+        (
+            "{ endpoints: [], affinity: { samesite: lax2 } }",
+            "not one of `Strict`, `Lax`, `None`",
+        ),
+        (
+            "{ endpoints: [], affinity: { cookie: \"a b\" } }",
+            "is not a cookie name",
+        ),
+        (
+            "{ endpoints: [], affinity: { max_age: 10 } }",
+            "has no unit",
+        ),
+    ] {
+        let e = errors(&service(spec)).join("\n");
+        assert!(e.contains(says), "{spec}: {e}");
+    }
+    let c = parse(
+        &service("{ endpoints: [], affinity: { cookie: route, mode: persistent, max_age: 2h, samesite: strict, secure: true, change_on_failure: true, key: s3cret } }"),
+        "t.yaml",
+    )
+    .unwrap();
+    let a = c.services[0].affinity.clone().expect("affinity");
+    assert_eq!(
+        (a.cookie.as_str(), a.mode, a.max_age),
+        (
+            "route",
+            gatehouse_config::AffinityMode::Persistent,
+            Some(7200)
+        )
+    );
+    assert_eq!(
+        (a.samesite, a.secure, a.change_on_failure),
+        (Some(gatehouse_config::SameSite::Strict), Some(true), true)
+    );
+    assert_eq!(a.key.as_deref(), Some("s3cret"));
+    let plain = parse(&service("{ endpoints: [], affinity: {} }"), "t.yaml").unwrap();
+    assert_eq!(
+        plain.services[0]
+            .affinity
+            .as_ref()
+            .map(|a| a.cookie.as_str()),
+        Some("INGRESSCOOKIE")
+    );
     let c = parse(
         &service("{ kubernetes: { namespace: shop, name: web, port: \"8080\" } }"),
         "t.yaml",

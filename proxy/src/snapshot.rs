@@ -113,7 +113,8 @@ impl Snapshot {
                     fixed,
                     &discovered(&s.name),
                     &known,
-                    s.balance,
+                    s.balance.clone(),
+                    s.affinity.clone(),
                     s.limits,
                     gauge,
                 ))

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use super::endpoints::PortRef;
+pub use balancing::Balancing;
 
 /// The controller name our IngressClass carries.
 pub const CONTROLLER: &str = "gatehouse.io/ingress";
@@ -119,6 +120,8 @@ pub struct Policy {
     pub header_ops: Vec<HeaderOp>,
     /// `canary: "true"`: this Ingress's paths are canaries of the same paths of another.
     pub canary: Option<CanarySpec>,
+    /// `affinity`, `upstream-hash-by`, `load-balance`: how its Services pick a pod.
+    pub balancing: Balancing,
 }
 
 /// What a canary Ingress's annotations say (its backend is the canary service).
@@ -405,7 +408,9 @@ fn annotations(
                 policy.response_headers = response_headers(value).map_err(|e| format!("annotation {name}: {e}"))?;
             }
             "response-headers" => problems.push(format!("Ingress {source}: annotation {name} is not supported and is ignored: it is read under gatehouse.io/ only")),
-            // Read below, once every canary-* annotation is known.
+            // Read below, with the others of their family.
+            "affinity" | "affinity-mode" | "upstream-hash-by" | "load-balance" => {}
+            n if n.starts_with("session-cookie-") && fates::fate(n) == Some(Fate::Built) => {}
             "canary" | "canary-by-header" | "canary-by-header-value" | "canary-by-header-pattern"
             | "canary-by-cookie" | "canary-weight" | "canary-weight-total" => {}
             other => match fates::fate(other) {
@@ -429,6 +434,8 @@ fn annotations(
     policy.limits = limits
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
+    let uid = ingress.metadata.uid.as_deref();
+    policy.balancing = balancing::balancing(&found, uid, &flag, problems, source)?;
     if flag("canary")? == Some(true) {
         policy.canary = Some(canary_spec(&found)?);
     }
@@ -543,6 +550,7 @@ fn canary_spec(found: &BTreeMap<&str, &str>) -> Result<CanarySpec, String> {
     })
 }
 
+mod balancing;
 mod fates;
 mod snippet;
 pub use fates::{Fate, FATES};

@@ -12,9 +12,9 @@ use std::{
 };
 
 use gatehouse_config::{
-    routing::check_regex, Balance, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits,
-    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Route,
-    Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
+    routing::check_regex, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits, HostPattern,
+    KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Route, Service,
+    ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
     DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{
     endpoints::PortRef,
-    ingress::{Backend, IngressPath, PathKind, Translation},
+    ingress::{Backend, Balancing, IngressPath, PathKind, Translation},
     l4::L4Mapping,
 };
 
@@ -125,7 +125,9 @@ pub fn merge(
             ));
             continue;
         }
-        let Some(service) = service_for(&mut config, &mut services, &p.backend) else {
+        let Some(service) =
+            service_for(&mut config, &mut services, &p.backend, &p.policy.balancing)
+        else {
             problems.push(format!(
                 "Ingress {}: backend port {:?} of Service {}/{} is not a valid port; path skipped",
                 p.source, p.backend.port, p.backend.namespace, p.backend.name
@@ -153,7 +155,7 @@ pub fn merge(
     }
     if config.default_service.is_none() {
         if let Some((backend, source)) = &translation.default_backend {
-            match service_for(&mut config, &mut services, backend) {
+            match service_for(&mut config, &mut services, backend, &Balancing::default()) {
                 Some(id) => config.default_service = Some(id),
                 None => problems.push(format!(
                     "Ingress {source}: defaultBackend port {:?} is not a valid port; ignored",
@@ -244,7 +246,7 @@ fn add_l4(
             ));
             continue;
         }
-        let Some(service) = service_for(config, services, &m.backend) else {
+        let Some(service) = service_for(config, services, &m.backend, &Balancing::default()) else {
             problems.push(format!(
                 "{}: port {}: {:?} is not a valid Service port; entry ignored",
                 m.source, m.port, m.backend.port
@@ -285,7 +287,7 @@ fn path_key(host: &HostPattern, kind: PathMatch, path: &str) -> (HostPattern, Pa
 /// `namespace/name:port`, the way operators name Service ports.
 /// The services added for backends so far, and the names the file took.
 struct Services {
-    ids: HashMap<(String, String, ServicePort), ServiceId>,
+    ids: HashMap<(String, String, ServicePort, Balancing), ServiceId>,
     file_names: HashSet<String>,
 }
 
@@ -293,12 +295,18 @@ fn service_for(
     config: &mut Config,
     services: &mut Services,
     backend: &Backend,
+    balancing: &Balancing,
 ) -> Option<ServiceId> {
     let port = match &backend.port {
         PortRef::Name(n) => ServicePort::Name(n.clone()),
         PortRef::Number(n) => ServicePort::Number(u16::try_from(*n).ok().filter(|n| *n > 0)?),
     };
-    let key = (backend.namespace.clone(), backend.name.clone(), port);
+    let key = (
+        backend.namespace.clone(),
+        backend.name.clone(),
+        port,
+        balancing.clone(),
+    );
     if let Some(id) = services.ids.get(&key) {
         return Some(*id);
     }
@@ -307,6 +315,10 @@ fn service_for(
         ServicePort::Number(n) => n.to_string(),
     };
     let mut name = format!("{}/{}:{port_text}", key.0, key.1);
+    // Ingresses that balance one Service differently get an upstream each.
+    if let Some(label) = balancing.label() {
+        name.push_str(&format!(" ({label})"));
+    }
     if services.file_names.contains(&name) {
         // The file uses the same name for its own service; keep both apart.
         name.push_str(" (ingress)");
@@ -320,7 +332,8 @@ fn service_for(
             name: key.1.clone(),
             port: key.2.clone(),
         }),
-        balance: Balance::default(),
+        balance: balancing.balance.clone(),
+        affinity: balancing.affinity.clone(),
         limits: ConnectionLimits::default(),
     });
     services.ids.insert(key, id);
@@ -354,7 +367,14 @@ fn join_canary(
         ));
         return;
     }
-    let Some(service) = service_for(config, services, &p.backend) else {
+    let main = config.routes[route].paths[rule].service;
+    if config.services[main.0].affinity.is_some() {
+        problems.push(format!(
+            "Ingress {}: the main Ingress of {}{} keeps sessions by cookie; ingress-nginx would also keep a session on the side (main or canary) it first reached, Gatehouse decides main or canary per request",
+            p.source, key.0, p.path
+        ));
+    }
+    let Some(service) = service_for(config, services, &p.backend, &p.policy.balancing) else {
         problems.push(format!(
             "Ingress {}: backend port {:?} of Service {}/{} is not a valid port; canary skipped",
             p.source, p.backend.port, p.backend.namespace, p.backend.name

@@ -181,7 +181,7 @@ async fn forward<S>(
         duration: Duration::ZERO,
         end: End::NoUpstream,
     };
-    match connect(shared, &upstream, connect_timeout).await {
+    match connect(shared, &upstream, connect_timeout, peer).await {
         Some((mut server, lease)) => {
             record.upstream = Some(lease.addr());
             let header = send_proxy
@@ -218,11 +218,13 @@ async fn connect(
     shared: &L4Shared,
     upstream: &Upstream,
     timeout: Duration,
+    peer: SocketAddr,
 ) -> Option<(TcpStream, Lease)> {
     let endpoints = upstream.endpoints();
+    let preference = upstream.l4_preference(peer.ip());
     let mut tried = [usize::MAX; MAX_TRIES];
     for tries in 0..MAX_TRIES {
-        let idx = upstream.pick(&endpoints, &tried[..tries])?;
+        let idx = upstream.pick(&endpoints, &tried[..tries], preference)?;
         tried[tries] = idx;
         let endpoint = &endpoints[idx];
         let lease = Lease::new(endpoint.clone());

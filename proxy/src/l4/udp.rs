@@ -90,7 +90,8 @@ pub(crate) async fn serve(
             }
             let upstream = &snapshot.upstreams[entry.service.0];
             let endpoints = upstream.endpoints();
-            let Some(idx) = upstream.pick(&endpoints, &[]) else {
+            let preference = upstream.l4_preference(client.ip());
+            let Some(idx) = upstream.pick(&endpoints, &[], preference) else {
                 tracing::warn!(
                     listener = stats.label,
                     service = upstream.name(),

@@ -4,7 +4,7 @@
 //! value that decides nothing falls through to the next.
 
 use gatehouse_config::Canary;
-use http::{header, HeaderMap};
+use http::HeaderMap;
 
 /// Whether this request goes to the canary.
 pub(crate) fn chooses_canary(canary: &Canary, headers: &HeaderMap) -> bool {
@@ -23,7 +23,7 @@ pub(crate) fn chooses_canary(canary: &Canary, headers: &HeaderMap) -> bool {
         }
     }
     if let Some(name) = &canary.cookie {
-        if let Some(decided) = cookie(headers, name).and_then(by_keyword) {
+        if let Some(decided) = crate::headers::cookie(headers, name).and_then(by_keyword) {
             return decided;
         }
     }
@@ -36,18 +36,6 @@ fn by_keyword(value: &str) -> Option<bool> {
         "never" => Some(false),
         _ => None,
     }
-}
-
-/// The value of cookie `name` in the request's Cookie headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

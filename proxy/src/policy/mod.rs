@@ -2,6 +2,7 @@
 //! policies (who may reach a route, and how) run in [`crate::request`]'s admit step in a
 //! fixed order; response policies run in its respond step.
 
+pub(crate) mod affinity;
 pub(crate) mod allow_list;
 pub(crate) mod body_size;
 pub(crate) mod canary;

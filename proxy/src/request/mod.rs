@@ -5,10 +5,12 @@
 //! response body finishes the request's bookkeeping when it ends ([`crate::completion`]).
 
 mod admit;
+mod balance;
 mod resolve;
 mod respond;
 mod rewrite;
 mod tunnel;
+mod vars;
 
 use std::{
     borrow::Cow,
@@ -197,22 +199,32 @@ async fn serve(
     let refused = |error| Refused::new(error, stats);
     let mut admitted = admit::admit(&resolved, live, req.headers(), req.uri()).map_err(refused)?;
     completion.slot = admitted.slot.take();
+    let upstream = &snapshot.upstreams[resolved.target.service.0];
+    let choice = balance::choose(upstream, &resolved, &resolved.vars(&req));
     let (plan, target) = rewrite::Plan::new(resolved);
     let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
-    let upstream = &snapshot.upstreams[target.service.0];
     let limits = match target.route {
         Some((route, _)) => snapshot.limits.for_route(&route.timeouts),
         None => snapshot.limits,
     };
-    let forwarded = forward(upstream, upstream_req, &limits, &live.metrics)
-        .await
-        .map_err(refused)?;
+    let (set, preference) = (&choice.set, choice.preference);
+    let forwarded = forward(
+        upstream,
+        set,
+        preference,
+        upstream_req,
+        &limits,
+        &live.metrics,
+    )
+    .await
+    .map_err(refused)?;
     let mut lease = forwarded.lease;
     let answering = respond::Answering {
         target: &target,
         admitted: &admitted,
         limits: &limits,
         tunnels: &drain.tunnels,
+        set_cookie: choice.cookie(forwarded.endpoint),
     };
     let response = respond::upstream_response(
         answering,

@@ -8,7 +8,8 @@ use gatehouse_config::{routing::normalize_host, Route, RouteMatch, ServiceId, DE
 use http::{header, HeaderValue, Request, Version};
 
 use crate::{
-    client::Client, conn::ConnInfo, error::ProxyError, policy::canary, snapshot::Snapshot,
+    client::Client, conn::ConnInfo, error::ProxyError, policy::canary, request::vars::RequestVars,
+    snapshot::Snapshot,
 };
 
 /// One request, resolved: the context every later step reads.
@@ -23,6 +24,21 @@ pub(crate) struct Resolved<'s, 'r> {
     /// The normalised path: what is routed, checked, logged and (unless rewritten) forwarded.
     pub(crate) path: &'r str,
     pub(crate) target: Target<'s>,
+}
+
+impl Resolved<'_, '_> {
+    /// The request variables of templates, for `req` (the request this was resolved from).
+    pub(crate) fn vars<'a, B>(&'a self, req: &'a Request<B>) -> RequestVars<'a> {
+        RequestVars {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            path: self.path,
+            host: &self.host,
+            client: self.client.ip,
+            tls: self.conn.tls.is_some(),
+        }
+    }
 }
 
 /// Where a resolved request goes.

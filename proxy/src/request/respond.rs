@@ -23,6 +23,8 @@ pub(crate) struct Answering<'a> {
     pub(crate) limits: &'a ForwardLimits,
     /// Where upgraded connections are tracked (for the shutdown's grace period).
     pub(crate) tunnels: &'a TaskTracker,
+    /// The session-affinity cookie the answer hands out.
+    pub(crate) set_cookie: Option<HeaderValue>,
 }
 
 /// The upstream's response, for the client. `service` and `lease` are where it came from.
@@ -38,11 +40,15 @@ pub(crate) fn upstream_response(
         admitted,
         limits,
         tunnels,
+        set_cookie,
     } = answering;
     let (mut parts, body) = response.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::to_client(&mut parts.headers, switching);
     respond_policies(&mut parts, target, admitted);
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
     if !switching {
         let body = ResponseBody::upstream(body, limits.read);
         return Ok(Response::from_parts(parts, body));

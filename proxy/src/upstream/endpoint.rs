@@ -12,6 +12,7 @@ use std::{
 
 use hyper::client::conn::http1::SendRequest;
 
+use super::latency::Latency;
 use crate::request_body::RequestBody;
 
 /// Consecutive connect failures after which an endpoint is ejected.
@@ -46,6 +47,8 @@ pub struct Endpoint {
     waiting: AtomicUsize,
     /// Rung when a connection returns to the pool or closes.
     freed: tokio::sync::Notify,
+    /// Recent response-head latency, for the `ewma` balancer.
+    latency: Latency,
 }
 
 /// A place among the requests waiting for a connection; left when dropped.
@@ -77,6 +80,7 @@ impl Endpoint {
             open: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             freed: tokio::sync::Notify::new(),
+            latency: Latency::default(),
         }
     }
 
@@ -131,6 +135,17 @@ impl Endpoint {
 
     pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records how long a response head took (for the `ewma` balancer).
+    pub(crate) fn observe_latency(&self, rtt: Duration) {
+        self.latency.observe(rtt, clock_origin().elapsed());
+    }
+
+    /// The `ewma` balancer's cost of sending here: recent latency times the requests
+    /// already waiting on it (one more counted, so an idle endpoint's latency still counts).
+    pub(crate) fn ewma_score(&self) -> f64 {
+        self.latency.decayed(clock_origin().elapsed()) * (self.in_flight() + 1) as f64
     }
 
     /// Whether passive health checking has taken the endpoint out of rotation.

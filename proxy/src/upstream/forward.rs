@@ -10,7 +10,7 @@ use tokio::{net::TcpStream, time::Instant};
 
 use gatehouse_config::ConnectionLimits;
 
-use super::{Endpoint, Lease, Sender, Upstream, MAX_TRIES};
+use super::{Endpoint, EndpointSet, Lease, Preference, Sender, Upstream, MAX_TRIES};
 use crate::{
     error::ProxyError,
     metrics::Metrics,
@@ -54,6 +54,8 @@ pub(crate) struct Forwarded {
     pub(crate) response: Response<Incoming>,
     pub(crate) lease: Lease,
     pub(crate) upstream_time: Duration,
+    /// Which endpoint of the set answered.
+    pub(crate) endpoint: usize,
 }
 
 /// A pooled connection idle for less than this is not copied for a replay: upstream servers
@@ -93,13 +95,16 @@ impl Replay {
     }
 }
 
-/// Sends `req` to one of the upstream's endpoints.
+/// Sends `req` to one of `endpoints` (the upstream's set, loaded once for the request),
+/// the `preference` first.
 ///
 /// A failed connect moves on to another endpoint (at most [`MAX_TRIES`] in all). A request
 /// that fails on a reused connection before any response arrived is sent once more on a
 /// fresh connection, when it was never written or is bodiless and idempotent.
 pub(crate) async fn forward(
     upstream: &Upstream,
+    endpoints: &EndpointSet,
+    preference: Preference,
     mut req: Request<RequestBody>,
     limits: &ForwardLimits,
     metrics: &Metrics,
@@ -109,8 +114,6 @@ pub(crate) async fn forward(
     let mut stale_retry_left = true;
     let mut again_on: Option<usize> = None;
     let mut last_connect_error = None;
-    // One consistent endpoint set for the whole request, whatever discovery publishes.
-    let endpoints = upstream.endpoints();
     loop {
         let (idx, fresh_only) = match again_on.take() {
             Some(idx) => (idx, true),
@@ -118,7 +121,7 @@ pub(crate) async fn forward(
                 if tries == MAX_TRIES {
                     break;
                 }
-                match upstream.pick(&endpoints, &tried[..tries]) {
+                match upstream.pick(endpoints, &tried[..tries], preference) {
                     Some(idx) => (idx, false),
                     None => break,
                 }
@@ -170,10 +173,15 @@ pub(crate) async fn forward(
                 if let Some(sender) = sender {
                     lease.keep(sender);
                 }
+                let upstream_time = started.elapsed();
+                if *upstream.balance() == gatehouse_config::Balance::Ewma {
+                    endpoint.observe_latency(upstream_time);
+                }
                 return Ok(Forwarded {
                     response,
                     lease,
-                    upstream_time: started.elapsed(),
+                    upstream_time,
+                    endpoint: idx,
                 });
             }
             Err(Stalled::Response) => {

@@ -2,6 +2,9 @@
 
 mod endpoint;
 pub(crate) mod forward;
+mod latency;
+mod ring;
+mod set;
 
 use std::{
     net::SocketAddr,
@@ -12,12 +15,17 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use gatehouse_config::{Balance, ConnectionLimits};
+use gatehouse_config::{Affinity, Balance, ConnectionLimits};
 
 use crate::warnings::RateLimited;
 
 pub use endpoint::Endpoint;
 pub(crate) use endpoint::Sender;
+pub(crate) use ring::key_hash;
+pub use set::EndpointSet;
+pub(crate) use set::Token;
+#[cfg(test)]
+pub(crate) use set::TokenKey;
 
 /// A service as the data plane sees it: a name, its endpoints and a balancing policy.
 pub struct Upstream {
@@ -26,8 +34,10 @@ pub struct Upstream {
     fixed: Vec<Arc<Endpoint>>,
     /// The current set: the fixed endpoints and those discovery published, swapped whole,
     /// so a request sees one consistent set and never waits for a lock.
-    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    endpoints: ArcSwap<EndpointSet>,
     balance: Balance,
+    /// Session affinity by cookie, with the key of its persistent cookie values.
+    affinity: Option<(Affinity, set::TokenKey)>,
     /// How much of each endpoint this service may take.
     pub(crate) limits: ConnectionLimits,
     next: AtomicUsize,
@@ -43,7 +53,18 @@ pub(crate) fn out_of_descriptors(error: &std::io::Error) -> bool {
 }
 
 /// The endpoints one request works with (a consistent copy of the upstream's current set).
-pub(crate) type EndpointList = Arc<Vec<Arc<Endpoint>>>;
+pub(crate) type EndpointList = Arc<EndpointSet>;
+
+/// What a request brings to the choice of its endpoint, besides the balancing policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Preference {
+    /// Nothing: the policy decides.
+    None,
+    /// A key's place on the consistent-hash ring: its endpoint, else the next one.
+    Hash(u64),
+    /// This endpoint (of the request's set), while it can serve.
+    Endpoint(usize),
+}
 
 /// At most this many endpoints are tried for one request (the first try plus two retries).
 pub(crate) const MAX_TRIES: usize = 3;
@@ -57,15 +78,22 @@ impl Upstream {
         discovered: &[SocketAddr],
         known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
         balance: Balance,
+        affinity: Option<Affinity>,
         limits: ConnectionLimits,
         gauge: prometheus::IntGauge,
     ) -> Self {
         let all = merge(&fixed, discovered, known);
         gauge.set(all.len() as i64);
+        let affinity = affinity.map(|a| {
+            let key = set::TokenKey::new(a.key.as_deref());
+            (a, key)
+        });
+        let set = EndpointSet::new(all, needs_ring(&balance, &affinity), token_key(&affinity));
         Upstream {
             name,
             fixed,
-            endpoints: ArcSwap::from_pointee(all),
+            endpoints: ArcSwap::from_pointee(set),
+            affinity,
             // Start replicas at different offsets so they do not all hit endpoint 0 first.
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             balance,
@@ -126,27 +154,86 @@ impl Upstream {
         let known = |addr: SocketAddr| current.iter().find(|e| e.addr() == addr).cloned();
         let all = merge(&self.fixed, discovered, &known);
         self.gauge.set(all.len() as i64);
-        self.endpoints.store(Arc::new(all));
+        let ring = needs_ring(&self.balance, &self.affinity);
+        let set = EndpointSet::new(all, ring, token_key(&self.affinity));
+        self.endpoints.store(Arc::new(set));
     }
 
-    /// Picks an endpoint of `endpoints` (this upstream's set, loaded once for the request)
-    /// not in `tried`, preferring endpoints that are not ejected. When every remaining
-    /// endpoint is ejected one is still returned: a guess beats a certain 502.
-    pub(crate) fn pick(&self, endpoints: &[Arc<Endpoint>], tried: &[usize]) -> Option<usize> {
-        let n = endpoints.len();
+    /// The balancing policy.
+    pub(crate) fn balance(&self) -> &Balance {
+        &self.balance
+    }
+
+    /// Session affinity, when the service has it.
+    pub(crate) fn affinity(&self) -> Option<&Affinity> {
+        self.affinity.as_ref().map(|(a, _)| a)
+    }
+
+    /// The preference of an L4 client at `peer`: its address's place on the ring when the
+    /// service hashes; no other request variable exists below HTTP.
+    pub(crate) fn l4_preference(&self, peer: std::net::IpAddr) -> Preference {
+        let Balance::Hash(key) = &self.balance else {
+            return Preference::None;
+        };
+        struct Peer(std::net::IpAddr);
+        impl gatehouse_config::template::Variables for Peer {
+            fn write(&self, v: &gatehouse_config::template::Variable, out: &mut String) {
+                use std::fmt::Write;
+                if *v == gatehouse_config::template::Variable::RemoteAddr {
+                    let _ = write!(out, "{}", self.0);
+                }
+            }
+        }
+        let mut text = String::new();
+        key.write(&Peer(peer), &mut text);
+        Preference::Hash(key_hash(text.as_bytes()))
+    }
+
+    /// Picks an endpoint of `set` (this upstream's, loaded once for the request) not in
+    /// `tried`, preferring endpoints that are not ejected: the preferred one while it can
+    /// serve, else by the policy. When every remaining endpoint is ejected one is still
+    /// returned: a guess beats a certain 502.
+    pub(crate) fn pick(
+        &self,
+        set: &EndpointSet,
+        tried: &[usize],
+        preference: Preference,
+    ) -> Option<usize> {
+        let n = set.len();
         if n == 0 || tried.len() >= n {
             return None;
         }
         let usable = |i: usize, allow_ejected: bool| {
-            !tried.contains(&i) && (allow_ejected || !endpoints[i].is_ejected())
+            !tried.contains(&i) && (allow_ejected || !set[i].is_ejected())
         };
-        if self.balance == Balance::LeastRequest && n > 1 {
+        match preference {
+            Preference::Endpoint(i) if i < n && usable(i, false) => return Some(i),
+            Preference::Hash(hash) => {
+                if let Some(ring) = set.ring() {
+                    return [false, true].into_iter().find_map(|allow_ejected| {
+                        ring.walk(hash).find(|i| usable(*i, allow_ejected))
+                    });
+                }
+            }
+            _ => {}
+        }
+        let score: Option<fn(&Endpoint) -> f64> = match self.balance {
+            _ if n == 1 => None,
+            Balance::LeastRequest => Some(|e| e.in_flight() as f64),
+            Balance::Ewma => Some(Endpoint::ewma_score),
+            Balance::RoundRobin | Balance::Hash(_) => None,
+        };
+        if let Some(score) = score {
+            // Power of two random choices: the better of two, never the worst of all.
             let a = fastrand::usize(..n);
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
             match (usable(a, false), usable(b, false)) {
                 (true, true) => {
-                    let (ia, ib) = (endpoints[a].in_flight(), endpoints[b].in_flight());
-                    return Some(if ib < ia { b } else { a });
+                    return Some(if score(&set[b]) < score(&set[a]) {
+                        b
+                    } else {
+                        a
+                    })
                 }
                 (true, false) => return Some(a),
                 (false, true) => return Some(b),
@@ -155,7 +242,7 @@ impl Upstream {
             return [false, true].into_iter().find_map(|allow_ejected| {
                 (0..n)
                     .filter(|i| usable(*i, allow_ejected))
-                    .min_by_key(|i| endpoints[*i].in_flight())
+                    .min_by(|x, y| score(&set[*x]).total_cmp(&score(&set[*y])))
             });
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +251,20 @@ impl Upstream {
                 .map(|k| (start + k) % n)
                 .find(|i| usable(*i, allow_ejected))
         })
+    }
+}
+
+/// Whether endpoint sets need the consistent-hash ring.
+fn needs_ring(balance: &Balance, affinity: &Option<(Affinity, set::TokenKey)>) -> bool {
+    matches!(balance, Balance::Hash(_))
+        || matches!(affinity, Some((a, _)) if a.mode == gatehouse_config::AffinityMode::Balanced)
+}
+
+/// The key of persistent cookie values, when the service's affinity is persistent.
+fn token_key(affinity: &Option<(Affinity, set::TokenKey)>) -> Option<&set::TokenKey> {
+    match affinity {
+        Some((a, key)) if a.mode == gatehouse_config::AffinityMode::Persistent => Some(key),
+        _ => None,
     }
 }
 
@@ -242,6 +343,7 @@ mod tests {
             &[],
             &|_| None,
             balance,
+            None,
             ConnectionLimits::default(),
             prometheus::IntGauge::new("t", "test gauge").expect("valid name"),
         )
@@ -253,13 +355,13 @@ mod tests {
         let eps = u.endpoints();
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[u.pick(&eps, &[]).unwrap()] += 1;
+            counts[u.pick(&eps, &[], Preference::None).unwrap()] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
         for _ in 0..10 {
-            assert_ne!(u.pick(&eps, &[1]), Some(1));
+            assert_ne!(u.pick(&eps, &[1], Preference::None), Some(1));
         }
-        assert_eq!(u.pick(&eps, &[0, 1, 2]), None);
+        assert_eq!(u.pick(&eps, &[0, 1, 2], Preference::None), None);
     }
 
     #[test]
@@ -271,9 +373,9 @@ mod tests {
         }
         assert!(eps[0].is_ejected());
         for _ in 0..10 {
-            assert_eq!(u.pick(&eps, &[]), Some(1));
+            assert_eq!(u.pick(&eps, &[], Preference::None), Some(1));
         }
-        assert_eq!(u.pick(&eps, &[1]), Some(0));
+        assert_eq!(u.pick(&eps, &[1], Preference::None), Some(0));
         eps[0].connect_succeeded();
         assert!(!eps[0].is_ejected());
     }
@@ -286,9 +388,52 @@ mod tests {
             eps[0].begin();
         }
         for _ in 0..50 {
-            assert_eq!(u.pick(&eps, &[]), Some(1));
+            assert_eq!(u.pick(&eps, &[], Preference::None), Some(1));
         }
-        assert_eq!(u.pick(&eps, &[1]), Some(0));
+        assert_eq!(u.pick(&eps, &[1], Preference::None), Some(0));
+    }
+
+    #[test]
+    fn ewma_prefers_the_endpoint_that_answers_faster() {
+        let u = upstream(2, Balance::Ewma);
+        let eps = u.endpoints();
+        for _ in 0..20 {
+            eps[0].observe_latency(std::time::Duration::from_millis(200));
+            eps[1].observe_latency(std::time::Duration::from_millis(5));
+        }
+        for _ in 0..50 {
+            assert_eq!(u.pick(&eps, &[], Preference::None), Some(1));
+        }
+        assert_eq!(u.pick(&eps, &[1], Preference::None), Some(0));
+    }
+
+    #[test]
+    fn a_hash_or_an_endpoint_preference_wins_while_its_endpoint_can_serve() {
+        let u = upstream(
+            5,
+            Balance::Hash(gatehouse_config::Template::parse("$remote_addr").unwrap()),
+        );
+        let eps = u.endpoints();
+        let hash = key_hash(b"client");
+        let home = eps.ring().unwrap().find(hash).unwrap();
+        for _ in 0..10 {
+            assert_eq!(u.pick(&eps, &[], Preference::Hash(hash)), Some(home));
+        }
+        // Ejected or tried: the next endpoint on the ring, the same one each time.
+        for _ in 0..3 {
+            eps[home].connect_failed();
+        }
+        let next = u.pick(&eps, &[], Preference::Hash(hash)).unwrap();
+        assert_ne!(next, home);
+        assert_eq!(u.pick(&eps, &[home], Preference::Hash(hash)), Some(next));
+        assert_eq!(u.pick(&eps, &[], Preference::Endpoint(3)), Some(3));
+        assert_ne!(u.pick(&eps, &[3], Preference::Endpoint(3)), Some(3));
+        // L4 clients hash by address.
+        let peer: std::net::IpAddr = "10.9.9.9".parse().unwrap();
+        assert_eq!(
+            u.l4_preference(peer),
+            Preference::Hash(key_hash(b"10.9.9.9"))
+        );
     }
 
     #[test]

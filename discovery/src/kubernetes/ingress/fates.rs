@@ -32,9 +32,9 @@ const UPSTREAM_TLS: Fate =
 
 /// Every annotation ingress-nginx reads (under its prefix or `gatehouse.io/`), by name.
 pub const FATES: &[(&str, Fate)] = &[
-    ("affinity", AFFINITY),
+    ("affinity", Built),
     ("affinity-canary-behavior", AFFINITY),
-    ("affinity-mode", AFFINITY),
+    ("affinity-mode", Built),
     ("allowlist-source-range", Built),
     ("app-root", REDIRECT),
     ("auth-always-set-cookie", AUTH),
@@ -159,10 +159,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("limit-rpm", Built),
     ("limit-rps", Built),
     ("limit-whitelist", Built),
-    (
-        "load-balance",
-        Ignored("the balancing algorithm: the Service is balanced round robin"),
-    ),
+    ("load-balance", Built),
     (
         "mirror-host",
         Refused("copies of requests would go to another host"),
@@ -237,15 +234,15 @@ pub const FATES: &[(&str, Fate)] = &[
         "service-upstream",
         Ignored("requests go to the ready pods of the Service, not its cluster IP"),
     ),
-    ("session-cookie-change-on-failure", AFFINITY),
-    ("session-cookie-conditional-samesite-none", AFFINITY),
-    ("session-cookie-domain", AFFINITY),
-    ("session-cookie-expires", AFFINITY),
-    ("session-cookie-max-age", AFFINITY),
-    ("session-cookie-name", AFFINITY),
-    ("session-cookie-path", AFFINITY),
-    ("session-cookie-samesite", AFFINITY),
-    ("session-cookie-secure", AFFINITY),
+    ("session-cookie-change-on-failure", Built),
+    ("session-cookie-conditional-samesite-none", Built),
+    ("session-cookie-domain", Built),
+    ("session-cookie-expires", Built),
+    ("session-cookie-max-age", Built),
+    ("session-cookie-name", Built),
+    ("session-cookie-path", Built),
+    ("session-cookie-samesite", Built),
+    ("session-cookie-secure", Built),
     (
         "ssl-ciphers",
         Ignored("TLS ciphers: rustls's safe defaults, TLS 1.2 and 1.3"),
@@ -262,7 +259,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("stream-snippet", SNIPPET),
     ("temporal-redirect", REDIRECT),
     ("temporal-redirect-code", REDIRECT),
-    ("upstream-hash-by", AFFINITY),
+    ("upstream-hash-by", Built),
     ("upstream-hash-by-subset", AFFINITY),
     ("upstream-hash-by-subset-size", AFFINITY),
     (

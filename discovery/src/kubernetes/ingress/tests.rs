@@ -255,6 +255,13 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "limit-whitelist" | "limit-allowlist" => "10.0.0.0/8",
             "configuration-snippet" => "add_header X-A b;",
             name if name.starts_with("limit-") => "10",
+            "affinity" => "cookie",
+            "affinity-mode" => "balanced",
+            "load-balance" => "ewma",
+            "upstream-hash-by" => "$request_uri",
+            "session-cookie-max-age" | "session-cookie-expires" => "3600",
+            "session-cookie-samesite" => "Lax",
+            "session-cookie-name" | "session-cookie-path" | "session-cookie-domain" => "x",
             _ => "true",
         };
         for prefix in ["nginx.ingress.kubernetes.io/", "gatehouse.io/"] {

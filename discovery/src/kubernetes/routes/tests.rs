@@ -277,3 +277,43 @@ fn configmap_ports_listen_on_the_proxy_ip_and_the_file_keeps_its_ports() {
     );
     assert_eq!(problems.len(), 1, "port 0 is not a port: {problems:?}");
 }
+
+#[test]
+fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
+    let sticky = ingress(
+        "a",
+        "sticky",
+        "2026-01-01T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/affinity": "cookie" }),
+        json!({ "rules": [rule("a.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let plain = ingress(
+        "a",
+        "plain",
+        "2026-01-02T00:00:00Z",
+        json!({}),
+        json!({ "rules": [rule("b.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let hashed = ingress(
+        "a",
+        "hashed",
+        "2026-01-03T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/upstream-hash-by": "$arg_user" }),
+        json!({ "rules": [rule("c.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let t = translate([&sticky, &plain, &hashed], &ours());
+    let (config, _) = merge(&file(), &t, &[], &no_secrets);
+    let service_of = |source: &str, host: &str| {
+        &config.services[route(&config, source, host).paths[0].service.0]
+    };
+    let (s, p, h) = (
+        service_of("a/sticky", "a.example.com"),
+        service_of("a/plain", "b.example.com"),
+        service_of("a/hashed", "c.example.com"),
+    );
+    assert_eq!(s.name, "a/web:80 (affinity INGRESSCOOKIE)");
+    assert!(s.affinity.is_some());
+    assert_eq!((p.name.as_str(), p.affinity.is_none()), ("a/web:80", true));
+    assert_eq!(h.name, "a/web:80 (hash $arg_user)");
+    assert_eq!(s.kubernetes, p.kubernetes, "one Service's endpoints feed both");
+}
