@@ -47,7 +47,12 @@ pub struct TestUpstream {
 
 impl TestUpstream {
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(name, "127.0.0.1:0").await
+    }
+
+    /// A test upstream listening on `bind` (another loopback address plays another pod).
+    pub async fn start_at(name: &str, bind: &str) -> Self {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));

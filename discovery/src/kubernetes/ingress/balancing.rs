@@ -43,9 +43,11 @@ pub fn balancing(
             "round_robin" => Balance::RoundRobin,
             "ewma" => Balance::Ewma,
             "least_request" => Balance::LeastRequest,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "annotation load-balance: `{other}` is not one of round_robin, ewma, least_request"
-            )),
+            ))
+            }
         };
     }
     if let Some(key) = found.get("upstream-hash-by") {
@@ -94,9 +96,11 @@ pub fn balancing(
     a.mode = match text("affinity-mode") {
         None | Some("balanced") => AffinityMode::Balanced,
         Some("persistent") => AffinityMode::Persistent,
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "annotation affinity-mode: `{other}` is not supported; `balanced` and `persistent` are"
-        )),
+        ))
+        }
     };
     if flag("session-cookie-conditional-samesite-none")? == Some(true) {
         problems.push(format!(

@@ -315,5 +315,8 @@ fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
     assert!(s.affinity.is_some());
     assert_eq!((p.name.as_str(), p.affinity.is_none()), ("a/web:80", true));
     assert_eq!(h.name, "a/web:80 (hash $arg_user)");
-    assert_eq!(s.kubernetes, p.kubernetes, "one Service's endpoints feed both");
+    assert_eq!(
+        s.kubernetes, p.kubernetes,
+        "one Service's endpoints feed both"
+    );
 }
