@@ -1254,3 +1254,103 @@ async fn a_canary_ingress_joins_its_main_ingress_and_has_no_effect_alone() {
     .await;
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// A Service whose ready pods are these upstreams, all on one port at their own addresses.
+fn service_of_pods(api: &KubeApi, ns: &str, name: &str, pods: &[&TestUpstream]) {
+    api.apply(
+        SERVICES,
+        json!({
+            "metadata": { "namespace": ns, "name": name },
+            "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
+        }),
+    );
+    let addresses: Vec<Value> = pods
+        .iter()
+        .map(|p| json!({ "addresses": [p.addr.ip().to_string()], "conditions": { "ready": true } }))
+        .collect();
+    api.apply(
+        ENDPOINT_SLICES,
+        json!({
+            "metadata": { "namespace": ns, "name": format!("{name}-1"), "labels": { SERVICE_NAME_LABEL: name } },
+            "addressType": "IPv4",
+            "ports": [{ "name": "http", "port": pods[0].addr.port() }],
+            "endpoints": addresses,
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_affinity_ingress_keeps_sessions_on_their_pod_and_moves_them_when_it_goes() {
+    let cluster = start("ingress-affinity", false).await;
+    let api = &cluster.api;
+    let first = TestUpstream::start_at("127.0.0.2", "127.0.0.2:0").await;
+    let port = first.addr.port();
+    let mut pods = vec![first];
+    for ip in ["127.0.0.3", "127.0.0.4"] {
+        pods.push(TestUpstream::start_at(ip, &format!("{ip}:{port}")).await);
+    }
+    service_of_pods(api, "shop", "web", &pods.iter().collect::<Vec<_>>());
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "sticky",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({
+                n("affinity"): "cookie",
+                n("session-cookie-name"): "route",
+                n("session-cookie-max-age"): "172800",
+            }),
+            "sticky.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    let http = cluster.running.http;
+    let visit = |cookie: Option<String>| async move {
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+        let got = send(
+            &client(),
+            get_req_at(http, "sticky.example.com", "/", &headers),
+        )
+        .await;
+        let set = got
+            .headers
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let pod = serde_json::from_slice::<Value>(&got.body)
+            .ok()
+            .and_then(|v| v["upstream"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (got.status.as_u16(), pod, set)
+    };
+    eventually_async("the Ingress serves", WAIT, || async {
+        visit(None).await.0 == 200
+    })
+    .await;
+    let (_, home, set) = visit(None).await;
+    let set = set.expect("a new session gets the cookie");
+    assert!(
+        set.starts_with("route=") && set.contains("; Max-Age=172800"),
+        "{set}"
+    );
+    assert!(!set.contains("127.0.0"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    for _ in 0..10 {
+        assert_eq!(visit(Some(cookie.clone())).await, (200, home.clone(), None));
+    }
+    // Its pod leaves the EndpointSlice: the session moves to one other pod and stays.
+    let rest: Vec<&TestUpstream> = pods.iter().filter(|p| p.name != home).collect();
+    service_of_pods(api, "shop", "web", &rest);
+    eventually_async("the session moves", WAIT, || async {
+        let (status, pod, _) = visit(Some(cookie.clone())).await;
+        status == 200 && pod != home
+    })
+    .await;
+    let (_, new_home, _) = visit(Some(cookie.clone())).await;
+    for _ in 0..5 {
+        assert_eq!(visit(Some(cookie.clone())).await.1, new_home);
+    }
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
