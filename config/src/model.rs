@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
-use crate::{cidr::CidrSet, error::Location, host::HostPattern, template::Template};
+use crate::{cidr::CidrSet, error::Location, host::HostPattern, retry::Retry, template::Template};
 
 /// A whole, valid configuration.
 #[derive(Clone, Debug)]
@@ -420,7 +420,12 @@ pub struct Route {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Header operations from an Ingress's `configuration-snippet`, in order.
     pub header_ops: Vec<HeaderOp>,
+    /// Headers set on the upstream's request (nginx's `proxy_set_header`), values built
+    /// from request variables; an empty value removes the header.
+    pub request_headers: Vec<(HeaderName, Template)>,
     pub timeouts: RouteTimeouts,
+    /// When a failed request goes to another endpoint.
+    pub retry: Retry,
     /// Per-client rate and concurrency limits (ingress-nginx's limit-* annotations).
     pub limits: Option<ClientLimits>,
     pub paths: Vec<PathRule>,

@@ -13,6 +13,7 @@ use crate::{
     decode::{Fields, Reader},
     error::{ConfigError, ConfigErrors},
     model::*,
+    retry::Retry,
     routing::{check_regex, HostPattern, RoutingTable, TableError},
     template::{self, Template},
     units::{parse_duration, parse_size},
@@ -727,7 +728,9 @@ fn read_route(
             "https_redirect",
             "max_body",
             "response_headers",
+            "request_headers",
             "timeouts",
+            "retry",
             "limit",
             "paths",
         ],
@@ -781,6 +784,14 @@ fn read_route(
         .get("timeouts")
         .map(|n| read_route_timeouts(r, n, &what))
         .unwrap_or_default();
+    let retry = f
+        .get("retry")
+        .map(|n| read_retry(r, n, &what))
+        .unwrap_or_default();
+    let request_headers = f
+        .get("request_headers")
+        .map(|n| read_request_headers(r, n, &what))
+        .unwrap_or_default();
     let limits = f.get("limit").and_then(|n| read_client_limits(r, n, &what));
     let mut paths = Vec::new();
     match f
@@ -808,11 +819,77 @@ fn read_route(
         max_body: max_body?,
         response_headers,
         header_ops: Vec::new(),
+        request_headers,
         timeouts,
+        retry,
         limits,
         paths,
         location,
     })
+}
+
+/// A route's `retry`: `off`, or `{ on: "error timeout http_502", tries: 3, timeout: 10s }`.
+fn read_retry(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Retry {
+    let what = format!("{what} retry");
+    if let saphyr::YamlData::Value(_) = &node.data {
+        return r
+            .parsed(node, &what, |s| match s {
+                "off" => Retry::default().with_conditions("off"),
+                s => Err(format!(
+                    "`{s}` is not `off` or a mapping with `on`, `tries`, `timeout`"
+                )),
+            })
+            .unwrap_or_default();
+    }
+    let mut retry = Retry::default();
+    let Some(f) = r.section(node, &what, &["on", "tries", "timeout"], &[]) else {
+        return retry;
+    };
+    if let Some(n) = f.get("on") {
+        if let Some(with) = r.parsed(n, &format!("{what} on"), |s| retry.with_conditions(s)) {
+            retry = with;
+        }
+    }
+    if let Some(n) = f.get("tries") {
+        retry.tries = r
+            .parsed(n, &format!("{what} tries"), |s| {
+                s.parse::<u32>().map_err(|_| {
+                    format!("`{s}` is not a whole number (0: as many as there are endpoints)")
+                })
+            })
+            .unwrap_or(retry.tries);
+    }
+    if let Some(n) = f.get("timeout") {
+        retry.within = r.parsed(n, &format!("{what} timeout"), positive_duration);
+    }
+    retry
+}
+
+/// A route's `request_headers`: `Name: value` set on the upstream's request, the value an
+/// nginx-style template (`$remote_addr`, `$http_x_user`); an empty value removes the header.
+fn read_request_headers(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Vec<(HeaderName, Template)> {
+    let what = format!("{what} request_headers");
+    let Some(map) = r.map(node, &what) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, value) in map.entries() {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            r.error(
+                value.span,
+                format!("{what}: `{name}` is not a valid header name"),
+            );
+            continue;
+        };
+        if let Some(t) = r.parsed(value, &format!("{what} {name}"), Template::parse) {
+            out.push((header, t));
+        }
+    }
+    out
 }
 
 /// A route's `limit`: per-client rates and concurrency.

@@ -165,6 +165,7 @@ impl Snapshot {
             client_body: t.client_body,
             tunnel_idle: t.tunnel_idle,
             pool_idle: POOL_IDLE.min(t.idle),
+            retry: gatehouse_config::Retry::default(),
         };
         let mut server = auto::Builder::new(TokioExecutor::new());
         server

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gatehouse_config::{
     cidr::{parse_cidr, CidrSet},
     units::parse_size,
-    ClientLimits, HeaderOp, RouteTimeouts,
+    ClientLimits, Retry, RouteTimeouts,
 };
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use super::endpoints::PortRef;
 pub use balancing::Balancing;
+pub use snippet::Snippet;
 
 /// The controller name our IngressClass carries.
 pub const CONTROLLER: &str = "gatehouse.io/ingress";
@@ -116,8 +117,12 @@ pub struct Policy {
     /// `limit-rps`, `limit-rpm`, `limit-connections` (with `limit-burst-multiplier` and
     /// `limit-whitelist`).
     pub limits: Option<ClientLimits>,
-    /// The header operations of `configuration-snippet`.
-    pub header_ops: Vec<HeaderOp>,
+    /// The header directives of `configuration-snippet`.
+    pub snippet: Snippet,
+    /// The header directives of `server-snippet`: for every path of the host.
+    pub server_snippet: Option<Snippet>,
+    /// `proxy-next-upstream`, `-tries`, `-timeout`.
+    pub retry: Retry,
     /// `canary: "true"`: this Ingress's paths are canaries of the same paths of another.
     pub canary: Option<CanarySpec>,
     /// `affinity`, `upstream-hash-by`, `load-balance`: how its Services pick a pod.
@@ -373,9 +378,32 @@ fn annotations(
                     _ => l.burst_multiplier = limit.unwrap_or(ClientLimits::DEFAULT_BURST_MULTIPLIER),
                 }
             }
-            "configuration-snippet" => {
-                policy.header_ops = snippet::header_ops(value)
+            "configuration-snippet" | "server-snippet" => {
+                let read = snippet::read(value)
                     .map_err(|e| format!("annotation {name}: {e}; the Ingress answers 503 until the snippet holds only header directives"))?;
+                if *name == "server-snippet" {
+                    policy.server_snippet = Some(read);
+                } else {
+                    policy.snippet = read;
+                }
+            }
+            "proxy-next-upstream" => {
+                policy.retry = policy
+                    .retry
+                    .with_conditions(value)
+                    .map_err(|e| format!("annotation {name}: {e}"))?;
+            }
+            "proxy-next-upstream-tries" | "proxy-next-upstream-timeout" => {
+                // Whole numbers as ingress-nginx reads them; 0 lifts the bound.
+                let n = value
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("annotation {name}: `{value}` is not a whole number"))?;
+                if *name == "proxy-next-upstream-tries" {
+                    policy.retry.tries = n;
+                } else {
+                    policy.retry.within = (n > 0).then(|| std::time::Duration::from_secs(n.into()));
+                }
             }
             "limit-whitelist" | "limit-allowlist" => {
                 whitelist = annotation_cidrs(value, name, source, problems)?;

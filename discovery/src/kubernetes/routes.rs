@@ -12,9 +12,9 @@ use std::{
 };
 
 use gatehouse_config::{
-    routing::check_regex, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits, HostPattern,
-    KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Route, Service,
-    ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
+    routing::check_regex, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits, HeaderOp,
+    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Route,
+    Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
     DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
@@ -153,6 +153,7 @@ pub fn merge(
     for (p, key) in canaries {
         join_canary(&mut config, &mut services, &rule_at, p, &key, &mut problems);
     }
+    apply_server_snippets(&mut config, translation, &routes, &mut problems);
     if config.default_service.is_none() {
         if let Some((backend, source)) = &translation.default_backend {
             match service_for(&mut config, &mut services, backend, &Balancing::default()) {
@@ -394,6 +395,66 @@ fn join_canary(
     });
 }
 
+/// Each host's `server-snippet` (the oldest Ingress's, as ingress-nginx keeps one per
+/// server) goes to every Ingress route of the host, with nginx's inheritance: its
+/// `add_header`s reach only routes without `add_header`s of their own, its
+/// `more_*_headers` reach all of them first, and its `proxy_set_header`s reach none, since
+/// every ingress-nginx location sets proxy headers of its own.
+fn apply_server_snippets(
+    config: &mut Config,
+    translation: &Translation,
+    routes: &HashMap<(String, HostPattern), usize>,
+    problems: &mut Vec<String>,
+) {
+    let mut chosen: HashMap<&Option<String>, &IngressPath> = HashMap::new();
+    for p in &translation.paths {
+        let (Some(snippet), None) = (&p.policy.server_snippet, &p.broken) else {
+            continue;
+        };
+        match chosen.get(&p.host) {
+            Some(first) if first.source != p.source => problems.push(format!(
+                "Ingress {}: server-snippet ignored: host {} takes the server-snippet of the older Ingress {}, as ingress-nginx keeps one per host",
+                p.source,
+                p.host.as_deref().unwrap_or("*"),
+                first.source
+            )),
+            Some(_) => {}
+            None => {
+                if !snippet.request.is_empty() {
+                    problems.push(format!(
+                        "Ingress {}: proxy_set_header in server-snippet has no effect, as in ingress-nginx, whose locations set proxy headers of their own; put it in configuration-snippet",
+                        p.source
+                    ));
+                }
+                chosen.insert(&p.host, p);
+            }
+        }
+    }
+    for ((_, host), index) in routes {
+        let host_text = match host {
+            HostPattern::Any => None,
+            h => Some(h.to_string()),
+        };
+        let Some(p) = chosen.get(&host_text) else {
+            continue;
+        };
+        let Some(snippet) = &p.policy.server_snippet else {
+            continue;
+        };
+        let route = &mut config.routes[*index];
+        let own_adds = route
+            .header_ops
+            .iter()
+            .any(|op| matches!(op, HeaderOp::Add { .. }));
+        let inherited = snippet
+            .response
+            .iter()
+            .filter(|op| !(own_adds && matches!(op, HeaderOp::Add { .. })))
+            .cloned();
+        route.header_ops = inherited.chain(route.header_ops.drain(..)).collect();
+    }
+}
+
 /// The route of one Ingress for one host, with that Ingress's policy.
 fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> Route {
     let has_tls = p.host.as_deref().is_some_and(|h| tls_hosts.contains(h));
@@ -405,8 +466,10 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         allow: p.policy.allow.clone(),
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
-        header_ops: p.policy.header_ops.clone(),
+        header_ops: p.policy.snippet.response.clone(),
+        request_headers: p.policy.snippet.request.clone(),
         timeouts: p.policy.timeouts,
+        retry: p.policy.retry,
         limits: p.policy.limits.clone(),
         unavailable: p.broken.clone(),
         host,

@@ -201,10 +201,10 @@ async fn serve(
     completion.slot = admitted.slot.take();
     let upstream = &snapshot.upstreams[resolved.target.service.0];
     let choice = balance::choose(upstream, &resolved, &resolved.vars(&req));
-    let (plan, target) = rewrite::Plan::new(resolved);
+    let (plan, target) = rewrite::Plan::new(resolved, &req);
     let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     let limits = match target.route {
-        Some((route, _)) => snapshot.limits.for_route(&route.timeouts),
+        Some((route, _)) => snapshot.limits.for_route(route),
         None => snapshot.limits,
     };
     let (set, preference) = (&choice.set, choice.preference);

@@ -2,7 +2,7 @@
 //! rule's rewrite of the normalised path, or that path), the client's query, HTTP/1.1,
 //! the authoritative Host and the forwarded headers; the body under the route's limit.
 
-use http::{Request, Uri, Version};
+use http::{HeaderName, HeaderValue, Request, Uri, Version};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 
 use crate::{
@@ -19,19 +19,41 @@ pub(crate) struct Plan {
     rewritten: Option<String>,
     host_header: http::HeaderValue,
     max_body: u64,
+    /// The route's `proxy_set_header`s, evaluated: `None` removes the header.
+    set_headers: Vec<(HeaderName, Option<HeaderValue>)>,
 }
 
 impl Plan {
-    /// The plan for `r`, and where it goes.
-    pub(crate) fn new<'s>(r: Resolved<'s, '_>) -> (Plan, Target<'s>) {
+    /// The plan for `r`, resolved from `req`, and where it goes.
+    pub(crate) fn new<'s, B>(r: Resolved<'s, '_>, req: &Request<B>) -> (Plan, Target<'s>) {
         let rewritten = r.target.route.and_then(|(route, m)| {
             let rewrite = route.paths[m.rule].rewrite.as_deref()?;
             Some(r.snapshot.table.rewrite(&m, rewrite, r.path))
         });
+        let set_headers = match r.target.route {
+            Some((route, _)) if !route.request_headers.is_empty() => {
+                let vars = r.vars(req);
+                route
+                    .request_headers
+                    .iter()
+                    .map(|(name, template)| {
+                        let mut value = String::new();
+                        template.write(&vars, &mut value);
+                        // As nginx: an empty value sends no header.
+                        let value = (!value.is_empty())
+                            .then(|| HeaderValue::from_str(&value).ok())
+                            .flatten();
+                        (name.clone(), value)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let plan = Plan {
             rewritten,
             host_header: r.host_header,
             max_body: r.target.max_body,
+            set_headers,
         };
         (plan, r.target)
     }
@@ -52,6 +74,12 @@ pub(crate) fn rewrite(
     parts.uri = upstream_uri(parts.uri, plan.rewritten.or(normalized).as_deref());
     parts.version = Version::HTTP_11;
     headers::to_upstream(&mut parts.headers, conn, client, plan.host_header, upgrade);
+    for (name, value) in plan.set_headers {
+        match value {
+            Some(value) => parts.headers.insert(name, value),
+            None => parts.headers.remove(name),
+        };
+    }
     let upstream_req = Request::from_parts(parts, RequestBody::new(body, plan.max_body));
     (upstream_req, client_upgrade)
 }

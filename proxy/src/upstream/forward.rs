@@ -4,13 +4,14 @@
 use std::{io, sync::Arc, time::Duration};
 
 use http::{Method, Request, Response};
-use hyper::{body::Incoming, client::conn::http1};
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, time::Instant};
+use hyper::body::Incoming;
+use tokio::time::Instant;
 
-use gatehouse_config::ConnectionLimits;
-
-use super::{Endpoint, EndpointSet, Lease, Preference, Sender, Upstream, MAX_TRIES};
+use super::{
+    attempts::{Attempts, Failure},
+    connection::{connection, NoConnection},
+    Endpoint, EndpointSet, Lease, Preference, Sender, Upstream,
+};
 use crate::{
     error::ProxyError,
     metrics::Metrics,
@@ -33,12 +34,16 @@ pub(crate) struct ForwardLimits {
     pub(crate) tunnel_idle: Duration,
     /// Pooled connections idle longer than this are not reused.
     pub(crate) pool_idle: Duration,
+    /// When a failed request goes to another endpoint.
+    pub(crate) retry: gatehouse_config::Retry,
 }
 
 impl ForwardLimits {
-    /// These limits with `route`'s own timeouts.
-    pub(crate) fn for_route(&self, route: &gatehouse_config::RouteTimeouts) -> ForwardLimits {
+    /// These limits with `route`'s own timeouts and retries.
+    pub(crate) fn for_route(&self, route: &gatehouse_config::Route) -> ForwardLimits {
+        let (route, retry) = (&route.timeouts, route.retry);
         ForwardLimits {
+            retry,
             connect: route.connect.unwrap_or(self.connect),
             response: route.upstream_response.unwrap_or(self.response),
             read: route.upstream_read.unwrap_or(self.read),
@@ -64,24 +69,29 @@ pub(crate) struct Forwarded {
 /// idleness, and copying every request's headers would cost every request.
 const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// A copy of a bodiless idempotent request's head, so it can be sent again if a reused
-/// connection turns out to have been closed by the upstream.
+/// A copy of a bodiless request's head, so it can be sent again: on a fresh connection
+/// when a reused one turns out to have been closed by the upstream, or to another endpoint.
+#[derive(Clone)]
 struct Replay {
     method: Method,
     uri: http::Uri,
     headers: http::HeaderMap,
+    idempotent: bool,
 }
 
-fn replay_of(req: &Request<RequestBody>) -> Option<Replay> {
+/// A copy of `req` when it has no body, and is idempotent unless `non_idempotent` allows
+/// any method. A request whose body streamed to the upstream cannot be sent again.
+fn replay_of(req: &Request<RequestBody>, non_idempotent: bool) -> Option<Replay> {
     use http_body::Body;
     let idempotent = matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
-    (idempotent && req.body().is_end_stream()).then(|| Replay {
+    ((idempotent || non_idempotent) && req.body().is_end_stream()).then(|| Replay {
         method: req.method().clone(),
         uri: req.uri().clone(),
         headers: req.headers().clone(),
+        idempotent,
     })
 }
 
@@ -98,9 +108,13 @@ impl Replay {
 /// Sends `req` to one of `endpoints` (the upstream's set, loaded once for the request),
 /// the `preference` first.
 ///
-/// A failed connect moves on to another endpoint (at most [`MAX_TRIES`] in all). A request
-/// that fails on a reused connection before any response arrived is sent once more on a
-/// fresh connection, when it was never written or is bodiless and idempotent.
+/// A failure goes to another endpoint when the route's retry policy says so for its kind
+/// (connect error or timeout, a broken exchange, a slow head, a listed status), with tries
+/// and time left, and the request can be sent again: nothing of it was written, or it is
+/// bodiless and idempotent (any method with `non_idempotent`). A request that fails on a
+/// reused connection before any response arrived is first sent once more on a fresh
+/// connection to the same endpoint, when it was never written or is bodiless and
+/// idempotent: the upstream had closed an idle connection, which says nothing of it.
 pub(crate) async fn forward(
     upstream: &Upstream,
     endpoints: &EndpointSet,
@@ -109,23 +123,17 @@ pub(crate) async fn forward(
     limits: &ForwardLimits,
     metrics: &Metrics,
 ) -> Result<Forwarded, ProxyError> {
-    let mut tried = [usize::MAX; MAX_TRIES];
-    let mut tries = 0;
+    let mut attempts = Attempts::new(limits.retry, endpoints.len());
     let mut stale_retry_left = true;
     let mut again_on: Option<usize> = None;
-    let mut last_connect_error = None;
+    let mut last_error = None;
     loop {
         let (idx, fresh_only) = match again_on.take() {
             Some(idx) => (idx, true),
-            None => {
-                if tries == MAX_TRIES {
-                    break;
-                }
-                match upstream.pick(endpoints, &tried[..tries], preference) {
-                    Some(idx) => (idx, false),
-                    None => break,
-                }
-            }
+            None => match upstream.pick(endpoints, attempts.tried(), preference) {
+                Some(idx) => (idx, false),
+                None => break,
+            },
         };
         let endpoint = &endpoints[idx];
         let mut lease = Lease::new(endpoint.clone());
@@ -145,16 +153,28 @@ pub(crate) async fn forward(
             }
             Err(NoConnection::Connect(e)) => {
                 upstream.connect_failed(endpoint, metrics, &e);
-                tried[tries] = idx;
-                tries += 1;
-                last_connect_error = Some((endpoint.addr(), e));
+                let why = match e.kind() {
+                    io::ErrorKind::TimedOut => Failure::Timeout,
+                    _ => Failure::Error,
+                };
+                let error = ProxyError::ConnectFailed {
+                    service: upstream.name().to_owned(),
+                    addr: endpoint.addr(),
+                    source: e,
+                };
+                if !attempts.failed(idx, why) {
+                    return Err(error);
+                }
+                last_error = Some(error);
                 continue;
             }
         };
         let reused = idle_for.is_some();
-        let replay = match idle_for {
-            Some(idle) if stale_retry_left && idle >= REPLAY_AFTER_IDLE => replay_of(&req),
-            _ => None,
+        let stale_replay = stale_retry_left && idle_for.is_some_and(|i| i >= REPLAY_AFTER_IDLE);
+        let replay = if stale_replay || attempts.may_resend() {
+            replay_of(&req, attempts.non_idempotent())
+        } else {
+            None
         };
         let started = Instant::now();
         let upload = req.body_mut().watch_progress();
@@ -168,8 +188,20 @@ pub(crate) async fn forward(
         };
         let sent = head_within(limits, upload, in_flight.response()).await;
         let sender = in_flight.settled();
-        match sent {
+        let failure = match sent {
             Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                // The last try's answer is the client's, as in nginx.
+                match replay {
+                    Some(replay)
+                        if attempts.retries_status(status)
+                            && attempts.failed(idx, Failure::Status(status)) =>
+                    {
+                        req = replay.into_request();
+                        continue;
+                    }
+                    _ => {}
+                }
                 if let Some(sender) = sender {
                     lease.keep(sender);
                 }
@@ -184,13 +216,14 @@ pub(crate) async fn forward(
                     endpoint: idx,
                 });
             }
-            Err(Stalled::Response) => {
-                return Err(ProxyError::UpstreamTimeout {
+            Err(Stalled::Response) => (
+                Failure::Timeout,
+                ProxyError::UpstreamTimeout {
                     service: upstream.name().to_owned(),
                     addr: endpoint.addr(),
                     after: limits.response,
-                })
-            }
+                },
+            ),
             Err(Stalled::UpstreamNotReading) => {
                 return Err(ProxyError::UpstreamSendTimeout {
                     service: upstream.name().to_owned(),
@@ -211,18 +244,23 @@ pub(crate) async fn forward(
                     if reused && stale_retry_left {
                         stale_retry_left = false;
                         again_on = Some(idx);
-                    } else {
-                        tried[tries] = idx;
-                        tries += 1;
-                        last_connect_error =
-                            Some((endpoint.addr(), io::Error::other(e.into_error())));
+                        continue;
                     }
+                    let error = ProxyError::ConnectFailed {
+                        service: upstream.name().to_owned(),
+                        addr: endpoint.addr(),
+                        source: io::Error::other(e.into_error()),
+                    };
+                    if !attempts.failed(idx, Failure::Error) {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
                     continue;
                 }
-                if let Some(replay) = replay {
+                if let Some(replay) = replay.as_ref().filter(|r| stale_replay && r.idempotent) {
                     stale_retry_left = false;
                     again_on = Some(idx);
-                    req = replay.into_request();
+                    req = replay.clone().into_request();
                     continue;
                 }
                 let error = e.into_error();
@@ -231,24 +269,30 @@ pub(crate) async fn forward(
                         limit: too_large.limit,
                     });
                 }
-                return Err(ProxyError::Upstream {
-                    service: upstream.name().to_owned(),
-                    addr: endpoint.addr(),
-                    source: error,
-                });
+                (
+                    Failure::Error,
+                    ProxyError::Upstream {
+                        service: upstream.name().to_owned(),
+                        addr: endpoint.addr(),
+                        source: error,
+                    },
+                )
             }
+        };
+        // The request reached the upstream and failed there: another endpoint gets it only
+        // when it can be sent again in full.
+        let (why, error) = failure;
+        match replay {
+            Some(replay) if attempts.failed(idx, why) => {
+                req = replay.into_request();
+                last_error = Some(error);
+            }
+            _ => return Err(error),
         }
     }
-    match last_connect_error {
-        Some((addr, source)) => Err(ProxyError::ConnectFailed {
-            service: upstream.name().to_owned(),
-            addr,
-            source,
-        }),
-        None => Err(ProxyError::NoEndpoint {
-            service: upstream.name().to_owned(),
-        }),
-    }
+    Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoint {
+        service: upstream.name().to_owned(),
+    }))
 }
 
 /// A request sent on a connection, until its response head arrives. Dropped before that
@@ -378,89 +422,6 @@ async fn head_within<F: std::future::Future>(
     }
 }
 
-/// Why no connection to an endpoint could be had.
-enum NoConnection {
-    /// Connecting failed: the endpoint's fault (or ours, for a descriptor shortage).
-    Connect(io::Error),
-    /// `max_connections` are busy and `max_pending` requests wait already, or none came
-    /// free within the connect timeout.
-    Overloaded,
-}
-
-/// A connection ready for a request: a pooled one (with how long it was idle) unless
-/// `fresh_only`, else a new one while fewer than `max_connections` are open; at the limit,
-/// the request waits (within the connect timeout) for one to come back.
-async fn connection(
-    endpoint: &Arc<Endpoint>,
-    limits: &ForwardLimits,
-    connections: &ConnectionLimits,
-    fresh_only: bool,
-) -> Result<(Sender, Option<Duration>), NoConnection> {
-    let deadline = Instant::now() + limits.connect;
-    let mut waiting = None;
-    loop {
-        if !fresh_only {
-            while let Some((mut sender, idle_for)) = endpoint.checkout(limits.pool_idle) {
-                // The previous response was read to the end, so the connection is normally
-                // ready at once; a closed one errors, and a wedged one is abandoned.
-                if sender.is_ready() {
-                    return Ok((sender, Some(idle_for)));
-                }
-                if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
-                    return Ok((sender, Some(idle_for)));
-                }
-            }
-        }
-        if endpoint.reserve_connection(connections.max_connections) {
-            return open(endpoint, limits)
-                .await
-                .map(|sender| (sender, None))
-                .map_err(|e| {
-                    endpoint.connection_closed();
-                    NoConnection::Connect(e)
-                });
-        }
-        if waiting.is_none() {
-            waiting = Some(
-                endpoint
-                    .wait_in_line(connections.max_pending)
-                    .ok_or(NoConnection::Overloaded)?,
-            );
-        }
-        let freed = endpoint.freed();
-        tokio::pin!(freed);
-        freed.as_mut().enable();
-        // Look once more now that a release cannot slip by unnoticed.
-        let idle_now = !fresh_only && endpoint.idle_connections() > 0;
-        if idle_now || endpoint.open_connections() < connections.max_connections {
-            continue;
-        }
-        if tokio::time::timeout_at(deadline, freed).await.is_err() {
-            return Err(NoConnection::Overloaded);
-        }
-    }
-}
-
-/// Opens a new connection (already counted in the endpoint's open connections).
-async fn open(endpoint: &Arc<Endpoint>, limits: &ForwardLimits) -> io::Result<Sender> {
-    let stream = tokio::time::timeout(limits.connect, TcpStream::connect(endpoint.addr()))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    let closes = endpoint.clone();
-    tokio::spawn(async move {
-        // Errors here surface to the request through the sender; nothing to add.
-        let _ = conn.with_upgrades().await;
-        closes.connection_closed();
-    });
-    endpoint.connect_succeeded();
-    Ok(sender)
-}
-
 fn find_cause<'a, E: std::error::Error + 'static>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a E> {
@@ -478,6 +439,14 @@ fn find_cause<'a, E: std::error::Error + 'static>(
 mod tests {
     use super::*;
 
+    fn route_fixture() -> gatehouse_config::Route {
+        let yaml = "listen: { http: \"127.0.0.1:0\" }\nservices: { s: { endpoints: [] } }\nroutes: [{ host: a.test, paths: [{ path: /, service: s }] }]\n";
+        gatehouse_config::parse(yaml, "t.yaml")
+            .unwrap()
+            .routes
+            .remove(0)
+    }
+
     #[test]
     fn a_routes_own_timeouts_replace_the_configurations_and_only_those() {
         let secs = Duration::from_secs;
@@ -489,13 +458,17 @@ mod tests {
             client_body: secs(60),
             tunnel_idle: secs(600),
             pool_idle: secs(4),
+            retry: gatehouse_config::Retry::default(),
         };
         let route = gatehouse_config::RouteTimeouts {
             connect: Some(secs(1)),
             upstream_read: Some(secs(5)),
             ..Default::default()
         };
-        let limits = global.for_route(&route);
+        let limits = global.for_route(&gatehouse_config::Route {
+            timeouts: route,
+            ..route_fixture()
+        });
         assert_eq!((limits.connect, limits.read), (secs(1), secs(5)));
         assert_eq!(
             (limits.response, limits.send, limits.tunnel_idle),

@@ -1,5 +1,7 @@
 //! Upstreams: a service's endpoints, how one is picked, and how requests reach it.
 
+mod attempts;
+mod connection;
 mod endpoint;
 pub(crate) mod forward;
 mod latency;

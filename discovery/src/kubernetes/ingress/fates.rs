@@ -25,8 +25,6 @@ const AFFINITY: Fate = Refused("affinity decides which pod answers a client");
 const REDIRECT: Fate = Refused("a redirect sends clients elsewhere");
 const SNIPPET: Fate = Refused("raw nginx configuration has no meaning here");
 const WAF: Fate = Refused("the web application firewall decides which requests pass");
-const TIMEOUTS: Fate =
-    Ignored("per-Ingress timeouts and retries: the configuration's `timeouts` apply");
 const UPSTREAM_TLS: Fate =
     Ignored("upstream TLS settings: only HTTP upstreams are served, and backend-protocol says so");
 
@@ -201,9 +199,9 @@ pub const FATES: &[(&str, Fate)] = &[
         Ignored("the upstream HTTP version: always 1.1 with keep-alive"),
     ),
     ("proxy-max-temp-file-size", BUFFERING),
-    ("proxy-next-upstream", TIMEOUTS),
-    ("proxy-next-upstream-timeout", TIMEOUTS),
-    ("proxy-next-upstream-tries", TIMEOUTS),
+    ("proxy-next-upstream", Built),
+    ("proxy-next-upstream-timeout", Built),
+    ("proxy-next-upstream-tries", Built),
     ("proxy-read-timeout", Built),
     (
         "proxy-redirect-from",
@@ -229,7 +227,7 @@ pub const FATES: &[(&str, Fate)] = &[
         "server-alias",
         Refused("more host names would reach the paths"),
     ),
-    ("server-snippet", SNIPPET),
+    ("server-snippet", Built),
     (
         "service-upstream",
         Ignored("requests go to the ready pods of the Service, not its cluster IP"),

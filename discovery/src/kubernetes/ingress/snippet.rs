@@ -1,16 +1,33 @@
-//! `configuration-snippet`: the part of raw nginx configuration that Ingresses use to set
-//! response headers, read as nginx reads it, and nothing else. `add_header NAME VALUE
-//! [always]`, `more_set_headers "NAME: VALUE" ...` and `more_clear_headers NAME ...` become
-//! header operations; any other directive (Lua, `rewrite`, `if`, `return`, blocks...)
-//! refuses the whole snippet, naming the directive, so the Ingress fails closed instead of
-//! losing what the snippet did.
+//! `configuration-snippet` and `server-snippet`: the part of raw nginx configuration that
+//! Ingresses use to set headers, read as nginx reads it, and nothing else. `add_header NAME
+//! VALUE [always]`, `more_set_headers "NAME: VALUE" ...` and `more_clear_headers NAME ...`
+//! become response header operations, `proxy_set_header NAME VALUE` (with request
+//! variables) a header of the upstream's request; any other directive (Lua, `rewrite`,
+//! `if`, `return`, blocks...) refuses the whole snippet, naming the directive, so the
+//! Ingress fails closed instead of losing what the snippet did.
 
-use gatehouse_config::HeaderOp;
+use gatehouse_config::{HeaderOp, Template};
 use http::{HeaderName, HeaderValue};
 
-/// The header operations of a snippet, in order, or why it cannot be served.
+/// What a snippet does, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Snippet {
+    /// Operations on the responses.
+    pub response: Vec<HeaderOp>,
+    /// Headers set on the upstream's request (`proxy_set_header`).
+    pub request: Vec<(HeaderName, Template)>,
+}
+
+/// The response header operations of a snippet, in order, or why it cannot be served.
+#[cfg(test)]
 pub fn header_ops(snippet: &str) -> Result<Vec<HeaderOp>, String> {
+    read(snippet).map(|s| s.response)
+}
+
+/// What a snippet does, or why it cannot be served.
+pub fn read(snippet: &str) -> Result<Snippet, String> {
     let mut ops = Vec::new();
+    let mut request = Vec::new();
     for directive in directives(snippet)? {
         let (name, args) = directive.split_first().ok_or("an empty directive")?;
         match name.as_str() {
@@ -53,14 +70,25 @@ pub fn header_ops(snippet: &str) -> Result<Vec<HeaderOp>, String> {
                     });
                 }
             }
+            "proxy_set_header" => {
+                let [name, value] = args else {
+                    return Err("proxy_set_header takes a name and a value".into());
+                };
+                let value = Template::parse(value)
+                    .map_err(|e| format!("proxy_set_header {name}: {e}"))?;
+                request.push((header_name(name)?, value));
+            }
             other => {
                 return Err(format!(
-                    "directive `{other}` is not supported; only add_header, more_set_headers and more_clear_headers are"
+                    "directive `{other}` is not supported; only add_header, more_set_headers, more_clear_headers and proxy_set_header are"
                 ))
             }
         }
     }
-    Ok(ops)
+    Ok(Snippet {
+        response: ops,
+        request,
+    })
 }
 
 fn header_name(text: &str) -> Result<HeaderName, String> {
@@ -200,7 +228,11 @@ mod tests {
             ("return 301 https://example.com;", "`return`"),
             ("if ($host = a) { return 403; }", "`if` opens a block"),
             ("access_by_lua_block { ngx.exit(403) }", "opens a block"),
-            ("proxy_set_header X-A b;", "`proxy_set_header`"),
+            ("proxy_set_header X-A;", "takes a name and a value"),
+            (
+                "proxy_set_header X-A $upstream_addr;",
+                "`$upstream_addr` is not a variable",
+            ),
             ("add_header X-A $host;", "variables"),
             ("add_header X-A;", "add_header takes"),
             ("add_header X-A b", "no closing `;`"),
@@ -214,10 +246,28 @@ mod tests {
         assert_eq!(header_ops("# only a comment\n").unwrap().len(), 0);
     }
 
+    #[test]
+    fn proxy_set_header_sets_request_headers_from_variables() {
+        let s = read("proxy_set_header X-User $http_x_user; proxy_set_header X-Src \"$remote_addr:$scheme\"; add_header X-A b;").unwrap();
+        assert_eq!(s.response.len(), 1);
+        let names: Vec<(&str, String)> = s
+            .request
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.to_string()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("x-user", "$http_x_user".to_owned()),
+                ("x-src", "$remote_addr:$scheme".to_owned())
+            ]
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn no_snippet_panics(text in "[ -~\n\t]{0,200}") {
-            let _ = header_ops(&text);
+            let _ = read(&text);
         }
     }
 }

@@ -1,0 +1,94 @@
+//! A connection to an endpoint for one request: a pooled one, or a new one within the
+//! service's connection limits, waiting briefly when they are reached.
+
+use std::{io, sync::Arc, time::Duration};
+
+use gatehouse_config::ConnectionLimits;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, time::Instant};
+
+use super::{forward::ForwardLimits, Endpoint, Sender};
+
+/// Why no connection to an endpoint could be had.
+pub(crate) enum NoConnection {
+    /// Connecting failed: the endpoint's fault (or ours, for a descriptor shortage).
+    Connect(io::Error),
+    /// `max_connections` are busy and `max_pending` requests wait already, or none came
+    /// free within the connect timeout.
+    Overloaded,
+}
+
+/// A connection ready for a request: a pooled one (with how long it was idle) unless
+/// `fresh_only`, else a new one while fewer than `max_connections` are open; at the limit,
+/// the request waits (within the connect timeout) for one to come back.
+pub(crate) async fn connection(
+    endpoint: &Arc<Endpoint>,
+    limits: &ForwardLimits,
+    connections: &ConnectionLimits,
+    fresh_only: bool,
+) -> Result<(Sender, Option<Duration>), NoConnection> {
+    let deadline = Instant::now() + limits.connect;
+    let mut waiting = None;
+    loop {
+        if !fresh_only {
+            while let Some((mut sender, idle_for)) = endpoint.checkout(limits.pool_idle) {
+                // The previous response was read to the end, so the connection is normally
+                // ready at once; a closed one errors, and a wedged one is abandoned.
+                if sender.is_ready() {
+                    return Ok((sender, Some(idle_for)));
+                }
+                if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
+                    return Ok((sender, Some(idle_for)));
+                }
+            }
+        }
+        if endpoint.reserve_connection(connections.max_connections) {
+            return open(endpoint, limits)
+                .await
+                .map(|sender| (sender, None))
+                .map_err(|e| {
+                    endpoint.connection_closed();
+                    NoConnection::Connect(e)
+                });
+        }
+        if waiting.is_none() {
+            waiting = Some(
+                endpoint
+                    .wait_in_line(connections.max_pending)
+                    .ok_or(NoConnection::Overloaded)?,
+            );
+        }
+        let freed = endpoint.freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // Look once more now that a release cannot slip by unnoticed.
+        let idle_now = !fresh_only && endpoint.idle_connections() > 0;
+        if idle_now || endpoint.open_connections() < connections.max_connections {
+            continue;
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(NoConnection::Overloaded);
+        }
+    }
+}
+
+/// Opens a new connection (already counted in the endpoint's open connections).
+async fn open(endpoint: &Arc<Endpoint>, limits: &ForwardLimits) -> io::Result<Sender> {
+    let stream = tokio::time::timeout(limits.connect, TcpStream::connect(endpoint.addr()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    let closes = endpoint.clone();
+    tokio::spawn(async move {
+        // Errors here surface to the request through the sender; nothing to add.
+        let _ = conn.with_upgrades().await;
+        closes.connection_closed();
+    });
+    endpoint.connect_succeeded();
+    Ok(sender)
+}
