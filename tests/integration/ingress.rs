@@ -699,13 +699,14 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ),
         ("server-snippet", "location /admin { return 200; }"),
         ("canary", "maybe"),
-        ("affinity", "cookie"),
-        ("affinity-mode", "persistent"),
-        ("session-cookie-name", "route"),
+        ("affinity", "ip"),
+        ("affinity-canary-behavior", "legacy"),
+        ("upstream-hash-by-subset", "true"),
+        ("proxy-next-upstream", "error sometimes"),
         ("limit-rate", "100"),
         ("limit-rate-after", "10m"),
         ("global-rate-limit", "10"),
-        ("upstream-hash-by", "$request_uri"),
+        ("upstream-hash-by", "$upstream_addr"),
         ("denylist-source-range", "10.0.0.0/8"),
     ];
     for (i, (name, value)) in refused.iter().enumerate() {
@@ -1088,7 +1089,12 @@ async fn the_openeuler_cla_pair_is_served_with_its_limits_headers_and_rewrite() 
             "cla-api",
             "2026-01-01T00:00:00Z",
             "gatehouse",
-            json!({ n("use-regex"): "true", n("rewrite-target"): "/$2" }),
+            json!({
+                n("use-regex"): "true",
+                n("rewrite-target"): "/$2",
+                n("configuration-snippet"): "proxy_set_header X-Client-Addr $remote_addr;\nproxy_set_header X-Tenant \"cla-$http_x_team\";",
+                n("server-snippet"): "more_set_headers \"X-Served-By: edge\";\nadd_header X-Server-Wide yes;",
+            }),
             "cla.test",
             json!([path("/api(/|$)(.*)", "ImplementationSpecific", "backend")]),
         ),
@@ -1129,6 +1135,15 @@ async fn the_openeuler_cla_pair_is_served_with_its_limits_headers_and_rewrite() 
         echoed["uri"], "/v1/x?y=1",
         "the API reaches its backend rewritten"
     );
+    // proxy_set_header: the API's backend gets the client and a value built from a header.
+    assert_eq!(echoed["headers"]["x-client-addr"], "127.0.0.2", "{echoed}");
+    assert_eq!(echoed["headers"]["x-tenant"], "cla-", "{echoed}");
+    // The server-snippet reaches every path of the host: more_set_headers everywhere, its
+    // add_header only where the path has no add_header of its own (nginx's inheritance).
+    assert_eq!(page.headers["x-served-by"], "edge");
+    assert_eq!(api_call.headers["x-served-by"], "edge");
+    assert_eq!(api_call.headers["x-server-wide"], "yes");
+    assert!(page.headers.get("x-server-wide").is_none());
     assert!(
         api_call.headers.get("x-frame-options").is_none(),
         "the other Ingress's snippet stays on its own paths"

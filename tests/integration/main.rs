@@ -19,6 +19,7 @@ mod limits;
 mod policy;
 mod proxy;
 mod reload;
+mod retries;
 mod streaming;
 mod timeouts;
 mod tls;
