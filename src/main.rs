@@ -77,6 +77,13 @@ fn main() -> ExitCode {
                 .and_then(|_| kube::check(&loaded, kubernetes).map_err(|e| vec![e]))
             {
                 Ok(_) => {
+                    // Valid, but a rule no request can reach is almost certainly a mistake.
+                    if let Ok(table) = gatehouse_config::RoutingTable::compile(&loaded.routes) {
+                        for u in table.unreachable(&loaded.routes) {
+                            let message = gatehouse_proxy::unreachable_message(&loaded.routes, &u);
+                            eprintln!("warning: {message}");
+                        }
+                    }
                     println!("ok");
                     ExitCode::SUCCESS
                 }

@@ -216,6 +216,20 @@ impl RoutingTable {
         }
     }
 
+    /// The path rules of `routes` (those the table was compiled from) that no request can
+    /// reach, each with why; for `gatehouse check` and the logs.
+    pub fn unreachable(&self, routes: &[Route]) -> Vec<crate::reach::Unreachable> {
+        let hosts: Vec<crate::reach::HostRules<'_>> = self
+            .matchers
+            .iter()
+            .map(|m| crate::reach::HostRules {
+                prefixes: m.prefix.keys().map(|k| &**k).collect(),
+                regex: &m.regex,
+            })
+            .collect();
+        crate::reach::unreachable(routes, &hosts)
+    }
+
     /// Number of distinct hosts in the table.
     pub fn len(&self) -> usize {
         self.matchers.len()

@@ -840,3 +840,69 @@ proptest::proptest! {
         proptest::prop_assert_eq!(once.to_ascii_lowercase(), once.clone());
     }
 }
+
+#[test]
+fn rules_that_can_never_match_are_found_and_reachable_ones_are_not() {
+    let yaml = r#"
+listen: { http: "127.0.0.1:80" }
+services: { s: { endpoints: ["10.0.0.1:80"] } }
+routes:
+  - host: a.test
+    paths:
+      - { path: /, service: s }
+      - { path: "/api/(.*)", match: regex, service: s }
+  - host: b.test
+    paths: [{ path: "api/(.*)", match: regex, service: s }]
+  - host: c.test
+    paths:
+      - { path: "/.*", match: regex, service: s }
+      - { path: "/a", match: regex, service: s }
+  - host: d.test
+    paths:
+      - { path: /web, service: s }
+      - { path: "/api(/|$)(.*)", match: regex, service: s }
+      - { path: "/web/v[0-9]+", match: regex, service: s }
+      - { path: "/webhooks/.*", match: regex, service: s }
+"#;
+    let c = parse(yaml, "t.yaml").unwrap();
+    let table = RoutingTable::compile(&c.routes).unwrap();
+    let found: Vec<(String, String, String)> = table
+        .unreachable(&c.routes)
+        .into_iter()
+        .map(|u| {
+            let route = &c.routes[u.route];
+            (
+                route.host.to_string(),
+                route.paths[u.rule].path.clone(),
+                u.why,
+            )
+        })
+        .collect();
+    let paths: Vec<(&str, &str)> = found
+        .iter()
+        .map(|(h, p, _)| (h.as_str(), p.as_str()))
+        .collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            ("a.test", "/api/(.*)"),
+            ("b.test", "api/(.*)"),
+            ("c.test", "/a"),
+            ("d.test", "/web/v[0-9]+")
+        ],
+        "{found:#?}"
+    );
+    let why = |host: &str| &found.iter().find(|(h, _, _)| h == host).unwrap().2;
+    assert!(
+        why("a.test").contains("the prefix `/` on this host"),
+        "{found:#?}"
+    );
+    assert!(why("b.test").contains("never does"), "{found:#?}");
+    assert!(
+        why("c.test").contains("`/.*` of route `c.test` is tried first"),
+        "{found:#?}"
+    );
+    assert!(why("d.test").contains("the prefix `/web`"), "{found:#?}");
+}

@@ -36,5 +36,5 @@ pub use error::ProxyError;
 pub use metrics::Metrics;
 /// A per-client rate, for benchmarks and embedders.
 pub use policy::client_limits::{Kind as LimitKind, OverLimit, Rate as ClientRate};
-pub use runtime::{ApplyError, Gatehouse};
+pub use runtime::{unreachable_message, ApplyError, Gatehouse};
 pub use snapshot::{Snapshot, SnapshotError, MAX_REQUEST_HEAD};

@@ -68,7 +68,22 @@ pub struct Gatehouse {
     /// The endpoints discovery last published, by service name (read when a snapshot is
     /// built; never on the request path).
     discovered: std::sync::Mutex<HashMap<String, Vec<SocketAddr>>>,
+    /// The path rules that can never match, as last said: each is logged when it appears,
+    /// not again on every reload that keeps it.
+    unreachable: std::sync::Mutex<std::collections::HashSet<String>>,
     maintenance: CancellationToken,
+}
+
+/// How a rule that can never match is reported, in the log and by `gatehouse check`.
+pub fn unreachable_message(
+    routes: &[gatehouse_config::Route],
+    u: &gatehouse_config::Unreachable,
+) -> String {
+    let route = &routes[u.route];
+    format!(
+        "{}: path `{}` of route `{}` can never match: {}; requests meant for it go elsewhere, so fix or remove the rule",
+        route.location, route.paths[u.rule].path, route.host, u.why
+    )
 }
 
 impl Gatehouse {
@@ -93,8 +108,10 @@ impl Gatehouse {
             l4,
             listeners: Mutex::new(Listeners::default()),
             discovered: std::sync::Mutex::default(),
+            unreachable: std::sync::Mutex::default(),
             maintenance: CancellationToken::new(),
         };
+        gatehouse.say_unreachable(&gatehouse.live.snapshot.load());
         {
             let mut listeners = gatehouse.listeners.lock().await;
             let changes = bind_changes(&listeners, &config).await?;
@@ -199,9 +216,26 @@ impl Gatehouse {
             }
         };
         let changes = bind_changes(&listeners, &config).await?;
+        self.say_unreachable(&snapshot);
         self.live.snapshot.store(Arc::new(snapshot));
         self.swap_listeners(&mut listeners, changes);
         Ok(())
+    }
+
+    /// Warns of each path rule of `snapshot` that can never match and was not said before.
+    fn say_unreachable(&self, snapshot: &Snapshot) {
+        let routes = &snapshot.config.routes;
+        let now: std::collections::HashSet<String> = snapshot
+            .table
+            .unreachable(routes)
+            .into_iter()
+            .map(|u| unreachable_message(routes, &u))
+            .collect();
+        let mut said = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        for message in now.difference(&said) {
+            tracing::warn!("{message}");
+        }
+        *said = now;
     }
 
     /// Publishes the discovered endpoints of a service (besides its fixed ones). The next

@@ -536,3 +536,24 @@ async fn from_the_start_of_the_drain_http1_answers_close_and_http2_connections_g
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_rule_that_can_never_match_is_flagged_by_check_and_in_the_log() {
+    let yaml = "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\nservices: { s: { endpoints: [\"127.0.0.1:9\"] } }\nshutdown: { drain_delay: 0s }\nroutes:\n  - host: a.example.com\n    paths:\n      - { path: /, service: s }\n      - { path: \"/api/(.*)\", match: regex, service: s }\n";
+    let file = temp_file("unreachable", yaml);
+    let out = run_to_end(&["check"], &file).await;
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("warning: {}:5:", file.display()))
+            && err.contains("path `/api/(.*)` of route `a.example.com` can never match: the prefix `/` on this host takes every request first"),
+        "{err}"
+    );
+    let running = start_ready("unreachable", yaml).await;
+    eventually("the log flags the rule", Duration::from_secs(10), || {
+        running.logged("can never match") == 1
+    })
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}

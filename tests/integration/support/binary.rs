@@ -56,8 +56,10 @@ async fn start(mut command: Command, stdout: Stdio) -> Running {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut http, mut https, mut admin) = (None, None, None);
+    let mut start_up = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
+            start_up.push(line.clone());
             let addr = line
                 .split("address=")
                 .nth(1)
@@ -78,7 +80,7 @@ async fn start(mut command: Command, stdout: Stdio) -> Running {
     .await;
     assert!(found.is_ok(), "the binary announced its listeners");
     // Keep draining stderr so the child never blocks on a full pipe.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(start_up));
     let keep = log.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
