@@ -15,6 +15,7 @@ pub struct Metrics {
     pub(crate) requests: IntCounterVec,
     pub(crate) duration: HistogramVec,
     pub(crate) connect_errors: IntCounterVec,
+    pub(crate) retries: IntCounterVec,
     pub(crate) endpoints: IntGaugeVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) denied: IntCounterVec,
@@ -76,6 +77,11 @@ impl Metrics {
                 "upstream_connect_errors_total",
                 "Failed connects to upstream endpoints, by service",
                 &["service"],
+            ),
+            retries: counters(
+                "upstream_retries_total",
+                "Requests sent to another endpoint after one failed them, by service and failure",
+                &["service", "failure"],
             ),
             endpoints: gauges(
                 "endpoints",

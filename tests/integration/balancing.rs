@@ -209,3 +209,78 @@ async fn hashing_keeps_each_key_on_its_endpoint_and_a_scale_up_moves_only_a_shar
     assert!((20..=70).contains(&moved), "{moved} of {users} keys moved");
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// An endpoint that answers `{"upstream": name}` after `delay`.
+async fn slow(
+    name: &'static str,
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use hyper::{server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        let body = format!("{{\"upstream\":\"{name}\"}}");
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ewma_sends_most_requests_to_the_endpoint_that_answers_faster() {
+    let (fast, fast_seen) = slow("fast", Duration::ZERO).await;
+    let (slower, slow_seen) = slow("slow", Duration::from_millis(40)).await;
+    let yaml = format!(
+        "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s, grace_period: 1s }}\nservices: {{ app: {{ endpoints: [\"{fast}\", \"{slower}\"], balance: ewma }} }}\nroutes:\n  - {{ host: app.test, paths: [{{ path: /, service: app }}] }}\n"
+    );
+    let running = start_ready("ewma", &yaml).await;
+    // Four clients at once, 100 requests each.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let http = running.http;
+            tokio::spawn(async move {
+                let c = client();
+                for _ in 0..100 {
+                    assert_eq!(
+                        send(&c, get_req_at(http, "app.test", "/", &[]))
+                            .await
+                            .status,
+                        200
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (f, s) = (
+        fast_seen.load(std::sync::atomic::Ordering::Relaxed),
+        slow_seen.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    // Round robin would split 200/200.
+    assert!(f > 4 * s, "fast {f}, slow {s}");
+    assert!(s > 0, "the slow endpoint is still probed");
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -120,6 +120,8 @@ async fn failures_go_to_another_endpoint_as_the_route_says_and_bodies_are_never_
     assert!(got.iter().all(|s| *s == 200), "{got:?}");
     let tried = unavailable_seen.load(Ordering::Relaxed);
     assert!(tried >= 3, "the 503 endpoint was tried {tried} times");
+    let retried = "gatehouse_upstream_retries_total{failure=\"http_503\",service=\"unavailable\"}";
+    assert_eq!(running.metric(retried).await, Some(tried as f64));
     // A POST's body reached the 503 endpoint: its answer is the client's, not a resend.
     let posts = statuses(&running, "status.test", 10, true).await;
     assert!(posts.contains(&503) && posts.contains(&200), "{posts:?}");

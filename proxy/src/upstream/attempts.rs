@@ -15,6 +15,24 @@ pub(crate) enum Failure {
     Status(u16),
 }
 
+impl Failure {
+    /// As the retry metric labels it: `error`, `timeout`, `http_503`...
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Failure::Error => "error",
+            Failure::Timeout => "timeout",
+            Failure::Status(500) => "http_500",
+            Failure::Status(502) => "http_502",
+            Failure::Status(503) => "http_503",
+            Failure::Status(504) => "http_504",
+            Failure::Status(403) => "http_403",
+            Failure::Status(404) => "http_404",
+            Failure::Status(429) => "http_429",
+            Failure::Status(_) => "http_other",
+        }
+    }
+}
+
 /// The tries of one request.
 pub(crate) struct Attempts {
     policy: Retry,

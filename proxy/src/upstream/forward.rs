@@ -162,7 +162,7 @@ pub(crate) async fn forward(
                     addr: endpoint.addr(),
                     source: e,
                 };
-                if !attempts.failed(idx, why) {
+                if !retried(&mut attempts, idx, why, upstream, metrics) {
                     return Err(error);
                 }
                 last_error = Some(error);
@@ -195,7 +195,13 @@ pub(crate) async fn forward(
                 match replay {
                     Some(replay)
                         if attempts.retries_status(status)
-                            && attempts.failed(idx, Failure::Status(status)) =>
+                            && retried(
+                                &mut attempts,
+                                idx,
+                                Failure::Status(status),
+                                upstream,
+                                metrics,
+                            ) =>
                     {
                         req = replay.into_request();
                         continue;
@@ -251,7 +257,7 @@ pub(crate) async fn forward(
                         addr: endpoint.addr(),
                         source: io::Error::other(e.into_error()),
                     };
-                    if !attempts.failed(idx, Failure::Error) {
+                    if !retried(&mut attempts, idx, Failure::Error, upstream, metrics) {
                         return Err(error);
                     }
                     last_error = Some(error);
@@ -283,7 +289,7 @@ pub(crate) async fn forward(
         // when it can be sent again in full.
         let (why, error) = failure;
         match replay {
-            Some(replay) if attempts.failed(idx, why) => {
+            Some(replay) if retried(&mut attempts, idx, why, upstream, metrics) => {
                 req = replay.into_request();
                 last_error = Some(error);
             }
@@ -293,6 +299,24 @@ pub(crate) async fn forward(
     Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoint {
         service: upstream.name().to_owned(),
     }))
+}
+
+/// Records that endpoint `idx` failed; whether the request goes on to another (counted).
+fn retried(
+    attempts: &mut Attempts,
+    idx: usize,
+    why: Failure,
+    upstream: &Upstream,
+    metrics: &Metrics,
+) -> bool {
+    let again = attempts.failed(idx, why);
+    if again {
+        metrics
+            .retries
+            .with_label_values(&[upstream.name(), why.label()])
+            .inc();
+    }
+    again
 }
 
 /// A request sent on a connection, until its response head arrives. Dropped before that
