@@ -8,6 +8,10 @@
 #   LIMITS=1: the route has a per-client rate and concurrency limit that never refuses
 #   (Gatehouse `limit: { rps, connections }`, nginx `limit_req ... nodelay` + `limit_conn`),
 #   to measure what checking them costs; HAProxy is left as it is.
+#   AFFINITY=1: two more targets in the same rounds (http only), gh-sticky (Gatehouse with
+#   cookie affinity, `affinity: {}`) and ng-sticky (nginx `hash $cookie_INGRESSCOOKIE
+#   consistent`, the nearest open-source nginx has); every request carries the cookie, as a
+#   returning client's does, so the plain targets parse the same header.
 #
 # Scenarios: http (keep-alive, wrk), https (keep-alive over TLS, wrk), tls-handshake (a new
 # connection and full TLS handshake per request: wrk with Connection: close), h2 (HTTP/2
@@ -24,11 +28,16 @@ CONNS=${CONNS:-50}
 IDLE=${IDLE:-2000}
 read -r -a scenarios <<<"${SCENARIOS:-http https tls-handshake h2}"
 read -r -a targets <<<"${TARGETS:-direct gatehouse nginx haproxy}"
+COOKIE=()
+if [ "${AFFINITY:-0}" = 1 ]; then
+  targets+=(gh-sticky ng-sticky)
+  COOKIE=(-H "Cookie: INGRESSCOOKIE=5f3a9c0e7d21b846")
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 work=$(mktemp -d /tmp/gatehouse-load.XXXXXX)
 UP=18080
-declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083)
+declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083 [gh-sticky]=18084 [ng-sticky]=18085)
 declare -A TLSPORT=([gatehouse]=18441 [nginx]=18442 [haproxy]=18443)
 VHOST=bench.example.com
 pids=()
@@ -76,6 +85,35 @@ routes: [{ host: $VHOST, ${GH_LIMIT}paths: [{ path: /, service: up }] }]
 CONF
 taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gatehouse.yaml" 2>"$work/gatehouse.log" & pids+=($!)
 GH_PID=$!
+GS_PID="" NS_PID=""
+if [ "${AFFINITY:-0}" = 1 ]; then
+  cat > "$work/gh-sticky.yaml" <<CONF
+listen: { http: "127.0.0.1:${PORT[gh-sticky]}" }
+access_log: off
+workers: 1
+timeouts: { idle: 300s }
+services: { up: { endpoints: ["127.0.0.1:$UP"], affinity: {} } }
+default_service: up
+routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
+CONF
+  taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gh-sticky.yaml" 2>"$work/gh-sticky.log" & pids+=($!)
+  GS_PID=$!
+  mkdir -p "$work/ns"
+  cat > "$work/ns/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/ns/nginx.pid; error_log $work/ns/error.log;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream up { hash \$cookie_INGRESSCOOKIE consistent; server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:${PORT[ng-sticky]}; server_name $VHOST;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Forwarded-Port \$server_port; } } }
+CONF
+  taskset -c 0 nginx -p "$work/ns" -c "$work/ns/nginx.conf" & pids+=($!)
+  NS_PID=$!
+fi
 
 cat > "$work/ng/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/ng/nginx.pid; error_log $work/ng/error.log;
@@ -122,9 +160,10 @@ backend be
 CONF
 taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 HA_PID=$!
-declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID)
+declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID [gh-sticky]=$GS_PID [ng-sticky]=$NS_PID)
 
-for p in "${PORT[@]}" "${TLSPORT[@]}"; do wait_port "$p"; done
+for t in "${targets[@]}"; do wait_port "${PORT[$t]}"; done
+for p in "${TLSPORT[@]}"; do wait_port "$p"; done
 
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
@@ -142,7 +181,7 @@ load() {
   local scenario=$1 t=$2 secs=$3 out
   case $scenario in
     http)
-      out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" "http://127.0.0.1:${PORT[$t]}/") ;;
+      out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" "${COOKIE[@]}" "http://127.0.0.1:${PORT[$t]}/") ;;
     https)
       out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: $VHOST" "https://127.0.0.1:${TLSPORT[$t]}/") ;;
     tls-handshake)
@@ -160,12 +199,12 @@ load() {
   echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") $(wrk_errors <<<"$out")"
 }
 
-applies() { [ "$2" != direct ] || [ "$1" = http ]; }
+applies() { case $2 in direct | gh-sticky | ng-sticky) [ "$1" = http ] ;; *) true ;; esac; }
 
 # Idle connections first, on fresh processes: RSS growth per held keep-alive connection.
 declare -A IDLE_KIB
 for t in "${targets[@]}"; do
-  [ "$t" = direct ] && continue
+  case $t in direct | gh-sticky | ng-sticky) continue ;; esac
   before=$(rss_kib "${PID[$t]}")
   coproc HOLD { taskset -c 1 python3 "$here/load/idle_conns.py" 127.0.0.1 "${PORT[$t]}" "$IDLE" "$VHOST"; }
   read -r _ n <&"${HOLD[0]}"
@@ -204,7 +243,11 @@ echo
 printf '| %-9s | %13s | %5s |\n' target "KiB/idle conn" ratio
 printf '|%s|\n' "-----------|---------------|-------"
 for t in "${targets[@]}"; do
-  [ "$t" = direct ] && continue
+  [ -n "${IDLE_KIB[$t]:-}" ] || continue
   printf '| %-9s | %13s | %5s |\n' "$t" "${IDLE_KIB[$t]}" "$(ratio "${IDLE_KIB[$t]}" "${IDLE_KIB[nginx]:-}")"
 done
+if [ "${AFFINITY:-0}" = 1 ]; then
+  echo
+  echo "Affinity on vs off, CPU us/req (medians, http): Gatehouse $(col http gh-sticky 5) vs $(col http gatehouse 5) = $(ratio "$(col http gh-sticky 5)" "$(col http gatehouse 5)"); nginx $(col http ng-sticky 5) vs $(col http nginx 5) = $(ratio "$(col http ng-sticky 5)" "$(col http nginx 5)"); sticky Gatehouse / sticky nginx = $(ratio "$(col http gh-sticky 5)" "$(col http ng-sticky 5)")"
+fi
 check_errors
