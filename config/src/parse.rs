@@ -176,6 +176,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .get("l4")
         .map(|n| read_l4(r, n, &listen, trusted_proxies.is_empty(), &service_id))
         .unwrap_or_default();
+    check_l4_balancing(r, &l4, &services);
     let tls = top
         .get("tls")
         .map(|n| read_tls(r, n, file_dir(r.file())))
@@ -567,6 +568,37 @@ fn read_balance(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str) -> Balance {
         );
     }
     balance
+}
+
+/// An L4 listener's service balances on what L4 knows: no cookie to keep a session by,
+/// and of the hash variables only the client address. Anything else would look like
+/// stickiness and send every client to one endpoint.
+fn check_l4_balancing(
+    r: &mut Reader<'_>,
+    l4: &[L4Listener],
+    services: &[(Service, &MarkedYaml<'_>)],
+) {
+    use crate::template::{Part, Variable};
+    for listener in l4 {
+        let (service, node) = &services[listener.service.0];
+        let what = format!(
+            "service `{}` (used by l4 listener {})",
+            service.name,
+            listener.label()
+        );
+        if service.affinity.is_some() {
+            r.error(node.span, format!("{what}: affinity keeps sessions by an HTTP cookie, which L4 traffic has none of; use `balance: hash` with `hash_key: $remote_addr`, or a separate service"));
+        }
+        if let Balance::Hash(key) = &service.balance {
+            let other = key
+                .parts()
+                .iter()
+                .any(|p| matches!(p, Part::Variable(v) if *v != Variable::RemoteAddr));
+            if other {
+                r.error(node.span, format!("{what}: hash_key `{key}` uses request variables L4 traffic has none of; only `$remote_addr` is known there"));
+            }
+        }
+    }
 }
 
 /// SPEC.md's short forms: `hash(client_ip)`, `hash(header:X-User)`, `hash(cookie:sid)`.

@@ -906,3 +906,26 @@ routes:
     );
     assert!(why("d.test").contains("the prefix `/web`"), "{found:#?}");
 }
+
+#[test]
+fn l4_services_balance_only_on_what_l4_knows() {
+    let yaml = |service: &str| {
+        format!("listen: {{ http: \"127.0.0.1:80\" }}\nservices: {{ db: {service} }}\nroutes: []\nl4: [{{ listen: \"127.0.0.1:5432\", service: db }}]\n")
+    };
+    let e = errors(&yaml("{ endpoints: [\"10.0.0.1:5432\"], affinity: {} }")).join("\n");
+    assert!(
+        e.contains("used by l4 listener tcp/127.0.0.1:5432")
+            && e.contains("affinity keeps sessions by an HTTP cookie"),
+        "{e}"
+    );
+    let e = errors(&yaml(
+        "{ endpoints: [\"10.0.0.1:5432\"], balance: hash, hash_key: \"$http_x_user\" }",
+    ))
+    .join("\n");
+    assert!(e.contains("only `$remote_addr` is known there"), "{e}");
+    parse(
+        &yaml("{ endpoints: [\"10.0.0.1:5432\"], balance: \"hash(client_ip)\" }"),
+        "t.yaml",
+    )
+    .expect("the client address is known to L4");
+}
