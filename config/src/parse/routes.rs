@@ -1,0 +1,414 @@
+//! The `routes` section: hosts, their policies (headers, timeouts, retries, limits) and
+//! path rules with their canaries.
+
+use super::*;
+pub(super) fn read_route(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<Route> {
+    let f = r.section(
+        node,
+        "a route",
+        &[
+            "host",
+            "allow",
+            "https_redirect",
+            "max_body",
+            "response_headers",
+            "request_headers",
+            "timeouts",
+            "retry",
+            "limit",
+            "paths",
+        ],
+        &[
+            ("limit_rps", "write `limit: { rps: N }`"),
+            ("limit_connections", "write `limit: { connections: N }`"),
+        ],
+    )?;
+    let location = r.location(node.span);
+    let Some(host_node) = f.get("host") else {
+        r.error(node.span, "a route needs a `host`");
+        return None;
+    };
+    let host = r.parsed(host_node, "route host", HostPattern::parse);
+    let what = match &host {
+        Some(h) => format!("route `{h}`"),
+        None => "route".to_owned(),
+    };
+    let allow = f
+        .get("allow")
+        .map(|n| read_cidrs(r, n, &format!("{what} allow")))
+        .unwrap_or_default();
+    let https_redirect = f
+        .get("https_redirect")
+        .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
+        .unwrap_or(false);
+    let max_body = f.get("max_body").map_or(Some(DEFAULT_MAX_BODY), |n| {
+        r.parsed(n, &format!("{what} max_body"), parse_size)
+    });
+    let mut response_headers = Vec::new();
+    if let Some(n) = f.get("response_headers") {
+        if let Some(map) = r.map(n, &format!("{what} response_headers")) {
+            for (name, value) in map.entries() {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a valid header name"));
+                let value = r.string(value, "a header value").map(|v| {
+                    HeaderValue::from_str(&v)
+                        .map_err(|_| format!("`{v}` is not a valid header value"))
+                });
+                match (name, value) {
+                    (Ok(n), Some(Ok(v))) => response_headers.push((n, v)),
+                    (Err(msg), _) | (_, Some(Err(msg))) => {
+                        r.error(map.span, format!("{what} response_headers: {msg}"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let timeouts = f
+        .get("timeouts")
+        .map(|n| read_route_timeouts(r, n, &what))
+        .unwrap_or_default();
+    let retry = f
+        .get("retry")
+        .map(|n| read_retry(r, n, &what))
+        .unwrap_or_default();
+    let request_headers = f
+        .get("request_headers")
+        .map(|n| read_request_headers(r, n, &what))
+        .unwrap_or_default();
+    let limits = f.get("limit").and_then(|n| read_client_limits(r, n, &what));
+    let mut paths = Vec::new();
+    match f
+        .get("paths")
+        .and_then(|n| r.sequence(n, &format!("{what} paths")))
+    {
+        Some([]) | None => r.error(
+            node.span,
+            format!("{what} needs at least one entry under `paths`"),
+        ),
+        Some(list) => {
+            for p in list {
+                if let Some(rule) = read_path_rule(r, p, &what, service_id) {
+                    paths.push(rule);
+                }
+            }
+        }
+    }
+    Some(Route {
+        host: host?,
+        allow,
+        https_redirect,
+        force_https_redirect: false,
+        unavailable: None,
+        max_body: max_body?,
+        response_headers,
+        header_ops: Vec::new(),
+        request_headers,
+        timeouts,
+        retry,
+        limits,
+        paths,
+        location,
+    })
+}
+
+/// A route's `retry`: `off`, or `{ on: "error timeout http_502", tries: 3, timeout: 10s }`.
+pub(super) fn read_retry(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Retry {
+    let what = format!("{what} retry");
+    if let saphyr::YamlData::Value(_) = &node.data {
+        return r
+            .parsed(node, &what, |s| match s {
+                "off" => Retry::default().with_conditions("off"),
+                s => Err(format!(
+                    "`{s}` is not `off` or a mapping with `on`, `tries`, `timeout`"
+                )),
+            })
+            .unwrap_or_default();
+    }
+    let mut retry = Retry::default();
+    let Some(f) = r.section(node, &what, &["on", "tries", "timeout"], &[]) else {
+        return retry;
+    };
+    if let Some(n) = f.get("on") {
+        if let Some(with) = r.parsed(n, &format!("{what} on"), |s| retry.with_conditions(s)) {
+            retry = with;
+        }
+    }
+    if let Some(n) = f.get("tries") {
+        retry.tries = r
+            .parsed(n, &format!("{what} tries"), |s| {
+                s.parse::<u32>().map_err(|_| {
+                    format!("`{s}` is not a whole number (0: as many as there are endpoints)")
+                })
+            })
+            .unwrap_or(retry.tries);
+    }
+    if let Some(n) = f.get("timeout") {
+        retry.within = r.parsed(n, &format!("{what} timeout"), positive_duration);
+    }
+    retry
+}
+
+/// A route's `request_headers`: `Name: value` set on the upstream's request, the value an
+/// nginx-style template (`$remote_addr`, `$http_x_user`); an empty value removes the header.
+pub(super) fn read_request_headers(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Vec<(HeaderName, Template)> {
+    let what = format!("{what} request_headers");
+    let Some(map) = r.map(node, &what) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, value) in map.entries() {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            r.error(
+                value.span,
+                format!("{what}: `{name}` is not a valid header name"),
+            );
+            continue;
+        };
+        if let Some(t) = r.parsed(value, &format!("{what} {name}"), Template::parse) {
+            out.push((header, t));
+        }
+    }
+    out
+}
+
+/// A route's `limit`: per-client rates and concurrency.
+pub(super) fn read_client_limits(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Option<ClientLimits> {
+    let what = format!("{what} limit");
+    let f = r.section(
+        node,
+        &what,
+        &["rps", "rpm", "burst_multiplier", "connections", "whitelist"],
+        &[],
+    )?;
+    let count = |r: &mut Reader<'_>, key: &str| -> Option<u32> {
+        let n = f.get(key)?;
+        r.parsed(n, &format!("{what} {key}"), |s| match s.parse::<u32>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("`{s}` is not a positive whole number")),
+        })
+    };
+    let limits = ClientLimits {
+        rps: count(r, "rps"),
+        rpm: count(r, "rpm"),
+        burst_multiplier: count(r, "burst_multiplier")
+            .unwrap_or(ClientLimits::DEFAULT_BURST_MULTIPLIER),
+        connections: count(r, "connections"),
+        whitelist: f
+            .get("whitelist")
+            .map(|n| read_cidrs(r, n, &format!("{what} whitelist")))
+            .unwrap_or_default(),
+    };
+    if limits.rps.is_none() && limits.rpm.is_none() && limits.connections.is_none() {
+        r.error(
+            node.span,
+            format!("{what} sets no limit; give `rps`, `rpm` or `connections`"),
+        );
+        return None;
+    }
+    Some(limits)
+}
+
+/// `client_limits`: how limited clients are answered, and how many are remembered.
+pub(super) fn read_limit_settings(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> LimitSettings {
+    let mut settings = LimitSettings::default();
+    let Some(f) = r.section(node, "client_limits", &["status", "max_clients"], &[]) else {
+        return settings;
+    };
+    if let Some(n) = f.get("status") {
+        if let Some(status) = r.parsed(n, "client_limits status", |s| match s {
+            "429" => Ok(429),
+            "503" => Ok(503),
+            s => Err(format!("`{s}` is not 429 or 503")),
+        }) {
+            settings.status = status;
+        }
+    }
+    if let Some(n) = f.get("max_clients") {
+        if let Some(max) = r.parsed(n, "client_limits max_clients", |s| {
+            match s.parse::<usize>() {
+                Ok(v) if v >= 1000 => Ok(v),
+                _ => Err(format!("`{s}` is not a number of at least 1000")),
+            }
+        }) {
+            settings.max_clients = max;
+        }
+    }
+    settings
+}
+
+/// A route's `timeouts`: the ones that concern its upstream and its tunnels.
+pub(super) fn read_route_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> RouteTimeouts {
+    let mut t = RouteTimeouts::default();
+    let keys = [
+        "connect",
+        "upstream_response",
+        "upstream_read",
+        "upstream_send",
+        "tunnel_idle",
+    ];
+    let Some(f) = r.section(node, &format!("{what} timeouts"), &keys, &[]) else {
+        return t;
+    };
+    for (key, slot) in keys.into_iter().zip([
+        &mut t.connect,
+        &mut t.upstream_response,
+        &mut t.upstream_read,
+        &mut t.upstream_send,
+        &mut t.tunnel_idle,
+    ]) {
+        if let Some(n) = f.get(key) {
+            *slot = r.parsed(n, &format!("{what} timeouts.{key}"), positive_duration);
+        }
+    }
+    t
+}
+
+pub(super) fn read_path_rule(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<PathRule> {
+    let f = r.section(
+        node,
+        &format!("a path of {what}"),
+        &["path", "match", "service", "rewrite", "canary"],
+        &[],
+    )?;
+    let kind = f.get("match").map_or(Some(PathMatch::Prefix), |n| {
+        r.parsed(n, "match", |s| match s {
+            "exact" => Ok(PathMatch::Exact),
+            "prefix" => Ok(PathMatch::Prefix),
+            "regex" => Ok(PathMatch::Regex),
+            s => Err(format!("`{s}` is not one of `exact`, `prefix`, `regex`")),
+        })
+    });
+    let path = match f.get("path") {
+        Some(n) => r.parsed(n, "path", |s| match kind {
+            Some(PathMatch::Regex) => check_regex(s)
+                .map(|_| s.to_owned())
+                .map_err(|e| format!("`{s}` is not a valid regex: {e}")),
+            _ if !s.starts_with('/') => Err(format!("`{s}` must start with `/`")),
+            _ => Ok(s.to_owned()),
+        }),
+        None => {
+            r.error(node.span, format!("a path of {what} needs `path`"));
+            None
+        }
+    };
+    let service = match f.get("service") {
+        Some(n) => service_id(r, n, "path"),
+        None => {
+            r.error(node.span, format!("a path of {what} needs `service`"));
+            None
+        }
+    };
+    let rewrite = f.get("rewrite").and_then(|n| {
+        r.parsed(n, "rewrite", |s| {
+            if s.starts_with('/') || s.starts_with('$') {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("`{s}` must start with `/`"))
+            }
+        })
+    });
+    let canary = match f.get("canary") {
+        Some(n) => Some(read_canary(r, n, what, service_id)?),
+        None => None,
+    };
+    Some(PathRule {
+        path: path?,
+        kind: kind?,
+        service: service?,
+        rewrite,
+        canary,
+    })
+}
+
+/// A path's `canary`: which requests go to another service.
+pub(super) fn read_canary(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<Canary> {
+    let what = format!("a canary of {what}");
+    let f = r.section(
+        node,
+        &what,
+        &[
+            "service",
+            "weight",
+            "weight_total",
+            "header",
+            "header_value",
+            "header_pattern",
+            "cookie",
+        ],
+        &[],
+    )?;
+    let Some(service) = f.get("service").and_then(|n| service_id(r, n, "canary")) else {
+        r.error(node.span, format!("{what} needs `service`"));
+        return None;
+    };
+    let number = |r: &mut Reader<'_>, key: &str, default: u32| -> Option<u32> {
+        match f.get(key) {
+            None => Some(default),
+            Some(n) => r.parsed(n, &format!("{what} {key}"), |s| {
+                s.parse::<u32>()
+                    .map_err(|_| format!("`{s}` is not a whole number"))
+            }),
+        }
+    };
+    let weight_total = number(r, "weight_total", 100)?;
+    let weight = number(r, "weight", 0)?;
+    if weight_total == 0 || weight > weight_total {
+        r.error(
+            node.span,
+            format!("{what}: weight must be between 0 and weight_total ({weight_total}), which must not be 0"),
+        );
+        return None;
+    }
+    let text = |r: &mut Reader<'_>, key: &str| f.get(key).and_then(|n| r.string(n, key));
+    let header = match text(r, "header") {
+        Some(name) => {
+            let name = r.parsed(f.get("header")?, &format!("{what} header"), |_| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a header name"))
+            })?;
+            let pattern = match f.get("header_pattern") {
+                Some(n) => Some(r.parsed(n, &format!("{what} header_pattern"), |s| {
+                    regex::Regex::new(&format!("^(?:{s})$"))
+                        .map_err(|e| format!("`{s}` is not a valid regex: {e}"))
+                })?),
+                None => None,
+            };
+            Some(CanaryHeader {
+                name,
+                value: text(r, "header_value"),
+                pattern,
+            })
+        }
+        None => None,
+    };
+    Some(Canary {
+        service,
+        header,
+        cookie: text(r, "cookie"),
+        weight,
+        weight_total,
+    })
+}
