@@ -108,16 +108,7 @@ impl Snapshot {
                     || metrics.endpoints.with_label_values(&[s.name.as_str()]),
                     |u| u.gauge().clone(),
                 );
-                Arc::new(Upstream::new(
-                    s.name.clone(),
-                    fixed,
-                    &discovered(&s.name),
-                    &known,
-                    s.balance.clone(),
-                    s.affinity.clone(),
-                    s.limits,
-                    gauge,
-                ))
+                Arc::new(Upstream::new(s, fixed, &discovered(&s.name), &known, gauge))
             })
             .collect();
         let by_name: HashMap<String, usize> = config

@@ -136,7 +136,7 @@ async fn a_balanced_affinity_cookie_keeps_a_client_on_its_endpoint_until_it_leav
 async fn a_persistent_affinity_cookie_survives_a_scale_up_and_moves_when_its_endpoint_goes() {
     let eps = endpoints(4).await;
     let three: Vec<&TestUpstream> = eps.iter().take(3).collect();
-    let affinity = "affinity: { mode: persistent, cookie: route, secure: true, key: test-key }";
+    let affinity = "affinity: { mode: persistent, cookie: route, secure: true }";
     let (running, path) = start_yaml("affinity-persistent", &config(&three, affinity), &[]).await;
     wait_ready(&running).await;
 

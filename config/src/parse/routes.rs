@@ -250,7 +250,11 @@ pub(super) fn read_limit_settings(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> 
 }
 
 /// A route's `timeouts`: the ones that concern its upstream and its tunnels.
-pub(super) fn read_route_timeouts(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> RouteTimeouts {
+pub(super) fn read_route_timeouts(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> RouteTimeouts {
     let mut t = RouteTimeouts::default();
     let keys = [
         "connect",

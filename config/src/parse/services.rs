@@ -159,7 +159,11 @@ pub(super) fn spec_hash_key(inner: &str) -> Result<Template, String> {
     Template::parse(&variable)
 }
 
-pub(super) fn read_affinity(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<Affinity> {
+pub(super) fn read_affinity(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Option<Affinity> {
     let f = r.section(
         node,
         what,
@@ -262,7 +266,11 @@ pub(super) fn read_kubernetes_ref(
     })
 }
 
-pub(super) fn read_endpoints(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str) -> Vec<SocketAddr> {
+pub(super) fn read_endpoints(
+    r: &mut Reader<'_>,
+    f: &Fields<'_, '_>,
+    what: &str,
+) -> Vec<SocketAddr> {
     let Some(list) = f
         .get("endpoints")
         .and_then(|n| r.sequence(n, &format!("{what} endpoints")))

@@ -17,7 +17,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use gatehouse_config::{Affinity, Balance, ConnectionLimits};
+use gatehouse_config::{Affinity, Balance, ConnectionLimits, Service};
 
 use crate::warnings::RateLimited;
 
@@ -75,31 +75,29 @@ impl Upstream {
     /// An upstream with the configuration's `fixed` endpoints plus `discovered` ones;
     /// `known` supplies existing endpoints by address so pools and health carry over.
     pub(crate) fn new(
-        name: String,
+        service: &Service,
         fixed: Vec<Arc<Endpoint>>,
         discovered: &[SocketAddr],
         known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
-        balance: Balance,
-        affinity: Option<Affinity>,
-        limits: ConnectionLimits,
         gauge: prometheus::IntGauge,
     ) -> Self {
         let all = merge(&fixed, discovered, known);
         gauge.set(all.len() as i64);
-        let affinity = affinity.map(|a| {
+        let affinity = service.affinity.clone().map(|a| {
             let key = set::TokenKey::new(a.key.as_deref());
             (a, key)
         });
+        let balance = service.balance.clone();
         let set = EndpointSet::new(all, needs_ring(&balance, &affinity), token_key(&affinity));
         Upstream {
-            name,
+            name: service.name.clone(),
             fixed,
             endpoints: ArcSwap::from_pointee(set),
             affinity,
             // Start replicas at different offsets so they do not all hit endpoint 0 first.
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             balance,
-            limits,
+            limits: service.limits,
             gauge,
         }
     }
@@ -339,14 +337,19 @@ mod tests {
                 ))
             })
             .collect();
+        let service = Service {
+            name: "t".into(),
+            endpoints: Vec::new(),
+            kubernetes: None,
+            balance,
+            affinity: None,
+            limits: ConnectionLimits::default(),
+        };
         Upstream::new(
-            "t".into(),
+            &service,
             eps,
             &[],
             &|_| None,
-            balance,
-            None,
-            ConnectionLimits::default(),
             prometheus::IntGauge::new("t", "test gauge").expect("valid name"),
         )
     }

@@ -75,18 +75,22 @@ impl fmt::Display for Token {
 pub(crate) struct TokenKey(u64, u64);
 
 impl TokenKey {
-    /// From the configured secret, so replicas agree; without one, random for this process.
+    /// From the configured secret, so replicas agree; without one, random for this process
+    /// (the same across reloads, so sessions survive them).
     pub(crate) fn new(secret: Option<&str>) -> TokenKey {
+        static PROCESS: std::sync::OnceLock<TokenKey> = std::sync::OnceLock::new();
         match secret {
             Some(secret) => {
                 let h = SipHasher13::new().hash(secret.as_bytes());
                 TokenKey(h.h1, h.h2)
             }
-            None => {
-                // std seeds each RandomState from the operating system's randomness.
-                let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
-                TokenKey(random(), random())
-            }
+            None => PROCESS
+                .get_or_init(|| {
+                    // std seeds each RandomState from the operating system's randomness.
+                    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+                    TokenKey(random(), random())
+                })
+                .clone(),
         }
     }
 
@@ -123,8 +127,11 @@ mod tests {
             Some(&TokenKey::new(Some("shared secret"))),
         );
         assert_eq!(again.by_token(token), Some(1));
-        let other = EndpointSet::new(list, false, Some(&TokenKey::new(None)));
+        let other = EndpointSet::new(list.clone(), false, Some(&TokenKey::new(None)));
         assert_eq!(other.by_token(token), None);
+        // Without a secret, one key for the process: a reload keeps the sessions.
+        let reloaded = EndpointSet::new(list, false, Some(&TokenKey::new(None)));
+        assert_eq!(reloaded.token(0), other.token(0));
         assert_eq!(Token::parse("10.1.2.4:8080"), None);
     }
 }
