@@ -8,7 +8,16 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, time::Instant};
 
-use super::{forward::ForwardLimits, Endpoint, Sender};
+use super::{Endpoint, Sender};
+
+/// How long getting a connection may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Waits {
+    /// A new connection's connect, and the wait for one to come free at the limit.
+    pub(crate) connect: Duration,
+    /// Pooled connections idle longer than this are not reused.
+    pub(crate) pool_idle: Duration,
+}
 
 /// Why no connection to an endpoint could be had.
 pub(crate) enum NoConnection {
@@ -24,27 +33,27 @@ pub(crate) enum NoConnection {
 /// the request waits (within the connect timeout) for one to come back.
 pub(crate) async fn connection(
     endpoint: &Arc<Endpoint>,
-    limits: &ForwardLimits,
+    waits: Waits,
     connections: &ConnectionLimits,
     fresh_only: bool,
 ) -> Result<(Sender, Option<Duration>), NoConnection> {
-    let deadline = Instant::now() + limits.connect;
+    let deadline = Instant::now() + waits.connect;
     let mut waiting = None;
     loop {
         if !fresh_only {
-            while let Some((mut sender, idle_for)) = endpoint.checkout(limits.pool_idle) {
+            while let Some((mut sender, idle_for)) = endpoint.checkout(waits.pool_idle) {
                 // The previous response was read to the end, so the connection is normally
                 // ready at once; a closed one errors, and a wedged one is abandoned.
                 if sender.is_ready() {
                     return Ok((sender, Some(idle_for)));
                 }
-                if let Ok(Ok(())) = tokio::time::timeout(limits.connect, sender.ready()).await {
+                if let Ok(Ok(())) = tokio::time::timeout(waits.connect, sender.ready()).await {
                     return Ok((sender, Some(idle_for)));
                 }
             }
         }
         if endpoint.reserve_connection(connections.max_connections) {
-            return open(endpoint, limits)
+            return open(endpoint, waits.connect)
                 .await
                 .map(|sender| (sender, None))
                 .map_err(|e| {
@@ -74,8 +83,8 @@ pub(crate) async fn connection(
 }
 
 /// Opens a new connection (already counted in the endpoint's open connections).
-async fn open(endpoint: &Arc<Endpoint>, limits: &ForwardLimits) -> io::Result<Sender> {
-    let stream = tokio::time::timeout(limits.connect, TcpStream::connect(endpoint.addr()))
+async fn open(endpoint: &Arc<Endpoint>, connect: Duration) -> io::Result<Sender> {
+    let stream = tokio::time::timeout(connect, TcpStream::connect(endpoint.addr()))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{
     attempts::{Attempts, Failure},
-    connection::{connection, NoConnection},
+    connection::{connection, NoConnection, Waits},
     Endpoint, EndpointSet, Lease, Preference, Sender, Upstream,
 };
 use crate::{
@@ -137,7 +137,11 @@ pub(crate) async fn forward(
         };
         let endpoint = &endpoints[idx];
         let mut lease = Lease::new(endpoint.clone());
-        let acquired = connection(endpoint, limits, &upstream.limits, fresh_only).await;
+        let waits = Waits {
+            connect: limits.connect,
+            pool_idle: limits.pool_idle,
+        };
+        let acquired = connection(endpoint, waits, &upstream.limits, fresh_only).await;
         let (mut sender, idle_for) = match acquired {
             Ok(c) => c,
             Err(NoConnection::Overloaded) => {
