@@ -1270,8 +1270,8 @@ async fn a_canary_ingress_joins_its_main_ingress_and_has_no_effect_alone() {
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
 
-/// A Service whose ready pods are these upstreams, all on one port at their own addresses.
-fn service_of_pods(api: &KubeApi, ns: &str, name: &str, pods: &[&TestUpstream]) {
+/// A Service whose ready pods listen at these addresses, all on one port.
+fn service_of_pods(api: &KubeApi, ns: &str, name: &str, pods: &[std::net::SocketAddr]) {
     api.apply(
         SERVICES,
         json!({
@@ -1281,14 +1281,14 @@ fn service_of_pods(api: &KubeApi, ns: &str, name: &str, pods: &[&TestUpstream]) 
     );
     let addresses: Vec<Value> = pods
         .iter()
-        .map(|p| json!({ "addresses": [p.addr.ip().to_string()], "conditions": { "ready": true } }))
+        .map(|p| json!({ "addresses": [p.ip().to_string()], "conditions": { "ready": true } }))
         .collect();
     api.apply(
         ENDPOINT_SLICES,
         json!({
             "metadata": { "namespace": ns, "name": format!("{name}-1"), "labels": { SERVICE_NAME_LABEL: name } },
             "addressType": "IPv4",
-            "ports": [{ "name": "http", "port": pods[0].addr.port() }],
+            "ports": [{ "name": "http", "port": pods[0].port() }],
             "endpoints": addresses,
         }),
     );
@@ -1304,7 +1304,12 @@ async fn an_affinity_ingress_keeps_sessions_on_their_pod_and_moves_them_when_it_
     for ip in ["127.0.0.3", "127.0.0.4"] {
         pods.push(TestUpstream::start_at(ip, &format!("{ip}:{port}")).await);
     }
-    service_of_pods(api, "shop", "web", &pods.iter().collect::<Vec<_>>());
+    service_of_pods(
+        api,
+        "shop",
+        "web",
+        &pods.iter().map(|p| p.addr).collect::<Vec<_>>(),
+    );
     let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
     api.apply(
         INGRESSES,
@@ -1356,7 +1361,11 @@ async fn an_affinity_ingress_keeps_sessions_on_their_pod_and_moves_them_when_it_
         assert_eq!(visit(Some(cookie.clone())).await, (200, home.clone(), None));
     }
     // Its pod leaves the EndpointSlice: the session moves to one other pod and stays.
-    let rest: Vec<&TestUpstream> = pods.iter().filter(|p| p.name != home).collect();
+    let rest: Vec<_> = pods
+        .iter()
+        .filter(|p| p.name != home)
+        .map(|p| p.addr)
+        .collect();
     service_of_pods(api, "shop", "web", &rest);
     eventually_async("the session moves", WAIT, || async {
         let (status, pod, _) = visit(Some(cookie.clone())).await;
@@ -1367,5 +1376,87 @@ async fn an_affinity_ingress_keeps_sessions_on_their_pod_and_moves_them_when_it_
     for _ in 0..5 {
         assert_eq!(visit(Some(cookie.clone())).await.1, new_home);
     }
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ingress_timeouts_and_retries_decide_what_a_hung_pod_costs() {
+    let cluster = start("ingress-retries", false).await;
+    let api = &cluster.api;
+    // One pod never answers (it reads the request and holds the connection); one answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = hung.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let good = TestUpstream::start_at("good", &format!("127.0.0.3:{port}")).await;
+    let hung_pod = format!("127.0.0.2:{port}").parse().unwrap();
+    service_of_pods(api, "shop", "web", &[hung_pod, good.addr]);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    for (name, host, annotations) in [
+        (
+            "retried",
+            "retried.example.com",
+            json!({ n("proxy-read-timeout"): "1" }),
+        ),
+        (
+            "unretried",
+            "unretried.example.com",
+            json!({ n("proxy-read-timeout"): "1", n("proxy-next-upstream"): "off" }),
+        ),
+    ] {
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                name,
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                annotations,
+                host,
+                json!([path("/", "Prefix", "web")]),
+            ),
+        );
+    }
+    for host in ["retried.example.com", "unretried.example.com"] {
+        eventually_async("the Ingress serves", WAIT, || async {
+            fetch(&cluster, host, "/").await.0 != 404
+        })
+        .await;
+    }
+    // Default retries (error timeout): a GET the hung pod holds for the Ingress's one
+    // second goes on to the good pod.
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            fetch(&cluster, "retried.example.com", "/").await,
+            (200, "good".to_owned())
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // `proxy-next-upstream: off`: the hung pod's requests end in 504 after one second.
+    let mut timed_out = 0;
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let (status, _) = fetch(&cluster, "unretried.example.com", "/").await;
+        if status == 504 {
+            timed_out += 1;
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+                "{took:?}"
+            );
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    assert!(timed_out >= 1, "the hung pod got some of four requests");
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
