@@ -700,7 +700,7 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("server-snippet", "location /admin { return 200; }"),
         ("canary", "maybe"),
         ("affinity", "ip"),
-        ("affinity-canary-behavior", "legacy"),
+        ("affinity-canary-behavior", "sticky"),
         ("upstream-hash-by-subset", "true"),
         ("proxy-next-upstream", "error sometimes"),
         ("limit-rate", "100"),

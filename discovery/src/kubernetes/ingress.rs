@@ -387,6 +387,11 @@ fn annotations(
                     policy.snippet = read;
                 }
             }
+            // Gatehouse decides main or canary per request, which is ingress-nginx's `legacy`.
+            "affinity-canary-behavior" if value.trim() == "legacy" => {}
+            "affinity-canary-behavior" => {
+                return Err(format!("annotation {name}: `{value}` is not supported; only `legacy` is (main or canary decided per request, whatever the affinity cookie)"))
+            }
             "proxy-next-upstream" => {
                 policy.retry = policy
                     .retry

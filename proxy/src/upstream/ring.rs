@@ -104,7 +104,10 @@ mod tests {
         );
         let fraction = moved.len() as f64 / 100_000.0;
         // The figure the README quotes (`cargo test -p gatehouse-proxy ring -- --nocapture`).
-        eprintln!("one endpoint of ten leaving moved {:.2} % of 100,000 keys", fraction * 100.0);
+        eprintln!(
+            "one endpoint of ten leaving moved {:.2} % of 100,000 keys",
+            fraction * 100.0
+        );
         assert!((0.07..0.13).contains(&fraction), "moved {fraction}");
     }
 

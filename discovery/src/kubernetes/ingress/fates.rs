@@ -31,7 +31,7 @@ const UPSTREAM_TLS: Fate =
 /// Every annotation ingress-nginx reads (under its prefix or `gatehouse.io/`), by name.
 pub const FATES: &[(&str, Fate)] = &[
     ("affinity", Built),
-    ("affinity-canary-behavior", AFFINITY),
+    ("affinity-canary-behavior", Built),
     ("affinity-mode", Built),
     ("allowlist-source-range", Built),
     ("app-root", REDIRECT),

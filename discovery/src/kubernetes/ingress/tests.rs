@@ -257,6 +257,7 @@ fn every_annotation_of_the_table_meets_its_fate() {
             name if name.starts_with("limit-") => "10",
             "affinity" => "cookie",
             "affinity-mode" => "balanced",
+            "affinity-canary-behavior" => "legacy",
             "load-balance" => "ewma",
             "upstream-hash-by" => "$request_uri",
             "proxy-next-upstream" => "error timeout http_502",
