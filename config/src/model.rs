@@ -121,6 +121,38 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// A redirect a route answers with (nginx's `return CODE URL`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// Where to: literals and request variables (`https://new.example.com$request_uri`).
+    pub to: Template,
+    /// 301, 302, 303, 307 or 308 (or another 3xx).
+    pub code: u16,
+}
+
+impl Redirect {
+    /// A redirect to `to` (an absolute `http(s)://` URL or a `/path`, with variables) with
+    /// `code`, a 3xx status.
+    pub fn new(to: &str, code: u16) -> Result<Redirect, String> {
+        if !(300..=308).contains(&code) || code == 304 || code == 305 || code == 306 {
+            return Err(format!(
+                "`{code}` is not a redirect status; use 301, 302, 303, 307 or 308"
+            ));
+        }
+        let to_lower = to.to_ascii_lowercase();
+        let absolute = to_lower.starts_with("http://") || to_lower.starts_with("https://");
+        if !absolute && !to.starts_with('/') && !to.starts_with('$') {
+            return Err(format!(
+                "`{to}` is not a URL; write `https://host/path` or `/path`"
+            ));
+        }
+        Ok(Redirect {
+            to: Template::parse(to)?,
+            code,
+        })
+    }
+}
+
 /// A response header operation, with nginx's semantics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeaderOp {
@@ -408,6 +440,12 @@ pub struct Route {
     pub host: HostPattern,
     /// Client networks allowed; empty allows everyone.
     pub allow: CidrSet,
+    /// Client networks refused (403), whatever `allow` says.
+    pub deny: CidrSet,
+    /// Every request of the route is answered with this redirect instead of being served.
+    pub redirect: Option<Redirect>,
+    /// A request for `/` is redirected (302) to this path (ingress-nginx's `app-root`).
+    pub app_root: Option<String>,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
     /// Redirect even without a certificate here: TLS ends at a load balancer in front

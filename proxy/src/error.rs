@@ -18,6 +18,11 @@ pub enum ProxyError {
     Misdirected { host: String },
     #[error("plaintext request for a host with forced HTTPS")]
     RedirectToHttps { location: http::HeaderValue },
+    #[error("the route redirects")]
+    Redirect {
+        location: http::HeaderValue,
+        status: StatusCode,
+    },
     #[error("route `{route}` is out of service: {reason}")]
     Unavailable { route: String, reason: String },
     #[error("request has no Host header")]
@@ -90,6 +95,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
+            ProxyError::Redirect { status, .. } => *status,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. }

@@ -157,7 +157,7 @@ impl Metrics {
         self.kubernetes_events.with_label_values(&[kind]).inc();
     }
 
-    /// Counts one refusal (`allowlist`, `untrusted_proxy`, `proxy_header`).
+    /// Counts one refusal (`allowlist`, `denylist`, `untrusted_proxy`, `proxy_header`).
     pub(crate) fn deny(&self, reason: &str) {
         self.denied.with_label_values(&[reason]).inc();
     }

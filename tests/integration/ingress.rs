@@ -707,7 +707,7 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("limit-rate-after", "10m"),
         ("global-rate-limit", "10"),
         ("upstream-hash-by", "$upstream_addr"),
-        ("denylist-source-range", "10.0.0.0/8"),
+        ("denylist-source-range", "10.0.0.0/33"),
     ];
     for (i, (name, value)) in refused.iter().enumerate() {
         // Alternate the prefixes: both are read.
@@ -1458,5 +1458,121 @@ async fn per_ingress_timeouts_and_retries_decide_what_a_hung_pod_costs() {
         }
     }
     assert!(timed_out >= 1, "the hung pod got some of four requests");
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_aliases_and_deny_lists_from_annotations() {
+    let cluster = start("ingress-redirects", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let apply = |name: &str, host: &str, annotations: Value| {
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                name,
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                annotations,
+                host,
+                json!([path("/", "Prefix", "web")]),
+            ),
+        );
+    };
+    apply(
+        "moved",
+        "moved.example.com",
+        json!({ n("permanent-redirect"): "https://new.example.com$request_uri" }),
+    );
+    apply(
+        "temp",
+        "temp.example.com",
+        json!({ n("temporal-redirect"): "https://elsewhere.example.com/", n("temporal-redirect-code"): "307", n("permanent-redirect"): "https://ignored.example.com/" }),
+    );
+    apply(
+        "root",
+        "root.example.com",
+        json!({ n("app-root"): "/app1" }),
+    );
+    apply(
+        "www",
+        "shop.example.com",
+        json!({ n("from-to-www-redirect"): "true" }),
+    );
+    apply(
+        "alias",
+        "main.example.com",
+        json!({ n("server-alias"): "other.example.com, *.wild.example.com" }),
+    );
+    apply(
+        "deny",
+        "deny.example.com",
+        json!({ n("denylist-source-range"): "127.0.0.3/32" }),
+    );
+    eventually_async("the Ingresses are served", WAIT, || async {
+        fetch(&cluster, "deny.example.com", "/").await.0 == 200
+    })
+    .await;
+    let location = |got: &Got| {
+        got.headers
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let got = get_from(&cluster, "127.0.0.2", "moved.example.com", "/a/b?c=1").await;
+    assert_eq!(
+        (got.status.as_u16(), location(&got).as_deref()),
+        (301, Some("https://new.example.com/a/b?c=1"))
+    );
+    let got = get_from(&cluster, "127.0.0.2", "temp.example.com", "/x").await;
+    assert_eq!(
+        (got.status.as_u16(), location(&got).as_deref()),
+        (307, Some("https://elsewhere.example.com/"))
+    );
+    let got = get_from(&cluster, "127.0.0.2", "root.example.com", "/").await;
+    assert_eq!(got.status, 302);
+    assert!(
+        location(&got)
+            .is_some_and(|l| l.starts_with("http://root.example.com") && l.ends_with("/app1")),
+        "{:?}",
+        location(&got)
+    );
+    assert_eq!(
+        fetch(&cluster, "root.example.com", "/app1").await,
+        (200, "web".to_owned())
+    );
+    // from-to-www: the www name answers 308 to the host, path and query kept.
+    let got = get_from(&cluster, "127.0.0.2", "www.shop.example.com", "/p?q=1").await;
+    assert_eq!(
+        (got.status.as_u16(), location(&got).as_deref()),
+        (308, Some("http://shop.example.com/p?q=1"))
+    );
+    assert_eq!(
+        fetch(&cluster, "shop.example.com", "/p").await,
+        (200, "web".to_owned())
+    );
+    // server-alias: the other names serve the same paths.
+    assert_eq!(
+        fetch(&cluster, "other.example.com", "/").await,
+        (200, "web".to_owned())
+    );
+    assert_eq!(
+        fetch(&cluster, "a.wild.example.com", "/").await,
+        (200, "web".to_owned())
+    );
+    // denylist-source-range: 127.0.0.3 is refused, others served.
+    assert_eq!(
+        fetch_from(&cluster, "127.0.0.3", "deny.example.com", "/")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        fetch_from(&cluster, "127.0.0.2", "deny.example.com", "/").await,
+        (200, "web".to_owned())
+    );
     assert_eq!(cluster.running.terminate().await, Some(0));
 }

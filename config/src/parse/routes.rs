@@ -13,6 +13,9 @@ pub(super) fn read_route(
         &[
             "host",
             "allow",
+            "deny",
+            "redirect",
+            "app_root",
             "https_redirect",
             "max_body",
             "response_headers",
@@ -41,6 +44,19 @@ pub(super) fn read_route(
         .get("allow")
         .map(|n| read_cidrs(r, n, &format!("{what} allow")))
         .unwrap_or_default();
+    let deny = f
+        .get("deny")
+        .map(|n| read_cidrs(r, n, &format!("{what} deny")))
+        .unwrap_or_default();
+    let redirect = f.get("redirect").and_then(|n| read_redirect(r, n, &what));
+    let app_root = f.get("app_root").and_then(|n| {
+        r.parsed(n, &format!("{what} app_root"), |s| {
+            match s.starts_with('/') && s.len() > 1 {
+                true => Ok(s.to_owned()),
+                false => Err(format!("`{s}` is not a path other than `/`")),
+            }
+        })
+    });
     let https_redirect = f
         .get("https_redirect")
         .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
@@ -101,6 +117,9 @@ pub(super) fn read_route(
     Some(Route {
         host: host?,
         allow,
+        deny,
+        redirect,
+        app_root,
         https_redirect,
         force_https_redirect: false,
         unavailable: None,
@@ -114,6 +133,24 @@ pub(super) fn read_route(
         paths,
         location,
     })
+}
+
+/// A route's `redirect`: `{ to: URL, code: 301 }` (code defaults to 301).
+fn read_redirect(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<Redirect> {
+    let what = format!("{what} redirect");
+    let f = r.section(node, &what, &["to", "code"], &[])?;
+    let Some(to_node) = f.get("to") else {
+        r.error(f.span, format!("{what} needs `to`"));
+        return None;
+    };
+    let code = match f.get("code") {
+        None => 301,
+        Some(n) => r.parsed(n, &format!("{what} code"), |s| {
+            s.parse::<u16>()
+                .map_err(|_| format!("`{s}` is not a status code"))
+        })?,
+    };
+    r.parsed(to_node, &what, |to| Redirect::new(to, code))
 }
 
 /// A route's `retry`: `off`, or `{ on: "error timeout http_502", tries: 3, timeout: 10s }`.

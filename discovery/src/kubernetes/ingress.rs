@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use super::endpoints::PortRef;
 pub use balancing::Balancing;
+pub use redirects::www_twin;
 pub use snippet::Snippet;
 
 /// The controller name our IngressClass carries.
@@ -103,6 +104,16 @@ pub struct Backend {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     pub allow: CidrSet,
+    /// `denylist-source-range`.
+    pub deny: CidrSet,
+    /// `temporal-redirect` or `permanent-redirect` (with `-code`).
+    pub redirect: Option<gatehouse_config::Redirect>,
+    /// `app-root`.
+    pub app_root: Option<String>,
+    /// `from-to-www-redirect`.
+    pub from_to_www: bool,
+    /// `server-alias`: more names for the Ingress's paths.
+    pub aliases: Vec<String>,
     /// `ssl-redirect`: `None` means the default (redirect when the host has a certificate).
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`: redirect even without a certificate here (TLS ends earlier).
@@ -252,8 +263,14 @@ pub fn translate<'a>(
                 source: source.clone(),
             });
         }
-        for rule in spec.rules.iter().flatten() {
-            let host = rule.host.as_ref().map(|h| h.to_ascii_lowercase());
+        // `server-alias` names get the rule's paths too.
+        let names = |rule_host: Option<String>| {
+            std::iter::once(rule_host).chain(policy.aliases.iter().map(|a| Some(a.clone())))
+        };
+        let rules = spec.rules.iter().flatten();
+        for (rule, host) in rules.flat_map(|r| {
+            names(r.host.as_ref().map(|h| h.to_ascii_lowercase())).map(move |h| (r, h))
+        }) {
             for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
                 let Some(backend) = backend(&namespace, &p.backend) else {
                     out.problems.push(format!(
@@ -350,6 +367,10 @@ fn annotations(
             "whitelist-source-range" | "allowlist-source-range" => {
                 policy.allow = annotation_cidrs(value, name, source, problems)?;
             }
+            "denylist-source-range" => {
+                policy.deny = annotation_cidrs(value, name, source, problems)?;
+            }
+            n if redirects::NAMES.contains(&n) => {}
             "proxy-body-size" => {
                 let size = parse_size(value).map_err(|e| format!("annotation {name}: {e}"))?;
                 // nginx: 0 turns the limit off.
@@ -467,6 +488,9 @@ fn annotations(
     policy.limits = limits
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
+    let family = redirects::redirects(&found, &flag)?;
+    (policy.redirect, policy.app_root) = (family.redirect, family.app_root);
+    (policy.from_to_www, policy.aliases) = (family.from_to_www, family.aliases);
     let uid = ingress.metadata.uid.as_deref();
     policy.balancing = balancing::balancing(&found, uid, &flag, problems, source)?;
     if flag("canary")? == Some(true) {
@@ -585,6 +609,7 @@ fn canary_spec(found: &BTreeMap<&str, &str>) -> Result<CanarySpec, String> {
 
 mod balancing;
 mod fates;
+mod redirects;
 mod snippet;
 pub use fates::{Fate, FATES};
 

@@ -13,8 +13,8 @@ use std::{
 
 use gatehouse_config::{
     routing::check_regex, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits, HeaderOp,
-    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Route,
-    Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
+    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Redirect,
+    Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
     DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{
     endpoints::PortRef,
-    ingress::{Backend, Balancing, IngressPath, PathKind, Translation},
+    ingress::{www_twin, Backend, Balancing, IngressPath, PathKind, Translation},
     l4::L4Mapping,
 };
 
@@ -154,6 +154,7 @@ pub fn merge(
         join_canary(&mut config, &mut services, &rule_at, p, &key, &mut problems);
     }
     apply_server_snippets(&mut config, translation, &routes, &mut problems);
+    add_www_twins(&mut config, translation, &routes, &tls_hosts);
     if config.default_service.is_none() {
         if let Some((backend, source)) = &translation.default_backend {
             match service_for(&mut config, &mut services, backend, &Balancing::default()) {
@@ -455,6 +456,52 @@ fn apply_server_snippets(
     }
 }
 
+/// `from-to-www-redirect`: the other name of the host (`www.` added or removed) answers
+/// every request with a 308 to the same path on the host, unless something routes that
+/// name already (as ingress-nginx does).
+fn add_www_twins(
+    config: &mut Config,
+    translation: &Translation,
+    routes: &HashMap<(String, HostPattern), usize>,
+    tls_hosts: &HashSet<&str>,
+) {
+    for p in &translation.paths {
+        let (true, None, Some(host)) = (p.policy.from_to_www, &p.broken, &p.host) else {
+            continue;
+        };
+        let (Some(twin), Ok(main)) = (www_twin(host), HostPattern::parse(host)) else {
+            continue;
+        };
+        let Ok(twin_host) = HostPattern::parse(&twin) else {
+            continue;
+        };
+        if config.routes.iter().any(|r| r.host == twin_host) {
+            continue;
+        }
+        let Some(service) = routes
+            .get(&(p.source.clone(), main))
+            .and_then(|i| config.routes[*i].paths.first())
+            .map(|rule| rule.service)
+        else {
+            continue;
+        };
+        let Ok(redirect) = Redirect::new(&format!("$scheme://{host}$request_uri"), 308) else {
+            continue;
+        };
+        let mut route = route_for(p, twin_host, tls_hosts);
+        route.redirect = Some(redirect);
+        route.app_root = None;
+        route.paths.push(PathRule {
+            path: "/".to_owned(),
+            kind: PathMatch::Prefix,
+            service,
+            rewrite: None,
+            canary: None,
+        });
+        config.routes.push(route);
+    }
+}
+
 /// The route of one Ingress for one host, with that Ingress's policy.
 fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> Route {
     let has_tls = p.host.as_deref().is_some_and(|h| tls_hosts.contains(h));
@@ -464,6 +511,9 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         https_redirect: p.policy.ssl_redirect.unwrap_or(has_tls),
         force_https_redirect: p.policy.force_ssl_redirect,
         allow: p.policy.allow.clone(),
+        deny: p.policy.deny.clone(),
+        redirect: p.policy.redirect.clone(),
+        app_root: p.policy.app_root.clone(),
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),

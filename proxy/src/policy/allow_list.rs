@@ -1,6 +1,7 @@
-//! The route's allow-list: a client outside it gets 403. An empty list admits everyone;
-//! the client is the one [`crate::client`] resolved (forwarded headers only from trusted
-//! proxies), so a spoofed X-Forwarded-For cannot get in.
+//! The route's allow-list and deny-list, in one place: a client in the deny-list, or outside
+//! a non-empty allow-list, gets 403. The client is the one [`crate::client`] resolved
+//! (forwarded headers only from trusted proxies), so a spoofed X-Forwarded-For cannot get
+//! in or dodge a deny.
 
 use std::net::IpAddr;
 
@@ -9,10 +10,14 @@ use gatehouse_config::Route;
 use crate::{error::ProxyError, metrics::Metrics};
 
 pub(crate) fn check(route: &Route, client: IpAddr, metrics: &Metrics) -> Result<(), ProxyError> {
-    if route.allow.is_empty() || route.allow.contains(client) {
+    let reason = if !route.deny.is_empty() && route.deny.contains(client) {
+        "denylist"
+    } else if route.allow.is_empty() || route.allow.contains(client) {
         return Ok(());
-    }
-    metrics.deny("allowlist");
+    } else {
+        "allowlist"
+    };
+    metrics.deny(reason);
     Err(ProxyError::NotAllowed {
         client,
         route: route.host.to_string(),
@@ -24,8 +29,12 @@ mod tests {
     use super::*;
 
     fn route(allow: &str) -> Route {
+        route_with(&format!("allow: \"{allow}\""))
+    }
+
+    fn route_with(lists: &str) -> Route {
         let config = gatehouse_config::parse(
-            &format!("listen: {{ http: \"127.0.0.1:0\" }}\nservices: {{ a: {{ endpoints: [] }} }}\nroutes: [{{ host: a.test, allow: \"{allow}\", paths: [{{ path: /, service: a }}] }}]\n"),
+            &format!("listen: {{ http: \"127.0.0.1:0\" }}\nservices: {{ a: {{ endpoints: [] }} }}\nroutes: [{{ host: a.test, {lists}, paths: [{{ path: /, service: a }}] }}]\n"),
             "test.yaml",
         )
         .unwrap();
@@ -52,5 +61,18 @@ mod tests {
     fn an_empty_list_admits_everyone() {
         let metrics = Metrics::new();
         assert!(check(&route(""), "203.0.113.9".parse().unwrap(), &metrics).is_ok());
+    }
+
+    #[test]
+    fn the_deny_list_wins_over_the_allow_list_and_alone_admits_the_rest() {
+        let metrics = Metrics::new();
+        let route = route_with("allow: \"10.0.0.0/8\", deny: \"10.9.0.0/16\"");
+        assert!(check(&route, "10.1.0.1".parse().unwrap(), &metrics).is_ok());
+        assert!(check(&route, "10.9.0.1".parse().unwrap(), &metrics).is_err());
+        let deny_only = route_with("deny: \"10.9.0.0/16\"");
+        assert!(check(&deny_only, "192.0.2.1".parse().unwrap(), &metrics).is_ok());
+        assert!(check(&deny_only, "10.9.3.4".parse().unwrap(), &metrics).is_err());
+        let text = String::from_utf8(metrics.encode().1).unwrap();
+        assert!(text.contains("reason=\"denylist\"} 2"), "{text}");
     }
 }

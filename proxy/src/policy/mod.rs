@@ -8,5 +8,6 @@ pub(crate) mod body_size;
 pub(crate) mod canary;
 pub(crate) mod client_limits;
 pub(crate) mod https_redirect;
+pub(crate) mod redirect;
 pub(crate) mod response_headers;
 pub(crate) mod unavailable;

@@ -1,19 +1,17 @@
 //! Admit: whether the resolved request may go on, policy by policy, in a fixed order. A
 //! route that cannot honour its policy fails closed first; who the client is decides next;
-//! then forced HTTPS, then the size of what it sends. Limits and auth plug in here.
+//! then the route's own redirects, forced HTTPS, then the size of what it sends. Limits and auth plug in here.
 
 use std::sync::atomic::Ordering;
-
-use http::HeaderMap;
 
 use crate::{
     error::ProxyError,
     policy::{
         allow_list, body_size,
         client_limits::{self, Slot},
-        https_redirect, unavailable,
+        https_redirect, redirect, unavailable,
     },
-    request::resolve::Resolved,
+    request::{resolve::Resolved, vars::RequestVars},
     state::Live,
 };
 
@@ -28,9 +26,9 @@ pub(crate) struct Admitted {
 pub(crate) fn admit(
     r: &Resolved<'_, '_>,
     live: &Live,
-    headers: &HeaderMap,
-    uri: &http::Uri,
+    vars: &RequestVars<'_>,
 ) -> Result<Admitted, ProxyError> {
+    let (headers, uri) = (vars.headers, vars.uri);
     let mut hsts = false;
     let mut slot = None;
     if let Some((route, m)) = r.target.route {
@@ -47,6 +45,7 @@ pub(crate) fn admit(
                 }
             })?;
         }
+        redirect::check(route, r.path, vars)?;
         let https_port = live.https_port.load(Ordering::Relaxed);
         if let Some(location) = https_redirect::https_location(
             r.snapshot, https_port, route, &r.host, r.conn, r.client, headers, uri,

@@ -197,10 +197,11 @@ async fn serve(
     let stats = resolved.target.stats;
     completion.stats = stats;
     let refused = |error| Refused::new(error, stats);
-    let mut admitted = admit::admit(&resolved, live, req.headers(), req.uri()).map_err(refused)?;
+    let vars = resolved.vars(&req);
+    let mut admitted = admit::admit(&resolved, live, &vars).map_err(refused)?;
     completion.slot = admitted.slot.take();
     let upstream = &snapshot.upstreams[resolved.target.service.0];
-    let choice = balance::choose(upstream, &resolved, &resolved.vars(&req));
+    let choice = balance::choose(upstream, &resolved, &vars);
     let (plan, target) = rewrite::Plan::new(resolved, &req);
     let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     let limits = match target.route {

@@ -113,7 +113,7 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     match error {
-        ProxyError::RedirectToHttps { location } => {
+        ProxyError::RedirectToHttps { location } | ProxyError::Redirect { location, .. } => {
             resp.headers_mut()
                 .insert(header::LOCATION, location.clone());
         }

@@ -22,7 +22,6 @@ const TRACING: Fate = Ignored("logging and tracing switches: Gatehouse logs ever
 const AUTH: Fate = Refused("authentication decides who may reach the paths");
 const RATE: Fate = Refused("a limit decides how much each client may ask");
 const AFFINITY: Fate = Refused("affinity decides which pod answers a client");
-const REDIRECT: Fate = Refused("a redirect sends clients elsewhere");
 const SNIPPET: Fate = Refused("raw nginx configuration has no meaning here");
 const WAF: Fate = Refused("the web application firewall decides which requests pass");
 const UPSTREAM_TLS: Fate =
@@ -34,7 +33,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("affinity-canary-behavior", Built),
     ("affinity-mode", Built),
     ("allowlist-source-range", Built),
-    ("app-root", REDIRECT),
+    ("app-root", Built),
     ("auth-always-set-cookie", AUTH),
     ("auth-cache-duration", AUTH),
     ("auth-cache-key", AUTH),
@@ -112,10 +111,7 @@ pub const FATES: &[(&str, Fate)] = &[
         "default-backend",
         Refused("unmatched requests would go to another Service"),
     ),
-    (
-        "denylist-source-range",
-        Refused("a deny list decides who may reach the paths"),
-    ),
+    ("denylist-source-range", Built),
     (
         "disable-proxy-intercept-errors",
         Ignored("error interception is not done"),
@@ -136,7 +132,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("enable-owasp-core-rules", WAF),
     ("enable-rewrite-log", TRACING),
     ("force-ssl-redirect", Built),
-    ("from-to-www-redirect", REDIRECT),
+    ("from-to-www-redirect", Built),
     ("global-rate-limit", RATE),
     ("global-rate-limit-ignored-cidrs", RATE),
     ("global-rate-limit-key", RATE),
@@ -175,8 +171,8 @@ pub const FATES: &[(&str, Fate)] = &[
     ("opentelemetry-operation-name", TRACING),
     ("opentelemetry-trust-incoming-span", TRACING),
     ("opentracing-trust-incoming-span", TRACING),
-    ("permanent-redirect", REDIRECT),
-    ("permanent-redirect-code", REDIRECT),
+    ("permanent-redirect", Built),
+    ("permanent-redirect-code", Built),
     (
         "preserve-trailing-slash",
         Ignored("forced-HTTPS redirects keep the path as it came"),
@@ -223,10 +219,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("response-headers", Built),
     ("rewrite-target", Built),
     ("satisfy", AUTH),
-    (
-        "server-alias",
-        Refused("more host names would reach the paths"),
-    ),
+    ("server-alias", Built),
     ("server-snippet", Built),
     (
         "service-upstream",
@@ -255,8 +248,8 @@ pub const FATES: &[(&str, Fate)] = &[
     ),
     ("ssl-redirect", Built),
     ("stream-snippet", SNIPPET),
-    ("temporal-redirect", REDIRECT),
-    ("temporal-redirect-code", REDIRECT),
+    ("temporal-redirect", Built),
+    ("temporal-redirect-code", Built),
     ("upstream-hash-by", Built),
     ("upstream-hash-by-subset", AFFINITY),
     ("upstream-hash-by-subset-size", AFFINITY),
