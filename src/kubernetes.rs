@@ -14,7 +14,7 @@ use gatehouse_discovery::kubernetes::{
     self,
     ingress::{translate, ClassSelection},
     l4::mappings,
-    routes::{self, secret_pem},
+    routes::{self, secret_data, secret_pem},
     ConfigMapRef, Discovery, DiscoveryEvents, PortRef, ServiceKey,
 };
 use gatehouse_proxy::{ApplyError, Gatehouse};
@@ -146,9 +146,13 @@ impl KubeRoutes {
                 )),
             }
         }
-        let (config, merge_problems) = routes::merge(file, &translation, &l4, &|ns, name| {
-            discovery.secret(ns, name).map(|s| secret_pem(&s))
-        });
+        let (config, merge_problems) = routes::merge(
+            file,
+            &translation,
+            &l4,
+            &|ns, name| discovery.secret(ns, name).map(|s| secret_pem(&s)),
+            &|ns, name| discovery.auth_secret(ns, name).map(|s| secret_data(&s)),
+        );
         problems.extend(merge_problems);
         let problems: BTreeSet<String> = problems.into_iter().collect();
         for problem in problems.difference(&self.reported) {

@@ -72,8 +72,7 @@ fn main() -> ExitCode {
     raise_open_files_limit();
     match cli.command {
         Command::Check { config, kubernetes } => match load_file(&config) {
-            Ok(loaded) => match gatehouse_proxy::tls::CertStore::load(&loaded, None)
-                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+            Ok(loaded) => match gatehouse_proxy::check_files(&loaded)
                 .and_then(|_| kube::check(&loaded, kubernetes).map_err(|e| vec![e]))
             {
                 Ok(_) => {

@@ -10,6 +10,7 @@ pub mod cidr;
 mod decode;
 mod error;
 mod host;
+pub mod htpasswd;
 mod model;
 mod parse;
 mod reach;

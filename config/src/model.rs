@@ -121,6 +121,33 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// HTTP basic authentication for a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The realm the browser shows (`WWW-Authenticate: Basic realm="..."`).
+    pub realm: String,
+    pub users: Htpasswd,
+}
+
+/// Where the users and their password hashes are: htpasswd lines (`user:hash`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Htpasswd {
+    /// A file, read when the configuration is applied.
+    File(PathBuf),
+    /// The text itself (from a Kubernetes Secret).
+    Text(String),
+}
+
+impl std::fmt::Debug for Htpasswd {
+    /// Never the hashes: configurations are printed in logs and tests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Htpasswd::File(path) => f.debug_tuple("File").field(path).finish(),
+            Htpasswd::Text(text) => write!(f, "Text(<{} lines>)", text.lines().count()),
+        }
+    }
+}
+
 /// A redirect a route answers with (nginx's `return CODE URL`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redirect {
@@ -446,6 +473,8 @@ pub struct Route {
     pub redirect: Option<Redirect>,
     /// A request for `/` is redirected (302) to this path (ingress-nginx's `app-root`).
     pub app_root: Option<String>,
+    /// Requests need a user and password of this list (HTTP basic authentication).
+    pub basic_auth: Option<BasicAuth>,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
     /// Redirect even without a certificate here: TLS ends at a load balancer in front

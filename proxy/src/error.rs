@@ -18,6 +18,11 @@ pub enum ProxyError {
     Misdirected { host: String },
     #[error("plaintext request for a host with forced HTTPS")]
     RedirectToHttps { location: http::HeaderValue },
+    #[error("route `{route}` needs a user and password")]
+    Unauthorized {
+        route: String,
+        challenge: http::HeaderValue,
+    },
     #[error("the route redirects")]
     Redirect {
         location: http::HeaderValue,
@@ -96,6 +101,7 @@ impl ProxyError {
             }
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Redirect { status, .. } => *status,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. }

@@ -37,4 +37,5 @@ pub use metrics::Metrics;
 /// A per-client rate, for benchmarks and embedders.
 pub use policy::client_limits::{Kind as LimitKind, OverLimit, Rate as ClientRate};
 pub use runtime::{unreachable_message, ApplyError, Gatehouse};
+pub use snapshot::check_files;
 pub use snapshot::{Snapshot, SnapshotError, MAX_REQUEST_HEAD};

@@ -12,7 +12,7 @@ use hyper_util::{
 use crate::{
     l4::key::L4Key,
     metrics::{Metrics, RouteStats},
-    policy::client_limits::RouteLimits,
+    policy::{basic_auth::Credentials, client_limits::RouteLimits},
     tls::certs::{CertStore, TlsError},
     upstream::{forward::ForwardLimits, Endpoint, Upstream},
     warnings::OncePerKey,
@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub(crate) warned: OncePerKey,
     /// Per route (by index), its client limits, if it has any.
     pub(crate) client_limits: Vec<Option<Arc<RouteLimits>>>,
+    /// Per route (by index), its basic-authentication users, if it has any.
+    pub(crate) basic_auth: Vec<Option<Arc<Credentials>>>,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -57,6 +59,54 @@ pub enum SnapshotError {
     /// Certificates that cannot be served.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Tls(Vec<TlsError>),
+    /// Users of basic authentication that cannot be read.
+    #[error("{}", .0.join("\n"))]
+    Auth(Vec<String>),
+}
+
+/// Each route's basic-authentication users (reading their files), or every route whose
+/// users cannot be read.
+fn load_credentials(config: &Config) -> Result<Vec<Option<Arc<Credentials>>>, SnapshotError> {
+    let mut errors = Vec::new();
+    let loaded = config
+        .routes
+        .iter()
+        .map(|route| {
+            let auth = route.basic_auth.as_ref()?;
+            match Credentials::load(auth) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    errors.push(format!(
+                        "{}: route `{}` auth: {e}",
+                        route.location, route.host
+                    ));
+                    None
+                }
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(SnapshotError::Auth(errors))
+    }
+}
+
+/// Checks what a configuration names outside itself (certificates, htpasswd files), as
+/// applying it would: every problem, one line each.
+pub fn check_files(config: &Config) -> Result<(), Vec<String>> {
+    let mut errors: Vec<String> = match CertStore::load(config, None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    };
+    if let Err(SnapshotError::Auth(auth)) = load_credentials(config) {
+        errors.extend(auth);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 impl Snapshot {
@@ -73,6 +123,7 @@ impl Snapshot {
             .map_err(|e| SnapshotError::Routing(format!("{e:?}")))?;
         let certs =
             CertStore::load(&config, previous.map(|p| &p.certs)).map_err(SnapshotError::Tls)?;
+        let basic_auth = load_credentials(&config)?;
         if let Some(prev) = previous {
             for cert in prev.certs.certs() {
                 let _ = metrics
@@ -210,6 +261,7 @@ impl Snapshot {
             certs,
             warned: OncePerKey::default(),
             client_limits,
+            basic_auth,
         })
     }
 

@@ -16,6 +16,7 @@ pub(super) fn read_route(
             "deny",
             "redirect",
             "app_root",
+            "auth",
             "https_redirect",
             "max_body",
             "response_headers",
@@ -57,6 +58,7 @@ pub(super) fn read_route(
             }
         })
     });
+    let basic_auth = f.get("auth").and_then(|n| read_auth(r, n, &what));
     let https_redirect = f
         .get("https_redirect")
         .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
@@ -120,6 +122,7 @@ pub(super) fn read_route(
         deny,
         redirect,
         app_root,
+        basic_auth,
         https_redirect,
         force_https_redirect: false,
         unavailable: None,
@@ -132,6 +135,39 @@ pub(super) fn read_route(
         limits,
         paths,
         location,
+    })
+}
+
+/// A route's `auth`: `{ basic: { htpasswd: FILE, realm: TEXT } }` (FILE relative to this
+/// file).
+fn read_auth(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<BasicAuth> {
+    let what = format!("{what} auth");
+    let f = r.section(
+        node,
+        &what,
+        &["basic"],
+        &[("external", "external authentication is not built yet")],
+    )?;
+    let basic = f.get("basic")?;
+    let what = format!("{what}.basic");
+    let b = r.section(basic, &what, &["htpasswd", "realm"], &[])?;
+    let realm = b
+        .get("realm")
+        .and_then(|n| r.string(n, &format!("{what} realm")))
+        .unwrap_or_default();
+    let Some(file) = b
+        .get("htpasswd")
+        .and_then(|n| r.string(n, &format!("{what} htpasswd")))
+    else {
+        r.error(
+            b.span,
+            format!("{what} needs `htpasswd`, the file of `user:hash` lines"),
+        );
+        return None;
+    };
+    Some(BasicAuth {
+        realm,
+        users: Htpasswd::File(file_dir(r.file()).join(file)),
     })
 }
 

@@ -114,6 +114,8 @@ pub struct Policy {
     pub from_to_www: bool,
     /// `server-alias`: more names for the Ingress's paths.
     pub aliases: Vec<String>,
+    /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
+    pub basic_auth: Option<BasicAuthRef>,
     /// `ssl-redirect`: `None` means the default (redirect when the host has a certificate).
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`: redirect even without a certificate here (TLS ends earlier).
@@ -138,6 +140,17 @@ pub struct Policy {
     pub canary: Option<CanarySpec>,
     /// `affinity`, `upstream-hash-by`, `load-balance`: how its Services pick a pod.
     pub balancing: Balancing,
+}
+
+/// The Secret that holds an Ingress's basic-authentication users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuthRef {
+    pub namespace: String,
+    pub name: String,
+    /// `auth-map`: one key per user, the value its hash; else `auth-file`: an htpasswd
+    /// text under the key `auth`.
+    pub map: bool,
+    pub realm: String,
 }
 
 /// What a canary Ingress's annotations say (its backend is the canary service).
@@ -371,6 +384,7 @@ fn annotations(
                 policy.deny = annotation_cidrs(value, name, source, problems)?;
             }
             n if redirects::NAMES.contains(&n) => {}
+            "auth-type" | "auth-secret" | "auth-secret-type" | "auth-realm" => {}
             "proxy-body-size" => {
                 let size = parse_size(value).map_err(|e| format!("annotation {name}: {e}"))?;
                 // nginx: 0 turns the limit off.
@@ -488,6 +502,7 @@ fn annotations(
     policy.limits = limits
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
+    policy.basic_auth = basic_auth_ref(&found, ingress)?;
     let family = redirects::redirects(&found, &flag)?;
     (policy.redirect, policy.app_root) = (family.redirect, family.app_root);
     (policy.from_to_www, policy.aliases) = (family.from_to_www, family.aliases);
@@ -501,6 +516,56 @@ fn annotations(
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
     let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
     Ok((policy, regex))
+}
+
+/// `auth-type: basic` and its Secret, as ingress-nginx reads them: `auth-secret` is `name`
+/// or `namespace/name` of the Ingress's own namespace (another namespace is refused, as
+/// ingress-nginx refuses it by default); `auth-secret-type` is `auth-file` (default) or
+/// `auth-map`. The others of the family alone do nothing, as in ingress-nginx.
+fn basic_auth_ref(
+    found: &BTreeMap<&str, &str>,
+    ingress: &Ingress,
+) -> Result<Option<BasicAuthRef>, String> {
+    let Some(kind) = found.get("auth-type").map(|v| v.trim()) else {
+        return Ok(None);
+    };
+    if kind != "basic" {
+        return Err(format!(
+            "annotation auth-type: `{kind}` is not supported; only `basic` is"
+        ));
+    }
+    let own = ingress.metadata.namespace.clone().unwrap_or_default();
+    let secret = found
+        .get("auth-secret")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .ok_or("annotation auth-type: basic needs auth-secret, the Secret of the users")?;
+    let (namespace, name) = match secret.split_once('/') {
+        Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+        None => (own.clone(), secret.to_owned()),
+    };
+    if namespace != own {
+        return Err(format!("annotation auth-secret: `{secret}` is in another namespace; a Secret of namespace {own} is needed, as ingress-nginx requires"));
+    }
+    let map = match found.get("auth-secret-type").map(|v| v.trim()) {
+        None | Some("auth-file") => false,
+        Some("auth-map") => true,
+        Some(other) => {
+            return Err(format!(
+                "annotation auth-secret-type: `{other}` is not `auth-file` or `auth-map`"
+            ))
+        }
+    };
+    let realm = found
+        .get("auth-realm")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    Ok(Some(BasicAuthRef {
+        namespace,
+        name,
+        map,
+        realm,
+    }))
 }
 
 /// An allow-list entry as ingress-nginx reads it: a range with host bits set below its

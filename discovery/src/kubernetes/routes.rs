@@ -44,13 +44,14 @@ pub fn secret_pem(secret: &Secret) -> SecretPem {
 }
 
 /// The file's configuration with our Ingresses merged in, and what was left out and why
-/// (for the operator's log). `secret(namespace, name)` reads a TLS Secret: `None` when it
-/// does not exist.
+/// (for the operator's log). `secret(namespace, name)` reads a TLS Secret, `auth_secret`
+/// the data of an Opaque one: `None` when it does not exist.
 pub fn merge(
     file: &Config,
     translation: &Translation,
     l4: &[L4Mapping],
     secret: &dyn Fn(&str, &str) -> Option<SecretPem>,
+    auth_secret: &dyn Fn(&str, &str) -> Option<SecretData>,
 ) -> (Config, Vec<String>) {
     let mut config = file.clone();
     let mut problems = translation.problems.clone();
@@ -138,7 +139,11 @@ pub fn merge(
         let index = *routes
             .entry((p.source.clone(), host.clone()))
             .or_insert_with(|| {
-                config.routes.push(route_for(p, host, &tls_hosts));
+                let mut route = route_for(p, host, &tls_hosts);
+                if let Some(auth) = &p.policy.basic_auth {
+                    basic_auth::attach(&mut route, auth, auth_secret, &p.source);
+                }
+                config.routes.push(route);
                 config.routes.len() - 1
             });
         config.routes[index].paths.push(PathRule {
@@ -514,6 +519,8 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         deny: p.policy.deny.clone(),
         redirect: p.policy.redirect.clone(),
         app_root: p.policy.app_root.clone(),
+        // Filled in by the merge, which reads the Secret.
+        basic_auth: None,
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),
@@ -536,5 +543,8 @@ fn object_location(source: &str) -> Location {
     }
 }
 
+mod basic_auth;
 #[cfg(test)]
 mod tests;
+
+pub use basic_auth::{secret_data, SecretData};

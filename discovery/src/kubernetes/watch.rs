@@ -74,6 +74,8 @@ struct Scope {
     services: Store<Service>,
     ingresses: Store<Ingress>,
     secrets: Store<Secret>,
+    /// Opaque Secrets, for basic authentication's users.
+    auth_secrets: Store<Secret>,
 }
 
 /// One cluster: its namespaces, its IngressClasses (cluster-scoped), and the L4
@@ -120,8 +122,10 @@ pub struct DiscoveryEvents {
     pub synced: watch::Receiver<bool>,
 }
 
-/// The type of the only Secrets Gatehouse reads.
+/// The type of the Secrets Gatehouse reads certificates from.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// The type of the Secrets Gatehouse reads basic authentication's users from.
+pub const AUTH_SECRET_TYPE: &str = "Opaque";
 
 impl Discovery {
     /// Starts watching, in `namespaces` (all when empty), through every client.
@@ -139,9 +143,9 @@ impl Discovery {
         } else {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        // Four namespaced watches per scope, the cluster's IngressClasses, and one per
+        // Five namespaced watches per scope, the cluster's IngressClasses, and one per
         // named ConfigMap.
-        let per_cluster = namespaces.len() * 4 + 1 + config_maps.len();
+        let per_cluster = namespaces.len() * 5 + 1 + config_maps.len();
         let pending = Arc::new(AtomicUsize::new(clients.len() * per_cluster));
         let synced_tx = Arc::new(synced_tx);
         let once = || SyncOnce::new(pending.clone(), synced_tx.clone());
@@ -153,6 +157,7 @@ impl Discovery {
                 let (services, services_writer) = reflector::store::<Service>();
                 let (ingresses, ingresses_writer) = reflector::store::<Ingress>();
                 let (secrets, secrets_writer) = reflector::store::<Secret>();
+                let (auth_secrets, auth_secrets_writer) = reflector::store::<Secret>();
                 tokio::spawn(watch_slices(
                     api(client, *ns),
                     slices.clone(),
@@ -184,11 +189,20 @@ impl Discovery {
                     |_: Option<&Secret>| Change::Routes,
                     stop.clone(),
                 ));
+                tokio::spawn(reflect(
+                    api(client, *ns),
+                    watcher::Config::default().fields(&format!("type={AUTH_SECRET_TYPE}")),
+                    auth_secrets_writer,
+                    Reporter::new(&tx, &on_event, once(), "Secret"),
+                    |_: Option<&Secret>| Change::Routes,
+                    stop.clone(),
+                ));
                 scopes.push(Scope {
                     slices,
                     services,
                     ingresses,
                     secrets,
+                    auth_secrets,
                 });
             }
             let (classes, classes_writer) = reflector::store::<IngressClass>();
@@ -281,6 +295,13 @@ impl Discovery {
                 .filter(|(r, _)| r == map)
                 .find_map(|(_, store)| store.get(&reference))
         })
+    }
+
+    /// An Opaque Secret (basic authentication's users), from the first cluster that has it.
+    pub fn auth_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let reference = ObjectRef::<Secret>::new(name).within(namespace);
+        self.scopes()
+            .find_map(|scope| scope.auth_secrets.get(&reference))
     }
 
     /// A TLS Secret, from the first cluster that has it.

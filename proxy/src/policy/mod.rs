@@ -4,6 +4,7 @@
 
 pub(crate) mod affinity;
 pub(crate) mod allow_list;
+pub(crate) mod basic_auth;
 pub(crate) mod body_size;
 pub(crate) mod canary;
 pub(crate) mod client_limits;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use crate::{
     error::ProxyError,
     policy::{
-        allow_list, body_size,
+        allow_list, basic_auth, body_size,
         client_limits::{self, Slot},
         https_redirect, redirect, unavailable,
     },
@@ -56,4 +56,20 @@ pub(crate) fn admit(
     }
     body_size::check(headers, r.target.max_body)?;
     Ok(Admitted { hsts, slot })
+}
+
+/// Who the client is, for routes that ask (basic authentication): after admission, since
+/// checking a password costs far more than any policy above, and a client the allow-list
+/// or its limits refuse must not get to spend it.
+pub(crate) async fn authenticate(
+    r: &Resolved<'_, '_>,
+    headers: &http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let Some((route, m)) = r.target.route else {
+        return Ok(());
+    };
+    match &r.snapshot.basic_auth[m.route] {
+        Some(creds) => basic_auth::check(creds, headers, &route.host.to_string()).await,
+        None => Ok(()),
+    }
 }

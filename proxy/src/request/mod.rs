@@ -200,6 +200,9 @@ async fn serve(
     let vars = resolved.vars(&req);
     let mut admitted = admit::admit(&resolved, live, &vars).map_err(refused)?;
     completion.slot = admitted.slot.take();
+    admit::authenticate(&resolved, vars.headers)
+        .await
+        .map_err(refused)?;
     let upstream = &snapshot.upstreams[resolved.target.service.0];
     let choice = balance::choose(upstream, &resolved, &vars);
     let (plan, target) = rewrite::Plan::new(resolved, &req);

@@ -113,6 +113,10 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     match error {
+        ProxyError::Unauthorized { challenge, .. } => {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
         ProxyError::RedirectToHttps { location } | ProxyError::Redirect { location, .. } => {
             resp.headers_mut()
                 .insert(header::LOCATION, location.clone());

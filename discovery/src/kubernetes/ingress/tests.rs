@@ -260,6 +260,8 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "permanent-redirect" | "temporal-redirect" => "https://example.com/",
             "permanent-redirect-code" | "temporal-redirect-code" => "301",
             "app-root" => "/app",
+            "auth-type" => "basic",
+            "auth-secret-type" => "auth-map",
             "server-alias" => "alias.example.com",
             "affinity-mode" => "balanced",
             "affinity-canary-behavior" => "legacy",
@@ -274,8 +276,12 @@ fn every_annotation_of_the_table_meets_its_fate() {
             _ => "true",
         };
         for prefix in ["nginx.ingress.kubernetes.io/", "gatehouse.io/"] {
-            let (result, problems) =
-                policy_of(serde_json::json!({ format!("{prefix}{name}"): value }));
+            let mut annotations = serde_json::json!({ format!("{prefix}{name}"): value });
+            if *name == "auth-type" {
+                // Basic authentication needs its Secret: alone it fails closed.
+                annotations[format!("{prefix}auth-secret")] = "users".into();
+            }
+            let (result, problems) = policy_of(annotations);
             match fate {
                 Fate::Refused(_) => {
                     let why = result.expect_err(name);

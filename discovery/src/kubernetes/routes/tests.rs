@@ -24,6 +24,10 @@ fn no_secrets(_: &str, _: &str) -> Option<SecretPem> {
     None
 }
 
+fn no_auth(_: &str, _: &str) -> Option<SecretData> {
+    None
+}
+
 fn route<'a>(config: &'a Config, source: &str, host: &str) -> &'a Route {
     config
         .routes
@@ -52,7 +56,7 @@ fn ingresses_sharing_a_host_keep_their_own_policy_and_the_file_wins_its_paths() 
         json!({ "rules": [rule("shared.example.com", json!([path("/admin", "Exact", "admin", json!({ "name": "http" }))]))] }),
     );
     let t = translate([&open, &closed], &ours());
-    let (config, problems) = merge(&file(), &t, &[], &no_secrets);
+    let (config, problems) = merge(&file(), &t, &[], &no_secrets, &no_auth);
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
 
     let public = table
@@ -101,7 +105,13 @@ fn regex_paths_are_case_insensitive_and_a_bad_one_is_skipped_alone() {
             path("/broken(", "ImplementationSpecific", "web", port(80)),
         ]))] }),
     );
-    let (config, problems) = merge(&file(), &translate([&i], &ours()), &[], &no_secrets);
+    let (config, problems) = merge(
+        &file(),
+        &translate([&i], &ours()),
+        &[],
+        &no_secrets,
+        &no_auth,
+    );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table
         .find("re.example.com", "/APP/users")
@@ -130,7 +140,13 @@ fn hostless_rules_catch_other_hosts_and_the_default_backend_is_the_default_servi
             "rules": [{ "http": { "paths": [path("/", "Prefix", "catchall", port(80))] } }],
         }),
     );
-    let (config, _) = merge(&file(), &translate([&i], &ours()), &[], &no_secrets);
+    let (config, _) = merge(
+        &file(),
+        &translate([&i], &ours()),
+        &[],
+        &no_secrets,
+        &no_auth,
+    );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table.find("whatever.test", "/x").expect("any host");
     assert_eq!(config.routes[m.route].host, HostPattern::Any);
@@ -175,7 +191,7 @@ fn tls_secrets_become_certificates_and_turn_the_redirect_on_by_default() {
         (ns == "a" && name == "good").then(|| Ok(("CERT".to_owned(), "KEY".to_owned())))
     };
     let t = translate([&secure, &optout, &missing, &forced], &ours());
-    let (config, problems) = merge(&file(), &t, &[], &secrets);
+    let (config, problems) = merge(&file(), &t, &[], &secrets, &no_auth);
 
     assert!(route(&config, "a/secure", "secure.example.com").https_redirect);
     assert!(!route(&config, "a/optout", "optout.example.com").https_redirect);
@@ -228,6 +244,7 @@ fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
         &translate([&good, &bad], &ours()),
         &[],
         &no_secrets,
+        &no_auth,
     );
     assert!(route(&config, "a/good", "good.example.com")
         .unavailable
@@ -261,7 +278,13 @@ fn configmap_ports_listen_on_the_proxy_ip_and_the_file_keeps_its_ports() {
         idle: std::time::Duration::from_secs(1),
         location: file.routes[0].location.clone(),
     });
-    let (config, merged_problems) = merge(&file, &Translation::default(), &mappings, &no_secrets);
+    let (config, merged_problems) = merge(
+        &file,
+        &Translation::default(),
+        &mappings,
+        &no_secrets,
+        &no_auth,
+    );
     let pg = config
         .l4
         .iter()
@@ -302,7 +325,7 @@ fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
         json!({ "rules": [rule("c.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
     let t = translate([&sticky, &plain, &hashed], &ours());
-    let (config, _) = merge(&file(), &t, &[], &no_secrets);
+    let (config, _) = merge(&file(), &t, &[], &no_secrets, &no_auth);
     let service_of = |source: &str, host: &str| {
         &config.services[route(&config, source, host).paths[0].service.0]
     };
