@@ -1576,3 +1576,146 @@ async fn redirects_aliases_and_deny_lists_from_annotations() {
     );
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// An Opaque Secret with these keys (values as written).
+fn opaque_secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), b64(v).into()))
+        .collect();
+    json!({ "metadata": { "namespace": ns, "name": name }, "type": "Opaque", "data": data })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_ingresses_follow_their_secret_and_fail_closed_without_it() {
+    let cluster = start("ingress-basic-auth", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    // `openssl passwd -apr1 -salt abcdefgh secret1` and `-5 -salt saltsalt secret3`.
+    let ann = "$apr1$abcdefgh$paCto.rW8wn6thJ8b0QQY.";
+    let cid = "$5$saltsalt$ZfIYlhmI00KtX.OgJ3KQOS7qiwyKs.IsgQL6lLgsnnD";
+    api.apply(
+        SECRETS,
+        opaque_secret("shop", "users", &[("auth", &format!("ann:{ann}\n"))]),
+    );
+    api.apply(SECRETS, opaque_secret("shop", "user-map", &[("cid", cid)]));
+    for (name, host, annotations) in [
+        (
+            "file",
+            "file.example.com",
+            json!({ n("auth-type"): "basic", n("auth-secret"): "users", n("auth-realm"): "Shop staff" }),
+        ),
+        (
+            "map",
+            "map.example.com",
+            json!({ n("auth-type"): "basic", n("auth-secret"): "shop/user-map", n("auth-secret-type"): "auth-map" }),
+        ),
+        (
+            "elsewhere",
+            "elsewhere.example.com",
+            json!({ n("auth-type"): "basic", n("auth-secret"): "other/users" }),
+        ),
+    ] {
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                name,
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                annotations,
+                host,
+                json!([path("/", "Prefix", "web")]),
+            ),
+        );
+    }
+    let http = cluster.running.http;
+    let status = |host: &'static str, who: Option<(&'static str, &'static str)>| async move {
+        let value = who.map(|(u, p)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
+        let headers: Vec<(&str, &str)> = value
+            .iter()
+            .map(|v| ("authorization", v.as_str()))
+            .collect();
+        let got = send(&client(), get_req_at(http, host, "/", &headers)).await;
+        (
+            got.status.as_u16(),
+            got.headers
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )
+    };
+    eventually_async("the Ingress asks for credentials", WAIT, || async {
+        status("file.example.com", None).await.0 == 401
+    })
+    .await;
+    assert_eq!(
+        status("file.example.com", None).await.1.as_deref(),
+        Some("Basic realm=\"Shop staff\"")
+    );
+    assert_eq!(
+        status("file.example.com", Some(("ann", "secret1"))).await.0,
+        200
+    );
+    assert_eq!(
+        status("file.example.com", Some(("ann", "secret2"))).await.0,
+        401
+    );
+    assert_eq!(
+        status("map.example.com", Some(("cid", "secret3"))).await.0,
+        200
+    );
+    assert_eq!(
+        status("map.example.com", Some(("ann", "secret1"))).await.0,
+        401
+    );
+    // A Secret of another namespace is refused: 503, never the application.
+    assert_eq!(
+        status("elsewhere.example.com", Some(("ann", "secret1")))
+            .await
+            .0,
+        503
+    );
+
+    // Rotated live: the next request sees the new users.
+    let bob = "$6$saltsalt$P2FbZ8c7x7uytMcLIQcIRMWgUZ/Uy48LCuKu.tpI/rYWSp/cKtq.zrD46YIij/l62Sx7404pS7pgqM2usW5AU.";
+    api.apply(
+        SECRETS,
+        opaque_secret("shop", "users", &[("auth", &format!("bob:{bob}\n"))]),
+    );
+    eventually_async("the rotated Secret applies", WAIT, || async {
+        status("file.example.com", Some(("bob", "secret2"))).await.0 == 200
+    })
+    .await;
+    assert_eq!(
+        status("file.example.com", Some(("ann", "secret1"))).await.0,
+        401
+    );
+    // The Secret goes: the Ingress fails closed, with a log line naming it.
+    api.delete(SECRETS, "shop", "users");
+    eventually_async("no Secret, no service", WAIT, || async {
+        status("file.example.com", Some(("bob", "secret2"))).await.0 == 503
+    })
+    .await;
+    eventually("the log names the Secret", WAIT, || {
+        cluster
+            .running
+            .logged("auth-secret shop/users: the Secret does not exist")
+            >= 1
+    })
+    .await;
+    assert_eq!(
+        status("map.example.com", Some(("cid", "secret3"))).await.0,
+        200,
+        "other Ingresses unaffected"
+    );
+    assert_eq!(cluster.running.logged("secret3"), 0);
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

@@ -141,7 +141,7 @@ pub fn merge(
             .or_insert_with(|| {
                 let mut route = route_for(p, host, &tls_hosts);
                 if let Some(auth) = &p.policy.basic_auth {
-                    basic_auth::attach(&mut route, auth, auth_secret, &p.source);
+                    basic_auth::attach(&mut route, auth, auth_secret, &p.source, &mut problems);
                 }
                 config.routes.push(route);
                 config.routes.len() - 1

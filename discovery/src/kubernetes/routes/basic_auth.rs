@@ -24,12 +24,14 @@ pub fn secret_data(secret: &Secret) -> SecretData {
 }
 
 /// Gives `route` the users `auth` names, read with `read(namespace, name)`; or makes it
-/// answer 503 saying why, when they cannot be read. `source` names the Ingress.
+/// answer 503 saying why (in `problems` too), when they cannot be read. `source` names the
+/// Ingress.
 pub(super) fn attach(
     route: &mut Route,
     auth: &BasicAuthRef,
     read: &dyn Fn(&str, &str) -> Option<SecretData>,
     source: &str,
+    problems: &mut Vec<String>,
 ) {
     match users(auth, read) {
         Ok(text) => {
@@ -43,6 +45,7 @@ pub(super) fn attach(
                 "Ingress {source}: auth-secret {}/{}: {why}; its paths answer 503 until the Secret holds its users",
                 auth.namespace, auth.name
             );
+            problems.push(why.clone());
             route.unavailable.get_or_insert(why);
         }
     }
