@@ -121,6 +121,70 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// CORS as ingress-nginx answers it: `Access-Control-*` headers on the answers for allowed
+/// origins, and `OPTIONS` requests answered 204 by Gatehouse.
+#[derive(Clone, Debug)]
+pub struct Cors {
+    /// `None`: any origin (`*`); else the request's `Origin` must match one of these.
+    pub origins: Option<regex::Regex>,
+    pub methods: String,
+    pub headers: String,
+    pub expose_headers: String,
+    pub credentials: bool,
+    /// Seconds.
+    pub max_age: u64,
+}
+
+impl Cors {
+    /// ingress-nginx's defaults.
+    pub const DEFAULT_METHODS: &'static str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+    pub const DEFAULT_HEADERS: &'static str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+    pub const DEFAULT_MAX_AGE: u64 = 1_728_000;
+
+    /// CORS for `origins` (a comma-separated list: `*`, or origins such as
+    /// `https://app.example.com` and `https://*.example.com`, with optional ports), with
+    /// ingress-nginx's defaults for the rest.
+    pub fn new(origins: &str) -> Result<Cors, String> {
+        let mut patterns = Vec::new();
+        for origin in origins.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if origin == "*" {
+                patterns.clear();
+                break;
+            }
+            let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty()
+                    && scheme.chars().all(|c| c.is_ascii_alphabetic())
+                    && !rest.is_empty()
+                    && rest
+                        .trim_start_matches("*.")
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+            }) || origin == "null";
+            if !valid {
+                return Err(format!("`{origin}` is not an origin (`https://app.example.com`, `https://*.example.com`, `*`)"));
+            }
+            // `*.` stands for one label, as in ingress-nginx.
+            patterns.push(regex::escape(origin).replace(r"\*\.", r"[a-z0-9-]+\."));
+        }
+        let origins = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                regex::Regex::new(&format!("(?i)^(?:{})$", patterns.join("|")))
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        Ok(Cors {
+            origins,
+            methods: Self::DEFAULT_METHODS.to_owned(),
+            headers: Self::DEFAULT_HEADERS.to_owned(),
+            expose_headers: String::new(),
+            credentials: true,
+            max_age: Self::DEFAULT_MAX_AGE,
+        })
+    }
+}
+
 /// HTTP basic authentication for a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BasicAuth {
@@ -475,6 +539,8 @@ pub struct Route {
     pub app_root: Option<String>,
     /// Requests need a user and password of this list (HTTP basic authentication).
     pub basic_auth: Option<BasicAuth>,
+    /// Cross-origin requests the route answers for browsers (ingress-nginx's `enable-cors`).
+    pub cors: Option<Cors>,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
     /// Redirect even without a certificate here: TLS ends at a load balancer in front

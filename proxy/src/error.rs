@@ -23,6 +23,8 @@ pub enum ProxyError {
         route: String,
         challenge: http::HeaderValue,
     },
+    #[error("a CORS preflight, answered here")]
+    Preflight,
     #[error("the route redirects")]
     Redirect {
         location: http::HeaderValue,
@@ -102,6 +104,7 @@ impl ProxyError {
             ProxyError::RedirectToHttps { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Redirect { status, .. } => *status,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Preflight => StatusCode::NO_CONTENT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. }

@@ -1719,3 +1719,89 @@ async fn basic_auth_ingresses_follow_their_secret_and_fail_closed_without_it() {
     assert_eq!(cluster.running.logged("secret3"), 0);
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_ingresses_answer_preflights_and_mark_answers_for_allowed_origins() {
+    let cluster = start("ingress-cors", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "api",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({
+                n("enable-cors"): "true",
+                n("cors-allow-origin"): "https://app.example.com, https://*.example.org",
+                n("cors-allow-methods"): "GET, POST",
+                n("cors-expose-headers"): "X-Total",
+                n("cors-max-age"): "600",
+                n("limit-rps"): "1",
+                n("limit-burst-multiplier"): "1",
+            }),
+            "api.example.com",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    let http = cluster.running.http;
+    let ask = |method: &'static str, origin: &'static str, from: &'static str| async move {
+        let mut req = get_req("api.example.com", "/items", &[("origin", origin)]);
+        *req.method_mut() = method.parse().unwrap();
+        request_from(from, http, b"", req).await.expect("an answer")
+    };
+    eventually_async("the Ingress serves", WAIT, || async {
+        ask("GET", "https://app.example.com", "127.0.0.2")
+            .await
+            .status
+            == 200
+    })
+    .await;
+    let before = web.requests.load(std::sync::atomic::Ordering::Relaxed);
+    // A preflight from a listed origin is answered here, 204, never reaching the upstream.
+    let pre = ask("OPTIONS", "https://eu.example.org", "127.0.0.3").await;
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.headers["access-control-allow-origin"],
+        "https://eu.example.org"
+    );
+    assert_eq!(pre.headers["access-control-allow-methods"], "GET, POST");
+    assert_eq!(pre.headers["access-control-max-age"], "600");
+    assert_eq!(pre.headers["access-control-allow-credentials"], "true");
+    assert!(pre.body.is_empty());
+    assert_eq!(
+        web.requests.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+    // A simple request: the upstream's answer with the headers and Vary: Origin.
+    let got = ask("GET", "https://app.example.com", "127.0.0.4").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(got.headers["access-control-expose-headers"], "X-Total");
+    assert!(got.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    // An origin not listed gets no CORS header, and its OPTIONS goes to the upstream.
+    let other = ask("GET", "https://evil.example.com", "127.0.0.5").await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+    let options = ask("OPTIONS", "https://evil.example.com", "127.0.0.6").await;
+    assert_eq!(options.status, 200, "the upstream answered it");
+    // Gatehouse's own errors carry the headers too (a browser can read the 429).
+    let mut limited = ask("GET", "https://app.example.com", "127.0.0.7").await;
+    for _ in 0..5 {
+        if limited.status == 429 {
+            break;
+        }
+        limited = ask("GET", "https://app.example.com", "127.0.0.7").await;
+    }
+    assert_eq!(limited.status, 429, "one request a second, a burst of one");
+    assert_eq!(
+        limited.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

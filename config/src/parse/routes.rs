@@ -17,6 +17,7 @@ pub(super) fn read_route(
             "redirect",
             "app_root",
             "auth",
+            "cors",
             "https_redirect",
             "max_body",
             "response_headers",
@@ -59,6 +60,7 @@ pub(super) fn read_route(
         })
     });
     let basic_auth = f.get("auth").and_then(|n| read_auth(r, n, &what));
+    let cors = f.get("cors").and_then(|n| read_cors(r, n, &what));
     let https_redirect = f
         .get("https_redirect")
         .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
@@ -123,6 +125,7 @@ pub(super) fn read_route(
         redirect,
         app_root,
         basic_auth,
+        cors,
         https_redirect,
         force_https_redirect: false,
         unavailable: None,
@@ -169,6 +172,60 @@ fn read_auth(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<Ba
         realm,
         users: Htpasswd::File(file_dir(r.file()).join(file)),
     })
+}
+
+/// A route's `cors`: `{ origins, methods, headers, expose_headers, credentials, max_age }`,
+/// each optional (ingress-nginx's defaults; `origins` defaults to `*`).
+fn read_cors(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<Cors> {
+    let what = format!("{what} cors");
+    let keys = [
+        "origins",
+        "methods",
+        "headers",
+        "expose_headers",
+        "credentials",
+        "max_age",
+    ];
+    let f = r.section(node, &what, &keys, &[])?;
+    let origins = f.get("origins").map_or(Some("*".to_owned()), |n| {
+        r.string(n, &format!("{what} origins"))
+    })?;
+    let mut cors = match Cors::new(&origins) {
+        Ok(c) => c,
+        Err(e) => {
+            r.error(
+                f.get("origins").map_or(f.span, |n| n.span),
+                format!("{what} origins: {e}"),
+            );
+            return None;
+        }
+    };
+    for (key, slot) in [
+        ("methods", &mut cors.methods),
+        ("headers", &mut cors.headers),
+        ("expose_headers", &mut cors.expose_headers),
+    ] {
+        if let Some(n) = f.get(key) {
+            if let Some(v) = r.parsed(n, &format!("{what} {key}"), |s| {
+                HeaderValue::from_str(s)
+                    .map(|_| s.to_owned())
+                    .map_err(|_| format!("`{s}` cannot be sent in a header"))
+            }) {
+                *slot = v;
+            }
+        }
+    }
+    if let Some(n) = f.get("credentials") {
+        cors.credentials = r
+            .boolean(n, &format!("{what} credentials"))
+            .unwrap_or(cors.credentials);
+    }
+    if let Some(n) = f.get("max_age") {
+        cors.max_age = r
+            .parsed(n, &format!("{what} max_age"), parse_duration)
+            .map_or(cors.max_age, |d| d.as_secs());
+    }
+    Some(cors)
 }
 
 /// A route's `redirect`: `{ to: URL, code: 301 }` (code defaults to 301).

@@ -116,6 +116,8 @@ pub struct Policy {
     pub aliases: Vec<String>,
     /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
     pub basic_auth: Option<BasicAuthRef>,
+    /// `enable-cors` with its `cors-*`.
+    pub cors: Option<gatehouse_config::Cors>,
     /// `ssl-redirect`: `None` means the default (redirect when the host has a certificate).
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`: redirect even without a certificate here (TLS ends earlier).
@@ -385,6 +387,7 @@ fn annotations(
             }
             n if redirects::NAMES.contains(&n) => {}
             "auth-type" | "auth-secret" | "auth-secret-type" | "auth-realm" => {}
+            n if n == "enable-cors" || n.starts_with("cors-") => {}
             "proxy-body-size" => {
                 let size = parse_size(value).map_err(|e| format!("annotation {name}: {e}"))?;
                 // nginx: 0 turns the limit off.
@@ -503,6 +506,9 @@ fn annotations(
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
     policy.basic_auth = basic_auth_ref(&found, ingress)?;
+    if flag("enable-cors")? == Some(true) {
+        policy.cors = Some(cors(&found, &flag, problems, source)?);
+    }
     let family = redirects::redirects(&found, &flag)?;
     (policy.redirect, policy.app_root) = (family.redirect, family.app_root);
     (policy.from_to_www, policy.aliases) = (family.from_to_www, family.aliases);
@@ -516,6 +522,75 @@ fn annotations(
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
     let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
     Ok((policy, regex))
+}
+
+/// `enable-cors`'s settings as ingress-nginx reads them: a value that does not parse falls
+/// back to the default (said in the log), as there; an origin that does not parse is
+/// dropped, also as there, so a list of only bad origins allows none rather than all.
+fn cors(
+    found: &BTreeMap<&str, &str>,
+    flag: &dyn Fn(&str) -> Result<Option<bool>, String>,
+    problems: &mut Vec<String>,
+    source: &str,
+) -> Result<gatehouse_config::Cors, String> {
+    use gatehouse_config::Cors;
+    let origins = match found.get("cors-allow-origin") {
+        None => "*".to_owned(),
+        Some(list) => {
+            let good: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .filter(|o| {
+                    let ok = Cors::new(o).is_ok();
+                    if !ok {
+                        problems.push(format!("Ingress {source}: annotation cors-allow-origin: `{o}` is not an origin; skipped, as ingress-nginx does"));
+                    }
+                    ok
+                })
+                .collect();
+            if good.is_empty() {
+                return Err("annotation cors-allow-origin: no valid origin; the Ingress answers 503 rather than allow every origin".to_owned());
+            }
+            good.join(",")
+        }
+    };
+    let mut c = Cors::new(&origins).map_err(|e| format!("annotation cors-allow-origin: {e}"))?;
+    let text = |name: &str, valid: &dyn Fn(&str) -> bool| {
+        found
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| valid(v))
+            .map(str::to_owned)
+    };
+    let list = |v: &str| {
+        !v.is_empty()
+            && v.split(',').all(|w| {
+                let w = w.trim();
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*'))
+            })
+    };
+    if let Some(m) = text("cors-allow-methods", &list) {
+        c.methods = m;
+    }
+    if let Some(h) = text("cors-allow-headers", &list) {
+        c.headers = h;
+    }
+    if let Some(e) = text("cors-expose-headers", &list) {
+        c.expose_headers = e;
+    }
+    c.credentials = flag("cors-allow-credentials")
+        .unwrap_or(None)
+        .unwrap_or(true);
+    if let Some(age) = found
+        .get("cors-max-age")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        c.max_age = age;
+    }
+    Ok(c)
 }
 
 /// `auth-type: basic` and its Secret, as ingress-nginx reads them: `auth-secret` is `name`

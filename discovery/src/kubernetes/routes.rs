@@ -521,6 +521,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         app_root: p.policy.app_root.clone(),
         // Filled in by the merge, which reads the Secret.
         basic_auth: None,
+        cors: p.policy.cors.clone(),
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),

@@ -9,7 +9,7 @@ use crate::{
     policy::{
         allow_list, basic_auth, body_size,
         client_limits::{self, Slot},
-        https_redirect, redirect, unavailable,
+        cors, https_redirect, redirect, unavailable,
     },
     request::{resolve::Resolved, vars::RequestVars},
     state::Live,
@@ -21,6 +21,8 @@ pub(crate) struct Admitted {
     pub(crate) hsts: bool,
     /// The request's place among its client's requests in flight, while it lasts.
     pub(crate) slot: Option<Slot>,
+    /// The `Access-Control-Allow-Origin` of the answer, when the route's CORS applies.
+    pub(crate) cors_origin: Option<http::HeaderValue>,
 }
 
 pub(crate) fn admit(
@@ -31,6 +33,7 @@ pub(crate) fn admit(
     let (headers, uri) = (vars.headers, vars.uri);
     let mut hsts = false;
     let mut slot = None;
+    let mut cors_origin = None;
     if let Some((route, m)) = r.target.route {
         unavailable::check(route)?;
         allow_list::check(route, r.client.ip, &live.metrics)?;
@@ -46,6 +49,10 @@ pub(crate) fn admit(
             })?;
         }
         redirect::check(route, r.path, vars)?;
+        if let Some(c) = &route.cors {
+            cors_origin = cors::allowed_origin(c, vars.headers.get(http::header::ORIGIN));
+            cors::preflight(vars.method, cors_origin.as_ref())?;
+        }
         let https_port = live.https_port.load(Ordering::Relaxed);
         if let Some(location) = https_redirect::https_location(
             r.snapshot, https_port, route, &r.host, r.conn, r.client, headers, uri,
@@ -55,7 +62,11 @@ pub(crate) fn admit(
         hsts = https_redirect::wants_hsts(r.snapshot, route, &r.host, r.conn);
     }
     body_size::check(headers, r.target.max_body)?;
-    Ok(Admitted { hsts, slot })
+    Ok(Admitted {
+        hsts,
+        slot,
+        cors_origin,
+    })
 }
 
 /// Who the client is, for routes that ask (basic authentication): after admission, since

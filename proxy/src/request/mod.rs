@@ -31,7 +31,7 @@ use crate::{
     conn::ConnInfo,
     error::ProxyError,
     path,
-    policy::response_headers,
+    policy::{cors, response_headers},
     response_body::ResponseBody,
     snapshot::Snapshot,
     state::{Drain, Live},
@@ -57,6 +57,8 @@ pub(crate) async fn handle(
     let normalized = normalized_path(&req, &snapshot.config);
     let log = log_record(&snapshot.config, &conn, &client, &req, &normalized);
     let version = req.version();
+    // For the CORS headers of an error answer, once the request is gone.
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
     let mut pending = Pending::new(Completion {
         snapshot: snapshot.clone(),
         stats: snapshot.none_stats(),
@@ -93,10 +95,16 @@ pub(crate) async fn handle(
         Err(Refused { error, stats }) => {
             warn_operator(&error);
             let mut response = error_response(&error);
-            // The route's snippet headers go on its errors too (add_header: with `always`).
+            // The route's snippet headers go on its errors too (add_header: with `always`),
+            // and so do its CORS headers, as with ingress-nginx's more_set_headers.
             if let Some(route) = snapshot.config.routes.get(stats) {
                 let status = response.status();
                 response_headers::apply_ops(response.headers_mut(), route, status);
+                if let Some(c) = &route.cors {
+                    if let Some(allowed) = cors::allowed_origin(c, origin.as_ref()) {
+                        cors::add_headers(response.headers_mut(), c, &allowed);
+                    }
+                }
             }
             (response, stats, None)
         }

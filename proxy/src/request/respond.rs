@@ -10,7 +10,7 @@ use crate::{
     conn::ConnInfo,
     error::ProxyError,
     headers,
-    policy::{https_redirect, response_headers},
+    policy::{cors, https_redirect, response_headers},
     request::{admit::Admitted, resolve::Target, tunnel},
     response_body::ResponseBody,
     upstream::{forward::ForwardLimits, Lease},
@@ -75,6 +75,11 @@ fn respond_policies(parts: &mut response::Parts, target: &Target<'_>, admitted: 
     if admitted.hsts {
         https_redirect::add_hsts(&mut parts.headers);
     }
+    if let (Some((route, _)), Some(origin)) = (target.route, &admitted.cors_origin) {
+        if let Some(c) = &route.cors {
+            cors::add_headers(&mut parts.headers, c, origin);
+        }
+    }
 }
 
 /// From the start of the drain every answer ends its connection: HTTP/1 answers say
@@ -101,6 +106,16 @@ pub(crate) fn close_when_draining(
 /// A response made by the proxy itself.
 pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     let status = error.status();
+    if let ProxyError::Preflight = error {
+        // As ingress-nginx answers a CORS preflight: no body.
+        let mut resp = Response::new(ResponseBody::empty());
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain charset=UTF-8"),
+        );
+        return resp;
+    }
     let text = format!(
         "{} {}\n",
         status.as_u16(),

@@ -75,30 +75,12 @@ pub const FATES: &[(&str, Fate)] = &[
             "the Connection header to the upstream: Gatehouse keeps upstream connections alive",
         ),
     ),
-    (
-        "cors-allow-credentials",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
-    (
-        "cors-allow-headers",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
-    (
-        "cors-allow-methods",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
-    (
-        "cors-allow-origin",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
-    (
-        "cors-expose-headers",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
-    (
-        "cors-max-age",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
+    ("cors-allow-credentials", Built),
+    ("cors-allow-headers", Built),
+    ("cors-allow-methods", Built),
+    ("cors-allow-origin", Built),
+    ("cors-expose-headers", Built),
+    ("cors-max-age", Built),
     (
         "custom-headers",
         Ignored("extra response headers from a ConfigMap: use gatehouse.io/response-headers"),
@@ -117,10 +99,7 @@ pub const FATES: &[(&str, Fate)] = &[
         Ignored("error interception is not done"),
     ),
     ("enable-access-log", TRACING),
-    (
-        "enable-cors",
-        Ignored("CORS: browsers refuse cross-origin reads of these paths"),
-    ),
+    ("enable-cors", Built),
     (
         "enable-global-auth",
         Ignored("there is no global external authentication to switch off"),

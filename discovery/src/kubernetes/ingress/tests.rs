@@ -260,6 +260,7 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "permanent-redirect" | "temporal-redirect" => "https://example.com/",
             "permanent-redirect-code" | "temporal-redirect-code" => "301",
             "app-root" => "/app",
+            "cors-allow-origin" => "https://a.example.com",
             "auth-type" => "basic",
             "auth-secret-type" => "auth-map",
             "server-alias" => "alias.example.com",
