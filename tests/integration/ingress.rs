@@ -1512,6 +1512,11 @@ async fn redirects_aliases_and_deny_lists_from_annotations() {
         "deny.example.com",
         json!({ n("denylist-source-range"): "127.0.0.3/32" }),
     );
+    apply(
+        "vhost",
+        "vhost.example.com",
+        json!({ n("upstream-vhost"): "internal.$host", n("x-forwarded-prefix"): "/shop" }),
+    );
     eventually_async("the Ingresses are served", WAIT, || async {
         fetch(&cluster, "deny.example.com", "/").await.0 == 200
     })
@@ -1563,6 +1568,18 @@ async fn redirects_aliases_and_deny_lists_from_annotations() {
         fetch(&cluster, "a.wild.example.com", "/").await,
         (200, "web".to_owned())
     );
+    // upstream-vhost and x-forwarded-prefix: the upstream's Host and prefix header.
+    eventually_async("the vhost Ingress is served", WAIT, || async {
+        fetch(&cluster, "vhost.example.com", "/").await.0 == 200
+    })
+    .await;
+    let got = get_from(&cluster, "127.0.0.2", "vhost.example.com", "/p").await;
+    let echoed: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(
+        echoed["headers"]["host"], "internal.vhost.example.com",
+        "{echoed}"
+    );
+    assert_eq!(echoed["headers"]["x-forwarded-prefix"], "/shop", "{echoed}");
     // denylist-source-range: 127.0.0.3 is refused, others served.
     assert_eq!(
         fetch_from(&cluster, "127.0.0.3", "deny.example.com", "/")

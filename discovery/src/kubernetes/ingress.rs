@@ -116,6 +116,8 @@ pub struct Policy {
     pub aliases: Vec<String>,
     /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
     pub basic_auth: Option<BasicAuthRef>,
+    /// `upstream-vhost` (the upstream's Host) and `x-forwarded-prefix`.
+    pub request_headers: Vec<(HeaderName, gatehouse_config::Template)>,
     /// `enable-cors` with its `cors-*`.
     pub cors: Option<gatehouse_config::Cors>,
     /// `ssl-redirect`: `None` means the default (redirect when the host has a certificate).
@@ -387,6 +389,17 @@ fn annotations(
             }
             n if redirects::NAMES.contains(&n) => {}
             "auth-type" | "auth-secret" | "auth-secret-type" | "auth-realm" => {}
+            // Headers of the upstream's request, as ingress-nginx's proxy_set_header lines.
+            "upstream-vhost" | "x-forwarded-prefix" => {
+                let header = if *name == "upstream-vhost" {
+                    http::header::HOST
+                } else {
+                    HeaderName::from_static("x-forwarded-prefix")
+                };
+                let value = gatehouse_config::Template::parse(value.trim())
+                    .map_err(|e| format!("annotation {name}: {e}"))?;
+                policy.request_headers.push((header, value));
+            }
             n if n == "enable-cors" || n.starts_with("cors-") => {}
             "proxy-body-size" => {
                 let size = parse_size(value).map_err(|e| format!("annotation {name}: {e}"))?;

@@ -525,7 +525,13 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),
-        request_headers: p.policy.snippet.request.clone(),
+        request_headers: p
+            .policy
+            .request_headers
+            .iter()
+            .chain(&p.policy.snippet.request)
+            .cloned()
+            .collect(),
         timeouts: p.policy.timeouts,
         retry: p.policy.retry,
         limits: p.policy.limits.clone(),

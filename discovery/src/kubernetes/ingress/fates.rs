@@ -232,16 +232,10 @@ pub const FATES: &[(&str, Fate)] = &[
     ("upstream-hash-by", Built),
     ("upstream-hash-by-subset", AFFINITY),
     ("upstream-hash-by-subset-size", AFFINITY),
-    (
-        "upstream-vhost",
-        Refused("the upstream would get another Host"),
-    ),
+    ("upstream-vhost", Built),
     ("use-regex", Built),
     ("whitelist-source-range", Built),
-    (
-        "x-forwarded-prefix",
-        Ignored("X-Forwarded-Prefix is not sent"),
-    ),
+    ("x-forwarded-prefix", Built),
 ];
 
 /// The fate of an annotation, by name (without its prefix); `None` for a name no

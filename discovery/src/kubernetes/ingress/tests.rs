@@ -260,6 +260,8 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "permanent-redirect" | "temporal-redirect" => "https://example.com/",
             "permanent-redirect-code" | "temporal-redirect-code" => "301",
             "app-root" => "/app",
+            "upstream-vhost" => "internal.example.com",
+            "x-forwarded-prefix" => "/shop",
             "cors-allow-origin" => "https://a.example.com",
             "auth-type" => "basic",
             "auth-secret-type" => "auth-map",
