@@ -29,6 +29,8 @@ pub struct Config {
     /// `path_with_escaped_slashes_action: REJECT_REQUEST`).
     pub reject_encoded_slash: bool,
     pub limits: LimitSettings,
+    /// The Strict-Transport-Security of redirected hosts' HTTPS answers.
+    pub hsts: Hsts,
 }
 
 /// The sockets Gatehouse listens on.
@@ -262,6 +264,39 @@ pub enum HeaderOp {
     },
     /// `more_clear_headers`: removes the header from every answer.
     Clear { name: HeaderName },
+}
+
+/// What `Strict-Transport-Security` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Default for Hsts {
+    /// SPEC.md's: a year, this host only.
+    fn default() -> Self {
+        Hsts {
+            max_age: Duration::from_secs(31_536_000),
+            include_subdomains: false,
+            preload: false,
+        }
+    }
+}
+
+impl Hsts {
+    /// The header's value.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age.as_secs());
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
 }
 
 /// Limits per client address on one route, counted per replica (as in ingress-nginx).

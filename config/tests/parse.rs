@@ -929,3 +929,18 @@ fn l4_services_balance_only_on_what_l4_knows() {
     )
     .expect("the client address is known to L4");
 }
+
+#[test]
+fn hsts_defaults_to_spec_and_says_what_it_is_told() {
+    let base = "listen: { http: \"127.0.0.1:80\" }\nservices: {}\nroutes: []\n";
+    let c = parse(base, "t.yaml").unwrap();
+    assert_eq!(c.hsts.header_value(), "max-age=31536000");
+    let c = parse(
+        &format!("{base}hsts: {{ max_age: 1h, include_subdomains: true }}\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.hsts.header_value(), "max-age=3600; includeSubDomains");
+    let e = errors(&format!("{base}hsts: {{ preload: yes }}\n")).join("\n");
+    assert!(e.contains("hsts.preload must be `true` or `false`"), "{e}");
+}

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub(crate) client_limits: Vec<Option<Arc<RouteLimits>>>,
     /// Per route (by index), its basic-authentication users, if it has any.
     pub(crate) basic_auth: Vec<Option<Arc<Credentials>>>,
+    /// The Strict-Transport-Security value of the configuration.
+    pub(crate) hsts: http::HeaderValue,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -124,6 +126,8 @@ impl Snapshot {
         let certs =
             CertStore::load(&config, previous.map(|p| &p.certs)).map_err(SnapshotError::Tls)?;
         let basic_auth = load_credentials(&config)?;
+        let hsts = http::HeaderValue::from_str(&config.hsts.header_value())
+            .unwrap_or_else(|_| crate::policy::https_redirect::HSTS.clone());
         if let Some(prev) = previous {
             for cert in prev.certs.certs() {
                 let _ = metrics
@@ -262,6 +266,7 @@ impl Snapshot {
             warned: OncePerKey::default(),
             client_limits,
             basic_auth,
+            hsts,
         })
     }
 

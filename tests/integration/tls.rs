@@ -461,6 +461,7 @@ async fn forced_https_only_with_a_valid_certificate_and_hsts_on_https() {
         r#"listen: {{ http: "127.0.0.1:0", https: "127.0.0.1:0" }}
 access_log: off
 trusted_proxies: ["127.0.0.4"]
+hsts: {{ max_age: 2d, include_subdomains: true, preload: true }}
 services: {{ a: {{ endpoints: ["{}"] }} }}
 tls:
 {tls}routes:
@@ -530,7 +531,10 @@ tls:
     };
     let got = over_tls("a.example.com").await;
     assert_eq!(got.status, 200);
-    assert_eq!(got.headers["strict-transport-security"], "max-age=31536000");
+    assert_eq!(
+        got.headers["strict-transport-security"],
+        "max-age=172800; includeSubDomains; preload"
+    );
     let got = over_tls("plain.example.com").await;
     assert_eq!(got.status, 200);
     assert!(got.headers.get("strict-transport-security").is_none());

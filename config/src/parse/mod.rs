@@ -75,6 +75,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "tls",
             "l4",
             "reject_encoded_slash",
+            "hsts",
             "client_limits",
         ],
         &[],
@@ -191,6 +192,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .get("client_limits")
         .map(|n| read_limit_settings(r, n))
         .unwrap_or_default();
+    let hsts = top.get("hsts").map(|n| read_hsts(r, n)).unwrap_or_default();
     let reject_encoded_slash = top
         .get("reject_encoded_slash")
         .and_then(|n| r.boolean(n, "reject_encoded_slash"))
@@ -211,6 +213,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         routes,
         l4,
         reject_encoded_slash,
+        hsts,
         limits,
     })
 }
@@ -446,6 +449,33 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
         d if d.is_zero() => Err("must be longer than zero".to_owned()),
         d => Ok(d),
     }
+}
+
+/// `hsts: { max_age: 1y, include_subdomains: true, preload: false }`.
+fn read_hsts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Hsts {
+    let mut h = Hsts::default();
+    let Some(f) = r.section(
+        node,
+        "hsts",
+        &["max_age", "include_subdomains", "preload"],
+        &[],
+    ) else {
+        return h;
+    };
+    if let Some(n) = f.get("max_age") {
+        h.max_age = r
+            .parsed(n, "hsts.max_age", parse_duration)
+            .unwrap_or(h.max_age);
+    }
+    for (key, slot) in [
+        ("include_subdomains", &mut h.include_subdomains),
+        ("preload", &mut h.preload),
+    ] {
+        if let Some(n) = f.get(key) {
+            *slot = r.boolean(n, &format!("hsts.{key}")).unwrap_or(*slot);
+        }
+    }
+    h
 }
 
 fn read_shutdown(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Shutdown {

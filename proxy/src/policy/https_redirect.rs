@@ -14,6 +14,7 @@ use crate::{
 };
 
 /// `Strict-Transport-Security` for hosts that are redirected to HTTPS.
+/// SPEC.md's Strict-Transport-Security, when the configuration says nothing else.
 pub(crate) static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
@@ -65,8 +66,8 @@ pub(crate) fn https_location(
 }
 
 /// Adds HSTS to a response that [`wants_hsts`].
-pub(crate) fn add_hsts(headers: &mut HeaderMap) {
-    headers.insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+pub(crate) fn add_hsts(headers: &mut HeaderMap, value: &HeaderValue) {
+    headers.insert(http::header::STRICT_TRANSPORT_SECURITY, value.clone());
 }
 
 /// Whether an HTTPS response for `route` gets HSTS.

@@ -17,8 +17,8 @@ use crate::{
 
 /// What admission decided beyond "go on".
 pub(crate) struct Admitted {
-    /// The response gets Strict-Transport-Security.
-    pub(crate) hsts: bool,
+    /// The response's Strict-Transport-Security, when it gets one.
+    pub(crate) hsts: Option<http::HeaderValue>,
     /// The request's place among its client's requests in flight, while it lasts.
     pub(crate) slot: Option<Slot>,
     /// The `Access-Control-Allow-Origin` of the answer, when the route's CORS applies.
@@ -31,7 +31,7 @@ pub(crate) fn admit(
     vars: &RequestVars<'_>,
 ) -> Result<Admitted, ProxyError> {
     let (headers, uri) = (vars.headers, vars.uri);
-    let mut hsts = false;
+    let mut hsts = None;
     let mut slot = None;
     let mut cors_origin = None;
     if let Some((route, m)) = r.target.route {
@@ -59,7 +59,8 @@ pub(crate) fn admit(
         ) {
             return Err(ProxyError::RedirectToHttps { location });
         }
-        hsts = https_redirect::wants_hsts(r.snapshot, route, &r.host, r.conn);
+        hsts = https_redirect::wants_hsts(r.snapshot, route, &r.host, r.conn)
+            .then(|| r.snapshot.hsts.clone());
     }
     body_size::check(headers, r.target.max_body)?;
     Ok(Admitted {

@@ -72,8 +72,8 @@ fn respond_policies(parts: &mut response::Parts, target: &Target<'_>, admitted: 
     if let Some((route, _)) = target.route {
         response_headers::apply(&mut parts.headers, route, parts.status);
     }
-    if admitted.hsts {
-        https_redirect::add_hsts(&mut parts.headers);
+    if let Some(hsts) = &admitted.hsts {
+        https_redirect::add_hsts(&mut parts.headers, hsts);
     }
     if let (Some((route, _)), Some(origin)) = (target.route, &admitted.cors_origin) {
         if let Some(c) = &route.cors {
