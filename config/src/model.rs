@@ -187,6 +187,70 @@ impl Cors {
     }
 }
 
+/// External authentication: a subrequest to a service (oauth2-proxy and the like) decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalAuth {
+    /// The service the subrequest goes to.
+    pub service: ServiceId,
+    /// Its Host header (the URL's authority).
+    pub host: String,
+    /// Path and query of the URL.
+    pub path: String,
+    /// As written, for messages.
+    pub url: String,
+    /// The subrequest's method (GET unless set).
+    pub method: http::Method,
+    /// On 401, redirect (302) here instead, with the original URL in `signin_param`.
+    pub signin: Option<String>,
+    pub signin_param: String,
+    /// Headers of the service's 2xx answer copied onto the upstream's request.
+    pub response_headers: Vec<HeaderName>,
+    /// `X-Auth-Request-Redirect` of the subrequest (the request URI unless set).
+    pub request_redirect: Option<String>,
+}
+
+/// An authentication service's URL, taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthUrl {
+    /// The host without port (a service name, an IP, a `name.namespace.svc` name).
+    pub host: String,
+    pub port: u16,
+    /// The Host header: the URL's authority.
+    pub authority: String,
+    /// Path and query.
+    pub path: String,
+}
+
+impl AuthUrl {
+    /// Reads `url`: `http://` only for now (an `https://` service needs upstream TLS).
+    pub fn parse(url: &str) -> Result<AuthUrl, String> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "`{url}`: https authentication services are not supported yet; reach the service over http inside the cluster"
+                ))
+            }
+            _ => return Err(format!("`{url}` is not an http:// URL")),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{url}` has no host"))?;
+        Ok(AuthUrl {
+            host: authority
+                .host()
+                .trim_matches(['[', ']'])
+                .to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.as_str().to_owned(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
 /// HTTP basic authentication for a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BasicAuth {
@@ -576,6 +640,9 @@ pub struct Route {
     pub basic_auth: Option<BasicAuth>,
     /// Cross-origin requests the route answers for browsers (ingress-nginx's `enable-cors`).
     pub cors: Option<Cors>,
+    /// Each request is first asked of an authentication service (nginx's `auth_request`,
+    /// ingress-nginx's `auth-url`).
+    pub external_auth: Option<ExternalAuth>,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
     /// Redirect even without a certificate here: TLS ends at a load balancer in front

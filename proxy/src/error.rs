@@ -23,6 +23,13 @@ pub enum ProxyError {
         route: String,
         challenge: http::HeaderValue,
     },
+    #[error("the authentication service refused the request ({status})")]
+    AuthDenied {
+        status: StatusCode,
+        headers: http::HeaderMap,
+    },
+    #[error("authentication service {url} failed: {why}")]
+    AuthServiceFailed { url: String, why: String },
     #[error("a CORS preflight, answered here")]
     Preflight,
     #[error("the route redirects")]
@@ -105,6 +112,8 @@ impl ProxyError {
             ProxyError::Redirect { status, .. } => *status,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Preflight => StatusCode::NO_CONTENT,
+            ProxyError::AuthDenied { status, .. } => *status,
+            ProxyError::AuthServiceFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. }

@@ -30,6 +30,7 @@ mod snapshot;
 mod state;
 pub mod tls;
 pub mod upstream;
+mod vars;
 mod warnings;
 
 pub use error::ProxyError;

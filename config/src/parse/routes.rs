@@ -59,7 +59,10 @@ pub(super) fn read_route(
             }
         })
     });
-    let basic_auth = f.get("auth").and_then(|n| read_auth(r, n, &what));
+    let (basic_auth, external_auth) = f
+        .get("auth")
+        .map(|n| read_auth(r, n, &what, service_id))
+        .unwrap_or_default();
     let cors = f.get("cors").and_then(|n| read_cors(r, n, &what));
     let https_redirect = f
         .get("https_redirect")
@@ -126,6 +129,7 @@ pub(super) fn read_route(
         app_root,
         basic_auth,
         cors,
+        external_auth,
         https_redirect,
         force_https_redirect: false,
         unavailable: None,
@@ -142,18 +146,28 @@ pub(super) fn read_route(
 }
 
 /// A route's `auth`: `{ basic: { htpasswd: FILE, realm: TEXT } }` (FILE relative to this
-/// file).
-fn read_auth(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<BasicAuth> {
+/// file) and/or `{ external: { url, method, signin, signin_redirect_param,
+/// response_headers, request_redirect } }` (the URL's host a service of this file).
+fn read_auth(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> (Option<BasicAuth>, Option<ExternalAuth>) {
     let what = format!("{what} auth");
-    let f = r.section(
-        node,
-        &what,
-        &["basic"],
-        &[("external", "external authentication is not built yet")],
-    )?;
-    let basic = f.get("basic")?;
+    let Some(f) = r.section(node, &what, &["basic", "external"], &[]) else {
+        return (None, None);
+    };
+    let basic = f.get("basic").and_then(|n| read_basic_auth(r, n, &what));
+    let external = f
+        .get("external")
+        .and_then(|n| read_external_auth(r, n, &what, service_id));
+    (basic, external)
+}
+
+fn read_basic_auth(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<BasicAuth> {
     let what = format!("{what}.basic");
-    let b = r.section(basic, &what, &["htpasswd", "realm"], &[])?;
+    let b = r.section(node, &what, &["htpasswd", "realm"], &[])?;
     let realm = b
         .get("realm")
         .and_then(|n| r.string(n, &format!("{what} realm")))
@@ -171,6 +185,79 @@ fn read_auth(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<Ba
     Some(BasicAuth {
         realm,
         users: Htpasswd::File(file_dir(r.file()).join(file)),
+    })
+}
+
+fn read_external_auth(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+    service_id: &dyn Fn(&mut Reader<'_>, &MarkedYaml<'_>, &str) -> Option<ServiceId>,
+) -> Option<ExternalAuth> {
+    let what = format!("{what}.external");
+    let keys = [
+        "url",
+        "method",
+        "signin",
+        "signin_redirect_param",
+        "response_headers",
+        "request_redirect",
+    ];
+    let e = r.section(node, &what, &keys, &[])?;
+    let Some(url_node) = e.get("url") else {
+        r.error(
+            e.span,
+            format!("{what} needs `url`, the authentication service's URL"),
+        );
+        return None;
+    };
+    let url = r.string(url_node, &format!("{what} url"))?;
+    let parsed = r.parsed(url_node, &format!("{what} url"), AuthUrl::parse)?;
+    // The URL's host names a service of this file: its endpoints, pools and health.
+    let host_node = MarkedYaml::value_from_str(&parsed.host);
+    let host_node = MarkedYaml {
+        span: url_node.span,
+        ..host_node
+    };
+    let service = service_id(r, &host_node, &format!("{what} url host"))?;
+    let text = |r: &mut Reader<'_>, key: &str| {
+        e.get(key)
+            .and_then(|n| r.string(n, &format!("{what} {key}")))
+    };
+    let method = match text(r, "method") {
+        None => http::Method::GET,
+        Some(m) => match m.parse::<http::Method>() {
+            Ok(m) => m,
+            Err(_) => {
+                r.error(e.span, format!("{what} method: `{m}` is not a method"));
+                return None;
+            }
+        },
+    };
+    let mut response_headers = Vec::new();
+    if let Some(list) = e
+        .get("response_headers")
+        .and_then(|n| r.sequence(n, &format!("{what} response_headers")))
+    {
+        for item in list {
+            if let Some(h) = r.parsed(item, &format!("{what} response_headers"), |s| {
+                HeaderName::from_bytes(s.as_bytes())
+                    .map_err(|_| format!("`{s}` is not a header name"))
+            }) {
+                response_headers.push(h);
+            }
+        }
+    }
+    Some(ExternalAuth {
+        service,
+        host: parsed.authority,
+        path: parsed.path,
+        url,
+        method,
+        signin: text(r, "signin"),
+        signin_param: text(r, "signin_redirect_param").unwrap_or_else(|| "rd".to_owned()),
+        response_headers,
+        request_redirect: text(r, "request_redirect"),
     })
 }
 

@@ -120,6 +120,9 @@ pub struct Policy {
     pub request_headers: Vec<(HeaderName, gatehouse_config::Template)>,
     /// `enable-cors` with its `cors-*`.
     pub cors: Option<gatehouse_config::Cors>,
+    /// `auth-url` with its `auth-method`, `auth-signin` (`-redirect-param`),
+    /// `auth-response-headers`, `auth-request-redirect`.
+    pub external_auth: Option<ExternalAuthSpec>,
     /// `ssl-redirect`: `None` means the default (redirect when the host has a certificate).
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`: redirect even without a certificate here (TLS ends earlier).
@@ -144,6 +147,18 @@ pub struct Policy {
     pub canary: Option<CanarySpec>,
     /// `affinity`, `upstream-hash-by`, `load-balance`: how its Services pick a pod.
     pub balancing: Balancing,
+}
+
+/// What an Ingress asks of its authentication service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalAuthSpec {
+    pub url: String,
+    pub parsed: gatehouse_config::AuthUrl,
+    pub method: http::Method,
+    pub signin: Option<String>,
+    pub signin_param: String,
+    pub response_headers: Vec<HeaderName>,
+    pub request_redirect: Option<String>,
 }
 
 /// The Secret that holds an Ingress's basic-authentication users.
@@ -389,6 +404,8 @@ fn annotations(
             }
             n if redirects::NAMES.contains(&n) => {}
             "auth-type" | "auth-secret" | "auth-secret-type" | "auth-realm" => {}
+            "auth-url" | "auth-method" | "auth-signin" | "auth-signin-redirect-param"
+            | "auth-response-headers" | "auth-request-redirect" => {}
             // Headers of the upstream's request, as ingress-nginx's proxy_set_header lines.
             "upstream-vhost" | "x-forwarded-prefix" => {
                 let header = if *name == "upstream-vhost" {
@@ -519,6 +536,7 @@ fn annotations(
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
     policy.basic_auth = basic_auth_ref(&found, ingress)?;
+    policy.external_auth = external_auth(&found)?;
     if flag("enable-cors")? == Some(true) {
         policy.cors = Some(cors(&found, &flag, problems, source)?);
     }
@@ -604,6 +622,53 @@ fn cors(
         c.max_age = age;
     }
     Ok(c)
+}
+
+/// `auth-url` and its companions, as ingress-nginx reads them (the others alone do
+/// nothing there either).
+fn external_auth(found: &BTreeMap<&str, &str>) -> Result<Option<ExternalAuthSpec>, String> {
+    let Some(url) = found
+        .get("auth-url")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let parsed =
+        gatehouse_config::AuthUrl::parse(url).map_err(|e| format!("annotation auth-url: {e}"))?;
+    let text = |name: &str| {
+        found
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let method = match text("auth-method") {
+        None => http::Method::GET,
+        Some(m) => m
+            .parse()
+            .map_err(|_| format!("annotation auth-method: `{m}` is not a method"))?,
+    };
+    let mut response_headers = Vec::new();
+    for name in text("auth-response-headers")
+        .iter()
+        .flat_map(|v| v.split(','))
+    {
+        let name = name.trim();
+        if !name.is_empty() {
+            response_headers.push(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                format!("annotation auth-response-headers: `{name}` is not a header name")
+            })?);
+        }
+    }
+    Ok(Some(ExternalAuthSpec {
+        url: url.to_owned(),
+        parsed,
+        method,
+        signin: text("auth-signin"),
+        signin_param: text("auth-signin-redirect-param").unwrap_or_else(|| "rd".to_owned()),
+        response_headers,
+        request_redirect: text("auth-request-redirect"),
+    }))
 }
 
 /// `auth-type: basic` and its Secret, as ingress-nginx reads them: `auth-secret` is `name`

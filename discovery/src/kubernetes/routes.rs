@@ -144,7 +144,18 @@ pub fn merge(
                     basic_auth::attach(&mut route, auth, auth_secret, &p.source, &mut problems);
                 }
                 config.routes.push(route);
-                config.routes.len() - 1
+                let index = config.routes.len() - 1;
+                if let Some(spec) = &p.policy.external_auth {
+                    external_auth::attach(
+                        &mut config,
+                        &mut services,
+                        index,
+                        spec,
+                        &p.source,
+                        &mut problems,
+                    );
+                }
+                index
             });
         config.routes[index].paths.push(PathRule {
             path,
@@ -522,6 +533,8 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         // Filled in by the merge, which reads the Secret.
         basic_auth: None,
         cors: p.policy.cors.clone(),
+        // Filled in by the merge, which adds the service it asks.
+        external_auth: None,
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),
@@ -551,6 +564,7 @@ fn object_location(source: &str) -> Location {
 }
 
 mod basic_auth;
+mod external_auth;
 #[cfg(test)]
 mod tests;
 

@@ -9,10 +9,10 @@ use crate::{
     policy::{
         allow_list, basic_auth, body_size,
         client_limits::{self, Slot},
-        cors, https_redirect, redirect, unavailable,
+        cors, external_auth, https_redirect, redirect, unavailable,
     },
-    request::{resolve::Resolved, vars::RequestVars},
     state::Live,
+    {request::resolve::Resolved, vars::RequestVars},
 };
 
 /// What admission decided beyond "go on".
@@ -70,18 +70,27 @@ pub(crate) fn admit(
     })
 }
 
-/// Who the client is, for routes that ask (basic authentication): after admission, since
-/// checking a password costs far more than any policy above, and a client the allow-list
-/// or its limits refuse must not get to spend it.
+/// Who the client is, for routes that ask: basic authentication, then the external
+/// authentication service. After admission, since checking a password or asking a service
+/// costs far more than any policy above, and a client the allow-list or its limits refuse
+/// must not get to spend it. On success, the headers the authentication service gives
+/// the upstream's request.
 pub(crate) async fn authenticate(
     r: &Resolved<'_, '_>,
-    headers: &http::HeaderMap,
-) -> Result<(), ProxyError> {
+    vars: &RequestVars<'_>,
+    live: &Live,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ProxyError> {
     let Some((route, m)) = r.target.route else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    match &r.snapshot.basic_auth[m.route] {
-        Some(creds) => basic_auth::check(creds, headers, &route.host.to_string()).await,
-        None => Ok(()),
+    if let Some(creds) = &r.snapshot.basic_auth[m.route] {
+        basic_auth::check(creds, vars.headers, &route.host.to_string()).await?;
+    }
+    match &route.external_auth {
+        Some(auth) => {
+            let service = &r.snapshot.upstreams[auth.service.0];
+            external_auth::check(auth, service, vars, &r.snapshot.limits, &live.metrics).await
+        }
+        None => Ok(Vec::new()),
     }
 }

@@ -7,8 +7,8 @@ use http::HeaderValue;
 
 use crate::{
     policy::affinity::{self, CookieScope, Sticky},
-    request::{resolve::Resolved, vars::RequestVars},
     upstream::{key_hash, EndpointList, Preference, Upstream},
+    {request::resolve::Resolved, vars::RequestVars},
 };
 
 /// The request's endpoint set and its preference among them.

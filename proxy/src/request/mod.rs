@@ -10,7 +10,6 @@ mod resolve;
 mod respond;
 mod rewrite;
 mod tunnel;
-mod vars;
 
 use std::{
     borrow::Cow,
@@ -162,6 +161,7 @@ fn warn_operator(error: &ProxyError) {
     static UPSTREAM: RateLimited = RateLimited::per(Duration::from_secs(10));
     static DESCRIPTORS: RateLimited = RateLimited::per(Duration::from_secs(10));
     static OVERLOADED: RateLimited = RateLimited::per(Duration::from_secs(10));
+    static AUTH: RateLimited = RateLimited::per(Duration::from_secs(10));
     let status = error.status();
     if error.is_upstream() {
         if let Some(more) = UPSTREAM.allow() {
@@ -170,6 +170,10 @@ fn warn_operator(error: &ProxyError) {
     } else if let ProxyError::OutOfDescriptors { .. } = error {
         if let Some(more) = DESCRIPTORS.allow() {
             tracing::warn!(error = %error, similar_since_last = more, "no upstream connection could be opened here; answering 503, no endpoint blamed");
+        }
+    } else if let ProxyError::AuthServiceFailed { .. } = error {
+        if let Some(more) = AUTH.allow() {
+            tracing::warn!(error = %error, similar_since_last = more, "answering 500: without an answer from the authentication service nobody is let in; check that service");
         }
     } else if let ProxyError::Overloaded { .. } = error {
         if let Some(more) = OVERLOADED.allow() {
@@ -208,13 +212,16 @@ async fn serve(
     let vars = resolved.vars(&req);
     let mut admitted = admit::admit(&resolved, live, &vars).map_err(refused)?;
     completion.slot = admitted.slot.take();
-    admit::authenticate(&resolved, vars.headers)
+    let from_auth = admit::authenticate(&resolved, &vars, live)
         .await
         .map_err(refused)?;
     let upstream = &snapshot.upstreams[resolved.target.service.0];
     let choice = balance::choose(upstream, &resolved, &vars);
     let (plan, target) = rewrite::Plan::new(resolved, &req);
-    let (upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
+    let (mut upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
+    for (name, value) in from_auth {
+        upstream_req.headers_mut().insert(name, value);
+    }
     let limits = match target.route {
         Some((route, _)) => snapshot.limits.for_route(route),
         None => snapshot.limits,

@@ -8,8 +8,8 @@ use gatehouse_config::{routing::normalize_host, Route, RouteMatch, ServiceId, DE
 use http::{header, HeaderValue, Request, Version};
 
 use crate::{
-    client::Client, conn::ConnInfo, error::ProxyError, policy::canary, request::vars::RequestVars,
-    snapshot::Snapshot,
+    client::Client, conn::ConnInfo, error::ProxyError, policy::canary, snapshot::Snapshot,
+    vars::RequestVars,
 };
 
 /// One request, resolved: the context every later step reads.

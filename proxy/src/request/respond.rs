@@ -128,6 +128,11 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     match error {
+        ProxyError::AuthDenied { headers, .. } => {
+            for (name, value) in headers {
+                resp.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         ProxyError::Unauthorized { challenge, .. } => {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge.clone());

@@ -1,0 +1,93 @@
+//! The authentication service an Ingress's `auth-url` names, as a service of the served
+//! configuration: a `name.namespace.svc[.cluster.local]` host is that Service's ready
+//! endpoints (from the EndpointSlices already watched, no DNS), an address is itself. Any
+//! other name makes the Ingress answer 503 until names can be resolved.
+
+use std::net::IpAddr;
+
+use gatehouse_config::{Config, ExternalAuth, Route, Service, ServiceId};
+
+use super::{service_for, Services};
+use crate::kubernetes::{
+    endpoints::PortRef,
+    ingress::{Backend, Balancing, ExternalAuthSpec},
+};
+
+/// Gives route `index` its authentication service, or makes it answer 503 saying why.
+pub(super) fn attach(
+    config: &mut Config,
+    services: &mut Services,
+    index: usize,
+    spec: &ExternalAuthSpec,
+    source: &str,
+    problems: &mut Vec<String>,
+) {
+    match service_of(config, services, spec) {
+        Ok(service) => {
+            config.routes[index].external_auth = Some(ExternalAuth {
+                service,
+                host: spec.parsed.authority.clone(),
+                path: spec.parsed.path.clone(),
+                url: spec.url.clone(),
+                method: spec.method.clone(),
+                signin: spec.signin.clone(),
+                signin_param: spec.signin_param.clone(),
+                response_headers: spec.response_headers.clone(),
+                request_redirect: spec.request_redirect.clone(),
+            })
+        }
+        Err(why) => {
+            let why = format!(
+                "Ingress {source}: auth-url {}: {why}; its paths answer 503",
+                spec.url
+            );
+            problems.push(why.clone());
+            fail_closed(&mut config.routes[index], why);
+        }
+    }
+}
+
+fn fail_closed(route: &mut Route, why: String) {
+    route.unavailable.get_or_insert(why);
+}
+
+fn service_of(
+    config: &mut Config,
+    services: &mut Services,
+    spec: &ExternalAuthSpec,
+) -> Result<ServiceId, String> {
+    let url = &spec.parsed;
+    if let Ok(ip) = url.host.parse::<IpAddr>() {
+        let addr = std::net::SocketAddr::new(ip, url.port);
+        let name = format!("auth {addr}");
+        if let Some(i) = config.services.iter().position(|s| s.name == name) {
+            return Ok(ServiceId(i));
+        }
+        config.services.push(Service {
+            name,
+            endpoints: vec![addr],
+            kubernetes: None,
+            balance: Default::default(),
+            affinity: None,
+            limits: Default::default(),
+        });
+        return Ok(ServiceId(config.services.len() - 1));
+    }
+    let in_cluster = url
+        .host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| url.host.strip_suffix(".svc"));
+    let Some((name, namespace)) = in_cluster.and_then(|h| h.split_once('.')) else {
+        return Err(format!(
+            "`{}` is neither a Service (name.namespace.svc) nor an address; other names are not resolved yet",
+            url.host
+        ));
+    };
+    let backend = Backend {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        port: PortRef::Number(i32::from(url.port)),
+    };
+    service_for(config, services, &backend, &Balancing::default())
+        .ok_or_else(|| format!("port {} is not a Service port", url.port))
+}
