@@ -121,3 +121,131 @@ async fn a_file_htpasswd_admits_its_users_and_a_reload_changes_them() {
     );
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// An authentication service: `session=good` → 200 with X-Auth-Request-User, `session=staff`
+/// → 403, anything else → 401 with a Bearer challenge. Remembers what the last
+/// subrequest carried.
+pub(crate) async fn auth_service() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use hyper::{server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut carried: Vec<(String, String)> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    carried.push((":path".into(), req.uri().to_string()));
+                    *keep.lock().unwrap() = carried;
+                    let cookie = req
+                        .headers()
+                        .get("cookie")
+                        .and_then(|c| c.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    async move {
+                        let mut resp = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"auth"),
+                        ));
+                        if cookie.contains("session=good") {
+                            resp.headers_mut()
+                                .insert("x-auth-request-user", "ann".parse().unwrap());
+                            resp.headers_mut()
+                                .insert("x-not-copied", "1".parse().unwrap());
+                        } else if cookie.contains("session=staff") {
+                            *resp.status_mut() = http::StatusCode::FORBIDDEN;
+                        } else {
+                            *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                            resp.headers_mut().insert(
+                                "www-authenticate",
+                                "Bearer realm=\"sso\"".parse().unwrap(),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_auth_service_decides_and_a_dead_one_lets_nobody_in() {
+    let web = TestUpstream::start("web").await;
+    let (auth, seen) = auth_service().await;
+    let dead = dead_addr().await;
+    let yaml = format!(
+        r#"listen: {{ http: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+access_log: off
+shutdown: {{ drain_delay: 0s, grace_period: 1s }}
+services: {{ web: {{ endpoints: ["{}"] }}, sso: {{ endpoints: ["{auth}"] }}, gone: {{ endpoints: ["{dead}"] }} }}
+routes:
+  - {{ host: app.test, auth: {{ external: {{ url: "http://sso/oauth2/auth?group=staff", response_headers: [X-Auth-Request-User] }} }}, paths: [{{ path: /, service: web }}] }}
+  - {{ host: login.test, auth: {{ external: {{ url: "http://sso/oauth2/auth", signin: "https://login.example.com/start" }} }}, paths: [{{ path: /, service: web }}] }}
+  - {{ host: down.test, auth: {{ external: {{ url: "http://gone/check" }} }}, paths: [{{ path: /, service: web }}] }}
+"#,
+        web.addr
+    );
+    let running = start_ready("external-auth", &yaml).await;
+    let ask = |host: &'static str, cookie: &'static str| {
+        let http = running.http;
+        async move {
+            send(
+                &client(),
+                get_req_at(http, host, "/cart?x=1", &[("cookie", cookie)]),
+            )
+            .await
+        }
+    };
+    // 2xx: through, with the listed header of the answer and not the others.
+    let got = ask("app.test", "session=good").await;
+    assert_eq!(got.status, 200);
+    let echoed = got.json();
+    assert_eq!(echoed["headers"]["x-auth-request-user"], "ann", "{echoed}");
+    assert!(echoed["headers"].get("x-not-copied").is_none(), "{echoed}");
+    let carried: std::collections::HashMap<String, String> =
+        seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(carried[":path"], "/oauth2/auth?group=staff");
+    assert_eq!(carried["x-original-url"], "http://app.test/cart?x=1");
+    assert_eq!(carried["x-original-method"], "GET");
+    assert_eq!(carried["cookie"], "session=good");
+    assert_eq!(carried["host"], "sso");
+    // 401 and 403: the service's answer, its headers, and the upstream never asked.
+    let before = web.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let got = ask("app.test", "session=none").await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.headers["www-authenticate"], "Bearer realm=\"sso\"");
+    assert_eq!(ask("app.test", "session=staff").await.status, 403);
+    assert_eq!(
+        web.requests.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+    // With a signin URL a 401 becomes a redirect carrying where the client was going.
+    let got = ask("login.test", "session=none").await;
+    assert_eq!(got.status, 302);
+    assert_eq!(
+        got.headers["location"],
+        "https://login.example.com/start?rd=http%3A%2F%2Flogin.test%2Fcart%3Fx%3D1"
+    );
+    // A service that does not answer: 500, never the application; said in the log.
+    assert_eq!(ask("down.test", "session=good").await.status, 500);
+    eventually("the log says why", Duration::from_secs(5), || {
+        running.logged("without an answer from the authentication service nobody is let in") >= 1
+    })
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}

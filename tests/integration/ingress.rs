@@ -1822,3 +1822,69 @@ async fn cors_ingresses_answer_preflights_and_mark_answers_for_allowed_origins()
     );
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_url_naming_a_service_is_reached_through_its_endpoint_slices() {
+    let cluster = start("ingress-external-auth", false).await;
+    let api = &cluster.api;
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let (auth, _) = crate::auth::auth_service().await;
+    service_of_pods(api, "sso", "oauth2", &[auth]);
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    for (name, host, url) in [
+        (
+            "protected",
+            "protected.example.com",
+            "http://oauth2.sso.svc.cluster.local/oauth2/auth",
+        ),
+        (
+            "nowhere",
+            "nowhere.example.com",
+            "http://auth.example.com/check",
+        ),
+    ] {
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                name,
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                json!({ n("auth-url"): url, n("auth-response-headers"): "X-Auth-Request-User", n("auth-signin"): "https://login.example.com/start" }),
+                host,
+                json!([path("/", "Prefix", "web")]),
+            ),
+        );
+    }
+    let http = cluster.running.http;
+    let ask = |host: &'static str, cookie: &'static str| async move {
+        send(
+            &client(),
+            get_req_at(http, host, "/", &[("cookie", cookie)]),
+        )
+        .await
+    };
+    eventually_async("the protected Ingress is served", WAIT, || async {
+        ask("protected.example.com", "session=good").await.status == 200
+    })
+    .await;
+    let got = ask("protected.example.com", "session=good").await;
+    assert_eq!(got.json()["headers"]["x-auth-request-user"], "ann");
+    let got = ask("protected.example.com", "session=none").await;
+    assert_eq!(got.status, 302);
+    assert!(got.headers["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("https://login.example.com/start?rd=http%3A%2F%2Fprotected.example.com"));
+    // A name that is not a Service: the Ingress fails closed.
+    assert_eq!(ask("nowhere.example.com", "session=good").await.status, 503);
+    eventually("the log says why", WAIT, || {
+        cluster
+            .running
+            .logged("is neither a Service (name.namespace.svc) nor an address")
+            >= 1
+    })
+    .await;
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
