@@ -126,8 +126,9 @@ impl Snapshot {
         let certs =
             CertStore::load(&config, previous.map(|p| &p.certs)).map_err(SnapshotError::Tls)?;
         let basic_auth = load_credentials(&config)?;
+        // Digits and fixed words: always a valid header value.
         let hsts = http::HeaderValue::from_str(&config.hsts.header_value())
-            .unwrap_or_else(|_| crate::policy::https_redirect::HSTS.clone());
+            .unwrap_or_else(|_| http::HeaderValue::from_static("max-age=31536000"));
         if let Some(prev) = previous {
             for cert in prev.certs.certs() {
                 let _ = metrics

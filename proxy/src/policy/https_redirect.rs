@@ -14,8 +14,6 @@ use crate::{
 };
 
 /// `Strict-Transport-Security` for hosts that are redirected to HTTPS.
-/// SPEC.md's Strict-Transport-Security, when the configuration says nothing else.
-pub(crate) static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
