@@ -13,8 +13,6 @@ use crate::{
     snapshot::Snapshot,
 };
 
-/// `Strict-Transport-Security` for hosts that are redirected to HTTPS.
-
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// Whether `host` has a certificate that a browser would accept now.
