@@ -8,6 +8,9 @@
 #   LIMITS=1: the route has a per-client rate and concurrency limit that never refuses
 #   (Gatehouse `limit: { rps, connections }`, nginx `limit_req ... nodelay` + `limit_conn`),
 #   to measure what checking them costs; HAProxy is left as it is.
+#   AUTH=1: two more targets in the same rounds (http only), gh-auth (Gatehouse with
+#   `auth: { basic }`) and ng-auth (nginx `auth_basic`), one apr1 user in one htpasswd file;
+#   every request carries that user's Authorization header.
 #   AFFINITY=1: two more targets in the same rounds (http only), gh-sticky (Gatehouse with
 #   cookie affinity, `affinity: {}`) and ng-sticky (nginx `hash $cookie_INGRESSCOOKIE
 #   consistent`, the nearest open-source nginx has); every request carries the cookie, as a
@@ -33,11 +36,15 @@ if [ "${AFFINITY:-0}" = 1 ]; then
   targets+=(gh-sticky ng-sticky)
   COOKIE=(-H "Cookie: INGRESSCOOKIE=5f3a9c0e7d21b846")
 fi
+if [ "${AUTH:-0}" = 1 ]; then
+  targets+=(gh-auth ng-auth)
+  COOKIE+=(-H "Authorization: Basic $(printf 'bench:bench-password' | base64)")
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 work=$(mktemp -d /tmp/gatehouse-load.XXXXXX)
 UP=18080
-declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083 [gh-sticky]=18084 [ng-sticky]=18085)
+declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083 [gh-sticky]=18084 [ng-sticky]=18085 [gh-auth]=18086 [ng-auth]=18087)
 declare -A TLSPORT=([gatehouse]=18441 [nginx]=18442 [haproxy]=18443)
 VHOST=bench.example.com
 pids=()
@@ -160,7 +167,26 @@ backend be
 CONF
 taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 HA_PID=$!
-declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID [gh-sticky]=$GS_PID [ng-sticky]=$NS_PID)
+GA_PID="" NA_PID=""
+if [ "${AUTH:-0}" = 1 ]; then
+  echo "bench:$(openssl passwd -apr1 bench-password)" > "$work/htpasswd"
+  cat > "$work/gh-auth.yaml" <<CONF
+listen: { http: "127.0.0.1:${PORT[gh-auth]}" }
+access_log: off
+workers: 1
+timeouts: { idle: 300s }
+services: { up: { endpoints: ["127.0.0.1:$UP"] } }
+routes: [{ host: $VHOST, auth: { basic: { htpasswd: "$work/htpasswd", realm: bench } }, paths: [{ path: /, service: up }] }]
+CONF
+  taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gh-auth.yaml" 2>"$work/gh-auth.log" & pids+=($!)
+  GA_PID=$!
+  mkdir -p "$work/na"
+  sed -e "s#$work/ng/#$work/na/#g" -e "s#listen 127.0.0.1:${PORT[nginx]}; listen 127.0.0.1:${TLSPORT[nginx]} ssl http2;#listen 127.0.0.1:${PORT[ng-auth]};#" \
+    -e "s#location / {#location / { auth_basic bench; auth_basic_user_file $work/htpasswd;#" "$work/ng/nginx.conf" > "$work/na/nginx.conf"
+  taskset -c 0 nginx -p "$work/na" -c "$work/na/nginx.conf" & pids+=($!)
+  NA_PID=$!
+fi
+declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID [gh-sticky]=$GS_PID [ng-sticky]=$NS_PID [gh-auth]=$GA_PID [ng-auth]=$NA_PID)
 
 for t in "${targets[@]}"; do wait_port "${PORT[$t]}"; done
 for p in "${TLSPORT[@]}"; do wait_port "$p"; done
@@ -199,12 +225,12 @@ load() {
   echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") $(wrk_errors <<<"$out")"
 }
 
-applies() { case $2 in direct | gh-sticky | ng-sticky) [ "$1" = http ] ;; *) true ;; esac; }
+applies() { case $2 in direct | gh-sticky | ng-sticky | gh-auth | ng-auth) [ "$1" = http ] ;; *) true ;; esac; }
 
 # Idle connections first, on fresh processes: RSS growth per held keep-alive connection.
 declare -A IDLE_KIB
 for t in "${targets[@]}"; do
-  case $t in direct | gh-sticky | ng-sticky) continue ;; esac
+  case $t in direct | gh-sticky | ng-sticky | gh-auth | ng-auth) continue ;; esac
   before=$(rss_kib "${PID[$t]}")
   coproc HOLD { taskset -c 1 python3 "$here/load/idle_conns.py" 127.0.0.1 "${PORT[$t]}" "$IDLE" "$VHOST"; }
   read -r _ n <&"${HOLD[0]}"
@@ -246,6 +272,10 @@ for t in "${targets[@]}"; do
   [ -n "${IDLE_KIB[$t]:-}" ] || continue
   printf '| %-9s | %13s | %5s |\n' "$t" "${IDLE_KIB[$t]}" "$(ratio "${IDLE_KIB[$t]}" "${IDLE_KIB[nginx]:-}")"
 done
+if [ "${AUTH:-0}" = 1 ]; then
+  echo
+  echo "Basic auth on vs off, CPU us/req (medians, http): Gatehouse $(col http gh-auth 5) vs $(col http gatehouse 5) = $(ratio "$(col http gh-auth 5)" "$(col http gatehouse 5)"); nginx $(col http ng-auth 5) vs $(col http nginx 5) = $(ratio "$(col http ng-auth 5)" "$(col http nginx 5)"); Gatehouse auth / nginx auth = $(ratio "$(col http gh-auth 5)" "$(col http ng-auth 5)")"
+fi
 if [ "${AFFINITY:-0}" = 1 ]; then
   echo
   echo "Affinity on vs off, CPU us/req (medians, http): Gatehouse $(col http gh-sticky 5) vs $(col http gatehouse 5) = $(ratio "$(col http gh-sticky 5)" "$(col http gatehouse 5)"); nginx $(col http ng-sticky 5) vs $(col http nginx 5) = $(ratio "$(col http ng-sticky 5)" "$(col http nginx 5)"); sticky Gatehouse / sticky nginx = $(ratio "$(col http gh-sticky 5)" "$(col http ng-sticky 5)")"
