@@ -170,6 +170,8 @@ HA_PID=$!
 GA_PID="" NA_PID=""
 if [ "${AUTH:-0}" = 1 ]; then
   echo "bench:$(openssl passwd -apr1 bench-password)" > "$work/htpasswd"
+  # nginx's worker runs as an unprivileged user: it must be able to read the file.
+  chmod 755 "$work" && chmod 644 "$work/htpasswd"
   cat > "$work/gh-auth.yaml" <<CONF
 listen: { http: "127.0.0.1:${PORT[gh-auth]}" }
 access_log: off
