@@ -157,7 +157,9 @@ pub(crate) async fn auth_service() -> (
                         let mut resp = http::Response::new(http_body_util::Full::new(
                             bytes::Bytes::from_static(b"auth"),
                         ));
-                        if cookie.contains("session=good") {
+                        if cookie.contains("session=anon") {
+                            // Let in, naming nobody.
+                        } else if cookie.contains("session=good") {
                             resp.headers_mut()
                                 .insert("x-auth-request-user", "ann".parse().unwrap());
                             resp.headers_mut()
@@ -224,6 +226,25 @@ routes:
     assert_eq!(carried["x-original-method"], "GET");
     assert_eq!(carried["cookie"], "session=good");
     assert_eq!(carried["host"], "sso");
+    // A client that sends the header itself does not pass for a user: the service's answer
+    // decides, and without the header in it the client's is removed.
+    for (cookie, want) in [("session=good", Some("ann")), ("session=anon", None)] {
+        let spoofed = send(
+            &client(),
+            get_req_at(
+                running.http,
+                "app.test",
+                "/",
+                &[("cookie", cookie), ("x-auth-request-user", "admin")],
+            ),
+        )
+        .await;
+        assert_eq!(spoofed.status, 200);
+        let user = spoofed.json()["headers"]["x-auth-request-user"]
+            .as_str()
+            .map(str::to_owned);
+        assert_eq!(user.as_deref(), want, "{cookie}");
+    }
     // 401 and 403: the service's answer, its headers, and the upstream never asked.
     let before = web.requests.load(std::sync::atomic::Ordering::Relaxed);
     let got = ask("app.test", "session=none").await;

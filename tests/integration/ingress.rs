@@ -688,9 +688,9 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("backend-protocol", "H2C"),
         ("backend-protocol", "FCGI"),
         ("auth-type", "basic"),
-        ("auth-secret", "shop/users"),
-        ("auth-url", "http://auth.shop.svc/check"),
-        ("auth-signin", "https://login.example.com/start"),
+        ("auth-type", "digest"),
+        ("auth-url", "https://auth.example.com/check"),
+        ("auth-url", "http://auth.example.com/check"),
         ("auth-tls-secret", "shop/client-ca"),
         ("auth-tls-verify-client", "on"),
         (

@@ -24,15 +24,16 @@ use crate::{
 /// The most of the service's answer body read to keep its connection.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Asks `service` about the request `vars` describes; on 2xx, the headers to add to the
-/// upstream's request.
+/// Asks `service` about the request `vars` describes; on 2xx, the listed headers for the
+/// upstream's request: the service's value, or `None` to remove what the client sent (a
+/// client must not pass for a user by sending `X-Auth-Request-User` itself).
 pub(crate) async fn check(
     auth: &ExternalAuth,
     service: &Upstream,
     vars: &RequestVars<'_>,
     limits: &ForwardLimits,
     metrics: &Metrics,
-) -> Result<Vec<(HeaderName, HeaderValue)>, ProxyError> {
+) -> Result<Vec<(HeaderName, Option<HeaderValue>)>, ProxyError> {
     let original = original_url(vars);
     let subrequest = subrequest(auth, vars, &original);
     let failed = |why: String| ProxyError::AuthServiceFailed {
@@ -55,7 +56,7 @@ pub(crate) async fn check(
         s if s.is_success() => Ok(auth
             .response_headers
             .iter()
-            .filter_map(|name| Some((name.clone(), parts.headers.get(name)?.clone())))
+            .map(|name| (name.clone(), parts.headers.get(name).cloned()))
             .collect()),
         StatusCode::UNAUTHORIZED if auth.signin.is_some() => {
             let signin = auth.signin.as_deref().unwrap_or_default();

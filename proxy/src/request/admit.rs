@@ -79,7 +79,7 @@ pub(crate) async fn authenticate(
     r: &Resolved<'_, '_>,
     vars: &RequestVars<'_>,
     live: &Live,
-) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ProxyError> {
+) -> Result<Vec<(http::HeaderName, Option<http::HeaderValue>)>, ProxyError> {
     let Some((route, m)) = r.target.route else {
         return Ok(Vec::new());
     };

@@ -220,7 +220,10 @@ async fn serve(
     let (plan, target) = rewrite::Plan::new(resolved, &req);
     let (mut upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     for (name, value) in from_auth {
-        upstream_req.headers_mut().insert(name, value);
+        match value {
+            Some(value) => upstream_req.headers_mut().insert(name, value),
+            None => upstream_req.headers_mut().remove(name),
+        };
     }
     let limits = match target.route {
         Some((route, _)) => snapshot.limits.for_route(route),
