@@ -244,5 +244,6 @@ fn port_ref(port: &ServicePort) -> PortRef {
     match port {
         ServicePort::Name(n) => PortRef::Name(n.clone()),
         ServicePort::Number(n) => PortRef::Number(i32::from(*n)),
+        ServicePort::First => PortRef::First,
     }
 }

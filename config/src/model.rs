@@ -187,6 +187,22 @@ impl Cors {
     }
 }
 
+/// Error pages from another service, as ingress-nginx asks its default backend: the
+/// request goes there as `/` (with its query), carrying what happened in `X-Code`,
+/// `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name` and
+/// `X-Service-Port`; its answer is the client's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorPages {
+    pub codes: Vec<u16>,
+    pub service: ServiceId,
+    /// What the `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`
+    /// headers say (empty for a route of the file).
+    pub namespace: String,
+    pub ingress: String,
+    pub service_name: String,
+    pub service_port: String,
+}
+
 /// External authentication: a subrequest to a service (oauth2-proxy and the like) decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalAuth {
@@ -512,6 +528,8 @@ pub struct KubernetesRef {
 pub enum ServicePort {
     Name(String),
     Number(u16),
+    /// The Service's first port (ingress-nginx's `default-backend` takes that one).
+    First,
 }
 
 /// How a service picks an endpoint for a request.
@@ -640,6 +658,9 @@ pub struct Route {
     pub basic_auth: Option<BasicAuth>,
     /// Cross-origin requests the route answers for browsers (ingress-nginx's `enable-cors`).
     pub cors: Option<Cors>,
+    /// Upstream answers with these statuses are replaced by an error service's (ingress-nginx's
+    /// `custom-http-errors` with `default-backend`).
+    pub error_pages: Option<ErrorPages>,
     /// Each request is first asked of an authentication service (nginx's `auth_request`,
     /// ingress-nginx's `auth-url`).
     pub external_auth: Option<ExternalAuth>,

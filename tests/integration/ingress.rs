@@ -1888,3 +1888,78 @@ async fn an_auth_url_naming_a_service_is_reached_through_its_endpoint_slices() {
     .await;
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_errors_are_answered_by_the_default_backend() {
+    let cluster = start("ingress-error-pages", false).await;
+    let api = &cluster.api;
+    // The application answers 401 without a session (the test authentication service).
+    let (app, _) = crate::auth::auth_service().await;
+    service_of_pods(api, "shop", "app", &[app]);
+    let errors = TestUpstream::start("errors").await;
+    service(api, "shop", "errors", &errors);
+    // A Service with no ready endpoint.
+    api.apply(
+        SERVICES,
+        json!({ "metadata": { "namespace": "shop", "name": "empty" }, "spec": { "ports": [{ "name": "http", "port": 80 }] } }),
+    );
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    for (name, host, service_name) in [
+        ("pages", "pages.example.com", "app"),
+        ("empty", "empty.example.com", "empty"),
+    ] {
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                name,
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                json!({ n("custom-http-errors"): "401,503", n("default-backend"): "errors" }),
+                host,
+                json!([path("/", "Prefix", service_name)]),
+            ),
+        );
+    }
+    let http = cluster.running.http;
+    let ask = |host: &'static str, cookie: &'static str| async move {
+        send(
+            &client(),
+            get_req_at(
+                http,
+                host,
+                "/account?tab=2",
+                &[("cookie", cookie), ("accept", "text/html")],
+            ),
+        )
+        .await
+    };
+    eventually_async("the error backend answers the 401", WAIT, || async {
+        let got = ask("pages.example.com", "none").await;
+        got.status == 200 && got.body.starts_with(b"{")
+    })
+    .await;
+    let page = ask("pages.example.com", "none").await.json();
+    assert_eq!(page["upstream"], "errors");
+    assert_eq!(page["uri"], "/?tab=2", "{page}");
+    for (name, want) in [
+        ("x-code", "401"),
+        ("x-format", "text/html"),
+        ("x-original-uri", "/account?tab=2"),
+        ("x-namespace", "shop"),
+        ("x-ingress-name", "pages"),
+        ("x-service-name", "app"),
+        ("x-service-port", "http"),
+        ("host", "pages.example.com"),
+    ] {
+        assert_eq!(page["headers"][name], want, "{name}: {page}");
+    }
+    // An answer not listed passes as the application gave it.
+    let ok = ask("pages.example.com", "session=good").await;
+    assert_eq!((ok.status.as_u16(), &ok.body[..]), (200, &b"auth"[..]));
+    // No endpoint: the error backend answers with X-Code 503.
+    let empty = ask("empty.example.com", "none").await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.json()["headers"]["x-code"], "503");
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

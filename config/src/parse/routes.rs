@@ -130,6 +130,7 @@ pub(super) fn read_route(
         basic_auth,
         cors,
         external_auth,
+        error_pages: None,
         https_redirect,
         force_https_redirect: false,
         unavailable: None,

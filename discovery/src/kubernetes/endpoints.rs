@@ -32,6 +32,8 @@ impl std::fmt::Display for ServiceKey {
 pub enum PortRef {
     Name(String),
     Number(i32),
+    /// The Service's first port.
+    First,
 }
 
 /// The endpoints of one Service port, split by readiness.
@@ -182,6 +184,13 @@ impl SliceStore {
 fn port_name(port: &PortRef, service: Option<&Service>) -> Option<String> {
     match port {
         PortRef::Name(name) => Some(name.clone()),
+        PortRef::First => service?
+            .spec
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .first()
+            .map(|p| p.name.clone().unwrap_or_default()),
         PortRef::Number(number) => service?
             .spec
             .as_ref()?

@@ -118,6 +118,8 @@ pub struct Policy {
     pub aliases: Vec<String>,
     /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
     pub basic_auth: Option<BasicAuthRef>,
+    /// `custom-http-errors` (unless `disable-proxy-intercept-errors`) with `default-backend`.
+    pub error_pages: Option<ErrorPagesSpec>,
     /// `upstream-vhost` (the upstream's Host) and `x-forwarded-prefix`.
     pub request_headers: Vec<(HeaderName, gatehouse_config::Template)>,
     /// `enable-cors` with its `cors-*`.
@@ -149,6 +151,16 @@ pub struct Policy {
     pub canary: Option<CanarySpec>,
     /// `affinity`, `upstream-hash-by`, `load-balance`: how its Services pick a pod.
     pub balancing: Balancing,
+}
+
+/// Where an Ingress's error answers come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorPagesSpec {
+    /// Upstream statuses replaced (none: only a Service without endpoints sends there).
+    pub codes: Vec<u16>,
+    /// `default-backend`: a Service of the Ingress's namespace (its first port); `None`: the
+    /// configuration's `default_service`.
+    pub backend: Option<String>,
 }
 
 /// What a canary Ingress's annotations say (its backend is the canary service).
@@ -386,6 +398,7 @@ fn annotations(
             "auth-url" | "auth-method" | "auth-signin" | "auth-signin-redirect-param"
             | "auth-response-headers" | "auth-request-redirect" => {}
             // Headers of the upstream's request, as ingress-nginx's proxy_set_header lines.
+            "custom-http-errors" | "default-backend" | "disable-proxy-intercept-errors" => {}
             "upstream-vhost" | "x-forwarded-prefix" => {
                 let header = if *name == "upstream-vhost" {
                     http::header::HOST
@@ -516,6 +529,7 @@ fn annotations(
         .map(|l| ClientLimits { whitelist, ..l });
     policy.basic_auth = basic_auth_ref(&found, ingress)?;
     policy.external_auth = external_auth(&found)?;
+    policy.error_pages = error_pages(&found, &flag)?;
     if flag("enable-cors")? == Some(true) {
         policy.cors = Some(cors(&found, &flag, problems, source)?);
     }
@@ -532,6 +546,41 @@ fn annotations(
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
     let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
     Ok((policy, regex))
+}
+
+/// `custom-http-errors` and `default-backend` as ingress-nginx reads them: the codes are
+/// statuses (a bad one refuses the Ingress, as a page would silently go missing);
+/// `disable-proxy-intercept-errors` keeps the upstream's own error answers.
+fn error_pages(
+    found: &BTreeMap<&str, &str>,
+    flag: &dyn Fn(&str) -> Result<Option<bool>, String>,
+) -> Result<Option<ErrorPagesSpec>, String> {
+    let backend = found
+        .get("default-backend")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let mut codes = Vec::new();
+    if flag("disable-proxy-intercept-errors")? != Some(true) {
+        for code in found
+            .get("custom-http-errors")
+            .iter()
+            .flat_map(|v| v.split(','))
+        {
+            let code = code.trim();
+            if code.is_empty() {
+                continue;
+            }
+            match code.parse::<u16>() {
+                Ok(c) if (400..=599).contains(&c) => codes.push(c),
+                _ => {
+                    return Err(format!(
+                        "annotation custom-http-errors: `{code}` is not an error status (400-599)"
+                    ))
+                }
+            }
+        }
+    }
+    Ok((!codes.is_empty() || backend.is_some()).then_some(ErrorPagesSpec { codes, backend }))
 }
 
 /// An allow-list entry as ingress-nginx reads it: a range with host bits set below its

@@ -155,6 +155,9 @@ pub fn merge(
                         &mut problems,
                     );
                 }
+                if let Some(spec) = &p.policy.error_pages {
+                    error_pages::attach(&mut config, &mut services, index, p, spec, &mut problems);
+                }
                 index
             });
         config.routes[index].paths.push(PathRule {
@@ -318,6 +321,7 @@ fn service_for(
     let port = match &backend.port {
         PortRef::Name(n) => ServicePort::Name(n.clone()),
         PortRef::Number(n) => ServicePort::Number(u16::try_from(*n).ok().filter(|n| *n > 0)?),
+        PortRef::First => ServicePort::First,
     };
     let key = (
         backend.namespace.clone(),
@@ -331,6 +335,7 @@ fn service_for(
     let port_text = match &key.2 {
         ServicePort::Name(n) => n.clone(),
         ServicePort::Number(n) => n.to_string(),
+        ServicePort::First => "first".to_owned(),
     };
     let mut name = format!("{}/{}:{port_text}", key.0, key.1);
     // Ingresses that balance one Service differently get an upstream each.
@@ -535,6 +540,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         cors: p.policy.cors.clone(),
         // Filled in by the merge, which adds the service it asks.
         external_auth: None,
+        error_pages: None,
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),
@@ -564,6 +570,7 @@ fn object_location(source: &str) -> Location {
 }
 
 mod basic_auth;
+mod error_pages;
 mod external_auth;
 #[cfg(test)]
 mod tests;

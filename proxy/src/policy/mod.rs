@@ -9,6 +9,7 @@ pub(crate) mod body_size;
 pub(crate) mod canary;
 pub(crate) mod client_limits;
 pub(crate) mod cors;
+pub(crate) mod error_pages;
 pub(crate) mod external_auth;
 pub(crate) mod https_redirect;
 pub(crate) mod redirect;

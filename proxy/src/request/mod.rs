@@ -30,11 +30,14 @@ use crate::{
     conn::ConnInfo,
     error::ProxyError,
     path,
-    policy::{cors, response_headers},
+    policy::{cors, error_pages, response_headers},
     response_body::ResponseBody,
     snapshot::Snapshot,
     state::{Drain, Live},
-    upstream::{forward::forward, Lease},
+    upstream::{
+        forward::{forward, Forwarded},
+        Lease, Preference,
+    },
     warnings::RateLimited,
 };
 use resolve::Refused;
@@ -190,6 +193,38 @@ struct Served {
     upstream_time: std::time::Duration,
 }
 
+/// An upstream answer with a status the route's error pages list, answered by the error
+/// service instead (and whether it was); the upstream's own answer when that service
+/// cannot answer.
+async fn replace_error(
+    snapshot: &Snapshot,
+    pages: &gatehouse_config::ErrorPages,
+    original: &error_pages::Original,
+    forwarded: Forwarded,
+    limits: &crate::upstream::forward::ForwardLimits,
+    metrics: &crate::metrics::Metrics,
+) -> (Forwarded, bool) {
+    let status = forwarded.response.status().as_u16();
+    if !error_pages::replaces(pages, status) {
+        return (forwarded, false);
+    }
+    let req = error_pages::request(pages, status, original);
+    let service = &snapshot.upstreams[pages.service.0];
+    match forward(
+        service,
+        &service.endpoints(),
+        Preference::None,
+        req,
+        limits,
+        metrics,
+    )
+    .await
+    {
+        Ok(page) => (page, true),
+        Err(_) => (forwarded, false),
+    }
+}
+
 /// The steps, in order. `normalized` is the normalised path when it differs from the
 /// request target's; `completion` learns which route the request counts in and holds its
 /// limit slot as soon as they are known, for a request the client abandons.
@@ -217,6 +252,12 @@ async fn serve(
         .map_err(refused)?;
     let upstream = &snapshot.upstreams[resolved.target.service.0];
     let choice = balance::choose(upstream, &resolved, &vars);
+    let pages = resolved
+        .target
+        .route
+        .and_then(|(route, _)| route.error_pages.as_ref());
+    let original =
+        pages.map(|_| error_pages::Original::of(&req, &resolved.host_header, &client.ip_header));
     let (plan, target) = rewrite::Plan::new(resolved, &req);
     let (mut upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     for (name, value) in from_auth {
@@ -230,23 +271,53 @@ async fn serve(
         None => snapshot.limits,
     };
     let (set, preference) = (&choice.set, choice.preference);
-    let forwarded = forward(
-        upstream,
-        set,
-        preference,
-        upstream_req,
-        &limits,
-        &live.metrics,
-    )
-    .await
+    let no_endpoints = set.is_empty();
+    let forwarded = match (pages, &original) {
+        // A Service without endpoints: its error service answers (X-Code 503).
+        (Some(pages), Some(original)) if no_endpoints => {
+            let req = error_pages::request(pages, 503, original);
+            let service = &snapshot.upstreams[pages.service.0];
+            forward(
+                service,
+                &service.endpoints(),
+                Preference::None,
+                req,
+                &limits,
+                &live.metrics,
+            )
+            .await
+        }
+        _ => {
+            forward(
+                upstream,
+                set,
+                preference,
+                upstream_req,
+                &limits,
+                &live.metrics,
+            )
+            .await
+        }
+    }
     .map_err(refused)?;
+    let (forwarded, replaced) = match (pages, &original) {
+        (Some(pages), Some(original)) if !no_endpoints => {
+            replace_error(snapshot, pages, original, forwarded, &limits, &live.metrics).await
+        }
+        _ => (forwarded, pages.is_some() && no_endpoints),
+    };
     let mut lease = forwarded.lease;
     let answering = respond::Answering {
         target: &target,
         admitted: &admitted,
         limits: &limits,
         tunnels: &drain.tunnels,
-        set_cookie: choice.cookie(forwarded.endpoint),
+        // An error page comes from another service: no affinity to its endpoints.
+        set_cookie: if replaced {
+            None
+        } else {
+            choice.cookie(forwarded.endpoint)
+        },
     };
     let response = respond::upstream_response(
         answering,

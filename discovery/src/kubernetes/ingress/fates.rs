@@ -89,19 +89,10 @@ pub const FATES: &[(&str, Fate)] = &[
         "custom-headers",
         Ignored("extra response headers from a ConfigMap: use gatehouse.io/response-headers"),
     ),
-    (
-        "custom-http-errors",
-        Refused("error answers would go to another Service"),
-    ),
-    (
-        "default-backend",
-        Refused("unmatched requests would go to another Service"),
-    ),
+    ("custom-http-errors", Built),
+    ("default-backend", Built),
     ("denylist-source-range", Built),
-    (
-        "disable-proxy-intercept-errors",
-        Ignored("error interception is not done"),
-    ),
+    ("disable-proxy-intercept-errors", Built),
     ("enable-access-log", TRACING),
     ("enable-cors", Built),
     (

@@ -260,6 +260,8 @@ fn every_annotation_of_the_table_meets_its_fate() {
             "permanent-redirect" | "temporal-redirect" => "https://example.com/",
             "permanent-redirect-code" | "temporal-redirect-code" => "301",
             "app-root" => "/app",
+            "custom-http-errors" => "404,503",
+            "default-backend" => "errors",
             "auth-url" => "http://oauth2.auth.svc/oauth2/auth",
             "auth-method" => "GET",
             "auth-response-headers" => "X-Auth-Request-User",
