@@ -669,6 +669,9 @@ pub struct Route {
     /// Redirect even without a certificate here: TLS ends at a load balancer in front
     /// (ingress-nginx's `force-ssl-redirect`).
     pub force_https_redirect: bool,
+    /// The HTTPS redirect keeps a trailing `/` of the request URI: always from the file;
+    /// from an Ingress only with `preserve-trailing-slash`, as ingress-nginx.
+    pub redirect_keeps_trailing_slash: bool,
     /// Why this route answers 503 instead of serving (an Ingress whose annotations cannot be
     /// honoured fails closed); `None` for a route that serves.
     pub unavailable: Option<String>,

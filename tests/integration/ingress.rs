@@ -1513,6 +1513,16 @@ async fn redirects_aliases_and_deny_lists_from_annotations() {
         json!({ n("denylist-source-range"): "127.0.0.3/32" }),
     );
     apply(
+        "slash",
+        "slash.example.com",
+        json!({ n("force-ssl-redirect"): "true" }),
+    );
+    apply(
+        "keep-slash",
+        "keep-slash.example.com",
+        json!({ n("force-ssl-redirect"): "true", n("preserve-trailing-slash"): "true" }),
+    );
+    apply(
         "vhost",
         "vhost.example.com",
         json!({ n("upstream-vhost"): "internal.$host", n("x-forwarded-prefix"): "/shop" }),
@@ -1567,6 +1577,17 @@ async fn redirects_aliases_and_deny_lists_from_annotations() {
     assert_eq!(
         fetch(&cluster, "a.wild.example.com", "/").await,
         (200, "web".to_owned())
+    );
+    // The HTTPS redirect drops a trailing slash unless preserve-trailing-slash says not to.
+    let got = get_from(&cluster, "127.0.0.2", "slash.example.com", "/docs/").await;
+    assert_eq!(
+        (got.status.as_u16(), location(&got).as_deref()),
+        (308, Some("https://slash.example.com/docs"))
+    );
+    let got = get_from(&cluster, "127.0.0.2", "keep-slash.example.com", "/docs/").await;
+    assert_eq!(
+        (got.status.as_u16(), location(&got).as_deref()),
+        (308, Some("https://keep-slash.example.com/docs/"))
     );
     // upstream-vhost and x-forwarded-prefix: the upstream's Host and prefix header.
     eventually_async("the vhost Ingress is served", WAIT, || async {

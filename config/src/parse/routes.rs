@@ -133,6 +133,7 @@ pub(super) fn read_route(
         error_pages: None,
         https_redirect,
         force_https_redirect: false,
+        redirect_keeps_trailing_slash: true,
         unavailable: None,
         max_body: max_body?,
         response_headers,

@@ -131,6 +131,8 @@ pub struct Policy {
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`: redirect even without a certificate here (TLS ends earlier).
     pub force_ssl_redirect: bool,
+    /// `preserve-trailing-slash`: the HTTPS redirect keeps a trailing `/`.
+    pub preserve_trailing_slash: bool,
     pub max_body: Option<u64>,
     pub rewrite: Option<String>,
     /// `gatehouse.io/response-headers`: `Name: value` lines added to every response.
@@ -496,7 +498,7 @@ fn annotations(
             "backend-protocol" => {
                 return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP only)"))
             }
-            "ssl-redirect" | "force-ssl-redirect" | "use-regex" => {}
+            "ssl-redirect" | "force-ssl-redirect" | "use-regex" | "preserve-trailing-slash" => {}
             "response-headers" if gatehouse_only.contains(name) => {
                 policy.response_headers = response_headers(value).map_err(|e| format!("annotation {name}: {e}"))?;
             }
@@ -543,6 +545,7 @@ fn annotations(
     }
     policy.ssl_redirect = flag("ssl-redirect")?;
     policy.force_ssl_redirect = flag("force-ssl-redirect")?.unwrap_or(false);
+    policy.preserve_trailing_slash = flag("preserve-trailing-slash")?.unwrap_or(false);
     // As in ingress-nginx, a rewrite-target makes the paths regexes.
     let regex = flag("use-regex")?.unwrap_or(false) || policy.rewrite.is_some();
     Ok((policy, regex))

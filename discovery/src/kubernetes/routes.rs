@@ -531,6 +531,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         // data plane still redirects only while that certificate is valid.
         https_redirect: p.policy.ssl_redirect.unwrap_or(has_tls),
         force_https_redirect: p.policy.force_ssl_redirect,
+        redirect_keeps_trailing_slash: p.policy.preserve_trailing_slash,
         allow: p.policy.allow.clone(),
         deny: p.policy.deny.clone(),
         redirect: p.policy.redirect.clone(),

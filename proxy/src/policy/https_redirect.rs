@@ -57,7 +57,11 @@ pub(crate) fn https_location(
         0 | 443 => String::new(),
         p => format!(":{p}"),
     };
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if !route.redirect_keeps_trailing_slash {
+        // ingress-nginx's default: one trailing `/` of the request URI is dropped.
+        path = path.strip_suffix('/').unwrap_or(path);
+    }
     HeaderValue::from_str(&format!("https://{host}{port}{path}")).ok()
 }
 

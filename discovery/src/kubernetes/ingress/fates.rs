@@ -147,10 +147,7 @@ pub const FATES: &[(&str, Fate)] = &[
     ("opentracing-trust-incoming-span", TRACING),
     ("permanent-redirect", Built),
     ("permanent-redirect-code", Built),
-    (
-        "preserve-trailing-slash",
-        Ignored("forced-HTTPS redirects keep the path as it came"),
-    ),
+    ("preserve-trailing-slash", Built),
     ("proxy-body-size", Built),
     ("proxy-buffer-size", BUFFERING),
     ("proxy-buffering", BUFFERING),
