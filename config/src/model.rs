@@ -208,12 +208,18 @@ pub struct ErrorPages {
 pub struct ExternalAuth {
     /// The service the subrequest goes to.
     pub service: ServiceId,
+    pub request: AuthRequest,
+}
+
+/// What the subrequest to an authentication service is, and what is done with its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// As written, for messages.
+    pub url: String,
     /// Its Host header (the URL's authority).
     pub host: String,
     /// Path and query of the URL.
     pub path: String,
-    /// As written, for messages.
-    pub url: String,
     /// The subrequest's method (GET unless set).
     pub method: http::Method,
     /// On 401, redirect (302) here instead, with the original URL in `signin_param`.

@@ -108,15 +108,6 @@ impl Template {
         }
     }
 
-    /// The value when the template has no variables.
-    pub fn constant(&self) -> Option<&str> {
-        match self.parts.as_slice() {
-            [] => Some(""),
-            [Part::Literal(s)] => Some(s),
-            _ => None,
-        }
-    }
-
     /// The variables and literals, in order.
     pub fn parts(&self) -> &[Part] {
         &self.parts
@@ -181,8 +172,7 @@ mod tests {
         assert_eq!(eval("$http_X_User-$remote_addr"), "<x-user>-10.0.0.1");
         assert_eq!(eval("${cookie_sid}x$request_uri"), "[sid]x");
         assert_eq!(eval("plain"), "plain");
-        assert_eq!(Template::parse("plain").unwrap().constant(), Some("plain"));
-        assert_eq!(Template::parse("$host").unwrap().constant(), None);
+        assert_eq!(Template::parse("plain").unwrap().parts().len(), 1);
     }
 
     #[test]

@@ -252,14 +252,16 @@ fn read_external_auth(
     }
     Some(ExternalAuth {
         service,
-        host: parsed.authority,
-        path: parsed.path,
-        url,
-        method,
-        signin: text(r, "signin"),
-        signin_param: text(r, "signin_redirect_param").unwrap_or_else(|| "rd".to_owned()),
-        response_headers,
-        request_redirect: text(r, "request_redirect"),
+        request: AuthRequest {
+            host: parsed.authority,
+            path: parsed.path,
+            url,
+            method,
+            signin: text(r, "signin"),
+            signin_param: text(r, "signin_redirect_param").unwrap_or_else(|| "rd".to_owned()),
+            response_headers,
+            request_redirect: text(r, "request_redirect"),
+        },
     })
 }
 

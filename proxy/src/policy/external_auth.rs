@@ -5,7 +5,7 @@
 //! 401 becomes a redirect to `signin` when there is one); anything else, or no answer, is
 //! 500, as in nginx: a broken authentication service never opens the application.
 
-use gatehouse_config::ExternalAuth;
+use gatehouse_config::AuthRequest;
 use http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 
@@ -28,7 +28,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// upstream's request: the service's value, or `None` to remove what the client sent (a
 /// client must not pass for a user by sending `X-Auth-Request-User` itself).
 pub(crate) async fn check(
-    auth: &ExternalAuth,
+    auth: &AuthRequest,
     service: &Upstream,
     vars: &RequestVars<'_>,
     limits: &ForwardLimits,
@@ -98,7 +98,7 @@ fn written_host<'a>(vars: &'a RequestVars<'_>) -> &'a str {
 
 /// The subrequest, with what ingress-nginx's sends: the original URL and method, the
 /// forwarded headers, and the client's Cookie and Authorization. No body.
-fn subrequest(auth: &ExternalAuth, vars: &RequestVars<'_>, original: &str) -> Request<RequestBody> {
+fn subrequest(auth: &AuthRequest, vars: &RequestVars<'_>, original: &str) -> Request<RequestBody> {
     let mut req = Request::new(RequestBody::empty());
     *req.method_mut() = auth.method.clone();
     *req.uri_mut() = auth
@@ -159,8 +159,7 @@ mod tests {
             client: "10.1.2.3".parse().unwrap(),
             tls: true,
         };
-        let auth = ExternalAuth {
-            service: gatehouse_config::ServiceId(0),
+        let auth = AuthRequest {
             host: "auth.shop.svc:4180".into(),
             path: "/oauth2/auth?allowed_groups=staff".into(),
             url: "http://auth.shop.svc:4180/oauth2/auth?allowed_groups=staff".into(),

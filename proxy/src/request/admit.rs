@@ -84,12 +84,19 @@ pub(crate) async fn authenticate(
         return Ok(Vec::new());
     };
     if let Some(creds) = &r.snapshot.basic_auth[m.route] {
-        basic_auth::check(creds, vars.headers, &route.host.to_string()).await?;
+        basic_auth::check(creds, vars.headers, &route.host).await?;
     }
     match &route.external_auth {
         Some(auth) => {
             let service = &r.snapshot.upstreams[auth.service.0];
-            external_auth::check(auth, service, vars, &r.snapshot.limits, &live.metrics).await
+            external_auth::check(
+                &auth.request,
+                service,
+                vars,
+                &r.snapshot.limits,
+                &live.metrics,
+            )
+            .await
         }
         None => Ok(Vec::new()),
     }

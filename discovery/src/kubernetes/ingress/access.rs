@@ -8,16 +8,12 @@ use std::collections::BTreeMap;
 use http::HeaderName;
 use k8s_openapi::api::networking::v1::Ingress;
 
-/// What an Ingress asks of its authentication service.
+/// What an Ingress asks of its authentication service: the subrequest, and the URL's
+/// host and port to find the service by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalAuthSpec {
-    pub url: String,
     pub parsed: gatehouse_config::AuthUrl,
-    pub method: http::Method,
-    pub signin: Option<String>,
-    pub signin_param: String,
-    pub response_headers: Vec<HeaderName>,
-    pub request_redirect: Option<String>,
+    pub request: gatehouse_config::AuthRequest,
 }
 
 /// The Secret that holds an Ingress's basic-authentication users.
@@ -139,13 +135,17 @@ pub(super) fn external_auth(
         }
     }
     Ok(Some(ExternalAuthSpec {
-        url: url.to_owned(),
+        request: gatehouse_config::AuthRequest {
+            url: url.to_owned(),
+            host: parsed.authority.clone(),
+            path: parsed.path.clone(),
+            method,
+            signin: text("auth-signin"),
+            signin_param: text("auth-signin-redirect-param").unwrap_or_else(|| "rd".to_owned()),
+            response_headers,
+            request_redirect: text("auth-request-redirect"),
+        },
         parsed,
-        method,
-        signin: text("auth-signin"),
-        signin_param: text("auth-signin-redirect-param").unwrap_or_else(|| "rd".to_owned()),
-        response_headers,
-        request_redirect: text("auth-request-redirect"),
     }))
 }
 

@@ -26,20 +26,13 @@ pub(super) fn attach(
         Ok(service) => {
             config.routes[index].external_auth = Some(ExternalAuth {
                 service,
-                host: spec.parsed.authority.clone(),
-                path: spec.parsed.path.clone(),
-                url: spec.url.clone(),
-                method: spec.method.clone(),
-                signin: spec.signin.clone(),
-                signin_param: spec.signin_param.clone(),
-                response_headers: spec.response_headers.clone(),
-                request_redirect: spec.request_redirect.clone(),
+                request: spec.request.clone(),
             })
         }
         Err(why) => {
             let why = format!(
                 "Ingress {source}: auth-url {}: {why}; its paths answer 503",
-                spec.url
+                spec.request.url
             );
             problems.push(why.clone());
             fail_closed(&mut config.routes[index], why);
