@@ -105,21 +105,6 @@ routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
 CONF
   taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gh-sticky.yaml" 2>"$work/gh-sticky.log" & pids+=($!)
   GS_PID=$!
-  mkdir -p "$work/ns"
-  cat > "$work/ns/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $work/ns/nginx.pid; error_log $work/ns/error.log;
-events { worker_connections 16384; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  upstream up { hash \$cookie_INGRESSCOOKIE consistent; server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:${PORT[ng-sticky]}; server_name $VHOST;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host \$host; proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host;
-      proxy_set_header X-Forwarded-Port \$server_port; } } }
-CONF
-  taskset -c 0 nginx -p "$work/ns" -c "$work/ns/nginx.conf" & pids+=($!)
-  NS_PID=$!
 fi
 
 cat > "$work/ng/nginx.conf" <<CONF
@@ -139,6 +124,22 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
 CONF
 taskset -c 0 nginx -p "$work/ng" -c "$work/ng/nginx.conf" & pids+=($!)
 NG_PID=$!
+
+# Another nginx like the one above (plain HTTP on target T's port, its own directory DIR),
+# changed by the sed expressions given, started on CPU 0; prints its pid.
+nginx_variant() {
+  local dir=$1 t=$2; shift 2
+  mkdir -p "$work/$dir"
+  sed -e "s#$work/ng/#$work/$dir/#g" \
+    -e "s#listen 127.0.0.1:${PORT[nginx]}; listen 127.0.0.1:${TLSPORT[nginx]} ssl http2;#listen 127.0.0.1:${PORT[$t]};#" \
+    "$@" "$work/ng/nginx.conf" > "$work/$dir/nginx.conf"
+  taskset -c 0 nginx -p "$work/$dir" -c "$work/$dir/nginx.conf" >/dev/null 2>&1 &
+  echo $!
+}
+if [ "${AFFINITY:-0}" = 1 ]; then
+  NS_PID=$(nginx_variant ns ng-sticky -e 's#upstream up { server#upstream up { hash $cookie_INGRESSCOOKIE consistent; server#')
+  pids+=("$NS_PID")
+fi
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -182,11 +183,8 @@ routes: [{ host: $VHOST, auth: { basic: { htpasswd: "$work/htpasswd", realm: ben
 CONF
   taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/gh-auth.yaml" 2>"$work/gh-auth.log" & pids+=($!)
   GA_PID=$!
-  mkdir -p "$work/na"
-  sed -e "s#$work/ng/#$work/na/#g" -e "s#listen 127.0.0.1:${PORT[nginx]}; listen 127.0.0.1:${TLSPORT[nginx]} ssl http2;#listen 127.0.0.1:${PORT[ng-auth]};#" \
-    -e "s#location / {#location / { auth_basic bench; auth_basic_user_file $work/htpasswd;#" "$work/ng/nginx.conf" > "$work/na/nginx.conf"
-  taskset -c 0 nginx -p "$work/na" -c "$work/na/nginx.conf" & pids+=($!)
-  NA_PID=$!
+  NA_PID=$(nginx_variant na ng-auth -e "s#location / {#location / { auth_basic bench; auth_basic_user_file $work/htpasswd;#")
+  pids+=("$NA_PID")
 fi
 declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID [gh-sticky]=$GS_PID [ng-sticky]=$NS_PID [gh-auth]=$GA_PID [ng-auth]=$NA_PID)
 

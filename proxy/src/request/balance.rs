@@ -16,13 +16,13 @@ pub(crate) struct Choice<'u> {
     /// One consistent set for the whole request, whatever discovery publishes meanwhile.
     pub(crate) set: EndpointList,
     pub(crate) preference: Preference,
-    sticky: Option<(Sticky<'u>, String, bool)>,
+    sticky: Option<(Sticky<'u>, &'u str, bool)>,
 }
 
 /// The choice for a resolved request with `vars`, to be served by `upstream`.
 pub(crate) fn choose<'u>(
     upstream: &'u Upstream,
-    r: &Resolved<'_, '_>,
+    r: &Resolved<'u, '_>,
     vars: &RequestVars<'_>,
 ) -> Choice<'u> {
     let set = upstream.endpoints();
@@ -31,9 +31,9 @@ pub(crate) fn choose<'u>(
         // The cookie's default Path: the rule's own, where it is a path; `/` for a regex.
         let path = match r.target.route {
             Some((route, m)) if route.paths[m.rule].kind != PathMatch::Regex => {
-                route.paths[m.rule].path.clone()
+                route.paths[m.rule].path.as_str()
             }
-            _ => "/".to_owned(),
+            _ => "/",
         };
         let tls = r.conn.tls.is_some();
         return Choice {
@@ -62,7 +62,7 @@ impl Choice<'_> {
     pub(crate) fn cookie(self, answered: usize) -> Option<HeaderValue> {
         let (sticky, path, tls) = self.sticky?;
         let scope = CookieScope {
-            default_path: &path,
+            default_path: path,
             tls,
         };
         affinity::set_cookie(sticky, &self.set, answered, scope)
