@@ -82,17 +82,30 @@ impl TlsEntry {
 }
 
 impl Config {
-    /// Every file the configuration reads besides itself (certificates and keys), so a
-    /// watcher can reload when one changes.
+    /// Every file the configuration reads besides itself (certificates and keys, htpasswd
+    /// files, client certificate authorities), so a watcher can reload when one changes.
     pub fn referenced_files(&self) -> Vec<PathBuf> {
-        self.tls
+        let certs = self.tls.iter().filter_map(|t| match &t.source {
+            TlsSource::Files { cert, key } => Some([cert.clone(), key.clone()]),
+            TlsSource::Inline { .. } => None,
+        });
+        let users = self.routes.iter().filter_map(|r| match &r.basic_auth {
+            Some(BasicAuth {
+                users: Htpasswd::File(path),
+                ..
+            }) => Some(path.clone()),
+            _ => None,
+        });
+        let authorities = self
+            .routes
             .iter()
-            .filter_map(|t| match &t.source {
-                TlsSource::Files { cert, key } => Some([cert.clone(), key.clone()]),
-                TlsSource::Inline { .. } => None,
-            })
-            .flatten()
-            .collect()
+            .filter_map(|r| r.client_certs.as_ref())
+            .flat_map(|c| [Some(&c.ca), c.crl.as_ref()])
+            .filter_map(|source| match source {
+                Some(PemSource::File(path)) => Some(path.clone()),
+                _ => None,
+            });
+        certs.flatten().chain(users).chain(authorities).collect()
     }
 }
 
@@ -270,6 +283,85 @@ impl AuthUrl {
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
         })
+    }
+}
+
+/// Client certificates a host asks for in the TLS handshake (nginx's `ssl_verify_client`,
+/// ingress-nginx's `auth-tls-*`). A host has one: it is asked for before the request, so
+/// before any route is known.
+#[derive(Clone, Debug)]
+pub struct ClientCerts {
+    /// The certificate authorities a client certificate must chain to (PEM).
+    pub ca: PemSource,
+    /// Certificates revoked by those authorities (PEM CRLs).
+    pub crl: Option<PemSource>,
+    pub verify: VerifyClient,
+    /// At most this many certificates above the client's own up to a trusted authority
+    /// (nginx's `ssl_verify_depth`; 1: signed by the authority itself).
+    pub depth: u32,
+    /// The client's certificate goes to the upstream, URL-encoded PEM, in `ssl-client-cert`.
+    pub pass_to_upstream: bool,
+    /// A client without a valid certificate is redirected (302) here instead of getting 400.
+    pub error_page: Option<String>,
+    /// The subject (RFC 2253 form, `CN=...,O=...`) must match this (else 403).
+    pub match_cn: Option<regex::Regex>,
+}
+
+/// Whether a client must show a certificate, as nginx's `ssl_verify_client`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerifyClient {
+    /// A valid certificate is required (400 without).
+    On,
+    /// Asked for; a client without one gets in, one with an invalid certificate does not.
+    Optional,
+    /// Asked for; an unknown issuer is passed on to the upstream (`ssl-client-verify:
+    /// FAILED:...`), other failures are refused.
+    OptionalNoCa,
+    /// Not asked for; the upstream still hears `ssl-client-verify: NONE`.
+    Off,
+}
+
+impl VerifyClient {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "on" => Ok(VerifyClient::On),
+            "optional" => Ok(VerifyClient::Optional),
+            "optional_no_ca" => Ok(VerifyClient::OptionalNoCa),
+            "off" => Ok(VerifyClient::Off),
+            _ => Err(format!(
+                "`{s}` is not one of on, optional, optional_no_ca, off"
+            )),
+        }
+    }
+}
+
+/// PEM text named by the configuration: a file, or the text itself (from a Secret).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file, read when the configuration is applied.
+    File(PathBuf),
+    /// The text, and where it came from (for messages).
+    Text { origin: String, pem: String },
+}
+
+impl PemSource {
+    /// The text, and what to call it in a message.
+    pub fn read(&self) -> Result<(Vec<u8>, String), String> {
+        match self {
+            PemSource::File(path) => std::fs::read(path)
+                .map(|pem| (pem, path.display().to_string()))
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            PemSource::Text { origin, pem } => Ok((pem.clone().into_bytes(), origin.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            PemSource::Text { origin, .. } => f.debug_tuple("Text").field(origin).finish(),
+        }
     }
 }
 
@@ -670,6 +762,8 @@ pub struct Route {
     /// Each request is first asked of an authentication service (nginx's `auth_request`,
     /// ingress-nginx's `auth-url`).
     pub external_auth: Option<ExternalAuth>,
+    /// Client certificates the route's host asks for in the TLS handshake.
+    pub client_certs: Option<ClientCerts>,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
     /// Redirect even without a certificate here: TLS ends at a load balancer in front

@@ -18,7 +18,10 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{h2_guard::ControlFrames, tls::certs::LoadedCert};
+use crate::{
+    h2_guard::ControlFrames,
+    tls::{certs::LoadedCert, client_auth::ClientCert},
+};
 
 /// Who is on the other end of a client connection, fixed at accept.
 pub(crate) struct ConnInfo {
@@ -42,6 +45,8 @@ pub(crate) struct TlsInfo {
     /// The certificate SNI chose (none: the handshake used no certificate of ours).
     pub(crate) cert: Option<Arc<LoadedCert>>,
     pub(crate) version: &'static str,
+    /// What the client showed, when the SNI named a host with client certificates.
+    pub(crate) client_cert: Option<ClientCert>,
 }
 
 impl ConnInfo {
@@ -69,6 +74,7 @@ impl ConnInfo {
             conn.tls = Some(TlsInfo {
                 cert: None,
                 version: "TLSv1.3",
+                client_cert: None,
             });
         }
         conn

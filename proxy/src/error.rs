@@ -23,6 +23,10 @@ pub enum ProxyError {
         route: String,
         challenge: http::HeaderValue,
     },
+    #[error("host `{host}` needs a valid client certificate ({})", if *.missing { "none was sent" } else { "the one sent is not valid" })]
+    ClientCertificate { host: String, missing: bool },
+    #[error("the client certificate's subject is not one host `{host}` accepts")]
+    ClientCertificateUnauthorized { host: String },
     #[error("the authentication service refused the request ({status})")]
     AuthDenied {
         status: StatusCode,
@@ -115,6 +119,8 @@ impl ProxyError {
             ProxyError::AuthDenied { status, .. } => *status,
             ProxyError::AuthServiceFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::ClientCertificate { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientCertificateUnauthorized { .. } => StatusCode::FORBIDDEN,
             ProxyError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoEndpoint { .. }
             | ProxyError::Unavailable { .. }

@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use proxy_header::{io::ProxiedStream, ParseConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use tokio_rustls::TlsAcceptor;
 
 use crate::{
     conn::{canonical_ip, ConnInfo, CountingIo, Cutoff, TlsInfo, Watchdog},
     h2_guard::CONTROL_FRAMES_PER_SECOND,
     request,
+    tls::acceptor::TlsServer,
     state::{Drain, Live},
     warnings::RateLimited,
 };
@@ -37,7 +37,7 @@ pub(crate) async fn accept_loop(
     live: Arc<Live>,
     drain: Arc<Drain>,
     stop: CancellationToken,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsServer>>,
 ) {
     let local = match listener.local_addr() {
         Ok(a) => a,
@@ -78,7 +78,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsServer>>,
 ) {
     let _ = stream.set_nodelay(true);
     let live = &shared.0;
@@ -123,7 +123,7 @@ async fn serve_maybe_tls<IO>(
     shared: (Arc<Live>, Arc<Drain>),
     io: IO,
     mut info: ConnInfo,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsServer>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -133,7 +133,7 @@ async fn serve_maybe_tls<IO>(
     let live = &shared.0;
     let limit = live.snapshot.load().config.timeouts.request_header;
     let outcome = match tokio::time::timeout(limit, acceptor.accept(io)).await {
-        Ok(Ok(stream)) => {
+        Ok(Ok((stream, client_auth))) => {
             let (_, session) = stream.get_ref();
             let sni = session.server_name().map(str::to_ascii_lowercase);
             let version = match session.protocol_version() {
@@ -142,7 +142,15 @@ async fn serve_maybe_tls<IO>(
                 _ => "TLS",
             };
             let cert = live.snapshot.load().certs.for_sni(sni.as_deref()).cloned();
-            info.tls = Some(TlsInfo { cert, version });
+            let client_cert = client_auth.map(|policy| {
+                let chain = session.peer_certificates().unwrap_or_default();
+                policy.check(chain, rustls_pki_types::UnixTime::now())
+            });
+            info.tls = Some(TlsInfo {
+                cert,
+                version,
+                client_cert,
+            });
             Ok(stream)
         }
         Ok(Err(e)) => Err(("failure", e.to_string())),

@@ -393,8 +393,8 @@ impl Change {
                 ));
             }
             Kind::Https => {
-                let acceptor = match tls::acceptor::server_config(live.clone()) {
-                    Ok(config) => tokio_rustls::TlsAcceptor::from(config),
+                let acceptor = match tls::acceptor::TlsServer::new(live.clone()) {
+                    Ok(server) => Arc::new(server),
                     Err(e) => {
                         tracing::error!(address = %bound, error = %e, "cannot set up TLS; the HTTPS listener is not serving");
                         return None;

@@ -13,7 +13,10 @@ use crate::{
     l4::key::L4Key,
     metrics::{Metrics, RouteStats},
     policy::{basic_auth::Credentials, client_limits::RouteLimits},
-    tls::certs::{CertStore, TlsError},
+    tls::{
+        certs::{CertStore, TlsError},
+        client_auth::ClientAuthTable,
+    },
     upstream::{forward::ForwardLimits, Endpoint, Upstream},
     warnings::OncePerKey,
 };
@@ -48,6 +51,8 @@ pub struct Snapshot {
     pub(crate) client_limits: Vec<Option<Arc<RouteLimits>>>,
     /// Per route (by index), its basic-authentication users, if it has any.
     pub(crate) basic_auth: Vec<Option<Arc<Credentials>>>,
+    /// Each host's client certificates (mTLS), by SNI and by route.
+    pub(crate) client_auth: ClientAuthTable,
     /// The Strict-Transport-Security value of the configuration.
     pub(crate) hsts: http::HeaderValue,
 }
@@ -61,7 +66,8 @@ pub enum SnapshotError {
     /// Certificates that cannot be served.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Tls(Vec<TlsError>),
-    /// Users of basic authentication that cannot be read.
+    /// Users of basic authentication, or client certificate authorities, that cannot be
+    /// read.
     #[error("{}", .0.join("\n"))]
     Auth(Vec<String>),
 }
@@ -104,6 +110,9 @@ pub fn check_files(config: &Config) -> Result<(), Vec<String>> {
     if let Err(SnapshotError::Auth(auth)) = load_credentials(config) {
         errors.extend(auth);
     }
+    if let Err(authorities) = ClientAuthTable::build(config) {
+        errors.extend(authorities);
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -126,6 +135,7 @@ impl Snapshot {
         let certs =
             CertStore::load(&config, previous.map(|p| &p.certs)).map_err(SnapshotError::Tls)?;
         let basic_auth = load_credentials(&config)?;
+        let client_auth = ClientAuthTable::build(&config).map_err(SnapshotError::Auth)?;
         // Digits and fixed words: always a valid header value.
         let hsts = http::HeaderValue::from_str(&config.hsts.header_value())
             .unwrap_or_else(|_| http::HeaderValue::from_static("max-age=31536000"));
@@ -267,6 +277,7 @@ impl Snapshot {
             warned: OncePerKey::default(),
             client_limits,
             basic_auth,
+            client_auth,
             hsts,
         })
     }

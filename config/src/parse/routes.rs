@@ -17,6 +17,7 @@ pub(super) fn read_route(
             "redirect",
             "app_root",
             "auth",
+            "client_certificates",
             "cors",
             "https_redirect",
             "max_body",
@@ -64,6 +65,9 @@ pub(super) fn read_route(
         .map(|n| read_auth(r, n, &what, service_id))
         .unwrap_or_default();
     let cors = f.get("cors").and_then(|n| read_cors(r, n, &what));
+    let client_certs = f
+        .get("client_certificates")
+        .and_then(|n| read_client_certs(r, n, &what));
     let https_redirect = f
         .get("https_redirect")
         .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
@@ -130,6 +134,7 @@ pub(super) fn read_route(
         basic_auth,
         cors,
         external_auth,
+        client_certs,
         error_pages: None,
         https_redirect,
         force_https_redirect: false,
@@ -165,6 +170,74 @@ fn read_auth(
         .get("external")
         .and_then(|n| read_external_auth(r, n, &what, service_id));
     (basic, external)
+}
+
+/// A route's `client_certificates: { ca: FILE, crl: FILE, verify: on | optional |
+/// optional_no_ca | off, depth: N, pass_to_upstream: BOOL, error_page: URL, match_cn: REGEX }`
+/// (files relative to this file).
+fn read_client_certs(
+    r: &mut Reader<'_>,
+    node: &MarkedYaml<'_>,
+    what: &str,
+) -> Option<ClientCerts> {
+    let what = format!("{what} client_certificates");
+    let keys = [
+        "ca",
+        "crl",
+        "verify",
+        "depth",
+        "pass_to_upstream",
+        "error_page",
+        "match_cn",
+    ];
+    let c = r.section(node, &what, &keys, &[])?;
+    let file = |r: &mut Reader<'_>, key: &str| {
+        c.get(key)
+            .and_then(|n| r.string(n, &format!("{what} {key}")))
+            .map(|f| PemSource::File(file_dir(r.file()).join(f)))
+    };
+    let Some(ca) = file(r, "ca") else {
+        r.error(
+            c.span,
+            format!("{what} needs `ca`, the PEM file of the authorities client certificates must chain to"),
+        );
+        return None;
+    };
+    let crl = file(r, "crl");
+    let verify = c
+        .get("verify")
+        .and_then(|n| r.parsed(n, &format!("{what} verify"), VerifyClient::parse))
+        .unwrap_or(VerifyClient::On);
+    let depth = c
+        .get("depth")
+        .and_then(|n| {
+            r.parsed(n, &format!("{what} depth"), |s| match s.parse::<u32>() {
+                Ok(d @ 1..=100) => Ok(d),
+                _ => Err(format!("`{s}` is not a depth from 1 to 100")),
+            })
+        })
+        .unwrap_or(1);
+    let pass_to_upstream = c
+        .get("pass_to_upstream")
+        .and_then(|n| r.boolean(n, &format!("{what} pass_to_upstream")))
+        .unwrap_or(false);
+    let error_page = c
+        .get("error_page")
+        .and_then(|n| r.string(n, &format!("{what} error_page")));
+    let match_cn = c.get("match_cn").and_then(|n| {
+        r.parsed(n, &format!("{what} match_cn"), |s| {
+            regex::Regex::new(s).map_err(|e| format!("`{s}` is not a regular expression: {e}"))
+        })
+    });
+    Some(ClientCerts {
+        ca,
+        crl,
+        verify,
+        depth,
+        pass_to_upstream,
+        error_page,
+        match_cn,
+    })
 }
 
 fn read_basic_auth(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<BasicAuth> {

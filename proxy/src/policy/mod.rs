@@ -7,6 +7,7 @@ pub(crate) mod allow_list;
 pub(crate) mod basic_auth;
 pub(crate) mod body_size;
 pub(crate) mod canary;
+pub(crate) mod client_cert;
 pub(crate) mod client_limits;
 pub(crate) mod cors;
 pub(crate) mod error_pages;

@@ -1,13 +1,15 @@
 //! Admit: whether the resolved request may go on, policy by policy, in a fixed order. A
 //! route that cannot honour its policy fails closed first; who the client is decides next;
 //! then the route's own redirects, forced HTTPS, then the size of what it sends. Limits and auth plug in here.
+//! A client certificate is judged first over TLS, and after the redirect to HTTPS in
+//! plaintext.
 
 use std::sync::atomic::Ordering;
 
 use crate::{
     error::ProxyError,
     policy::{
-        allow_list, basic_auth, body_size,
+        allow_list, basic_auth, body_size, client_cert,
         client_limits::{self, Slot},
         cors, external_auth, https_redirect, redirect, unavailable,
     },
@@ -36,6 +38,15 @@ pub(crate) fn admit(
     let mut cors_origin = None;
     if let Some((route, m)) = r.target.route {
         unavailable::check(route)?;
+        let client_cert = r.snapshot.client_auth.for_route(m.route);
+        let check_client_cert = |policy| {
+            client_cert::check(policy, &r.host, r.conn, &live.metrics)
+        };
+        // Over TLS before anything else, as nginx checks the certificate before any phase;
+        // in plaintext (nothing to show) after the redirect to HTTPS, which may fix it.
+        if let (Some(policy), Some(_)) = (client_cert, &r.conn.tls) {
+            check_client_cert(policy)?;
+        }
         allow_list::check(route, r.client.ip, &live.metrics)?;
         if let Some(limits) = &r.snapshot.client_limits[m.route] {
             slot = client_limits::admit(limits, r.client.ip).map_err(|over| {
@@ -58,6 +69,9 @@ pub(crate) fn admit(
             r.snapshot, https_port, route, &r.host, r.conn, r.client, headers, uri,
         ) {
             return Err(ProxyError::RedirectToHttps { location });
+        }
+        if let (Some(policy), None) = (client_cert, &r.conn.tls) {
+            check_client_cert(policy)?;
         }
         hsts = https_redirect::wants_hsts(r.snapshot, route, &r.host, r.conn)
             .then(|| r.snapshot.hsts.clone());

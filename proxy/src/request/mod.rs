@@ -30,7 +30,7 @@ use crate::{
     conn::ConnInfo,
     error::ProxyError,
     path,
-    policy::{cors, error_pages, response_headers},
+    policy::{client_cert, cors, error_pages, response_headers},
     response_body::ResponseBody,
     snapshot::Snapshot,
     state::{Drain, Live},
@@ -265,6 +265,12 @@ async fn serve(
             Some(value) => upstream_req.headers_mut().insert(name, value),
             None => upstream_req.headers_mut().remove(name),
         };
+    }
+    if let Some(policy) = target
+        .route
+        .and_then(|(_, m)| snapshot.client_auth.for_route(m.route))
+    {
+        client_cert::upstream_headers(policy, conn, upstream_req.headers_mut());
     }
     let limits = match target.route {
         Some((route, _)) => snapshot.limits.for_route(route),

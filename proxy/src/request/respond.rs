@@ -116,11 +116,14 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         );
         return resp;
     }
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    // nginx's own words for its 495, 496 (both answered 400) and ingress-nginx's match-cn.
+    let reason = match error {
+        ProxyError::ClientCertificate { missing: true, .. } => "No required SSL certificate was sent",
+        ProxyError::ClientCertificate { missing: false, .. } => "The SSL certificate error",
+        ProxyError::ClientCertificateUnauthorized { .. } => "client certificate unauthorized",
+        _ => status.canonical_reason().unwrap_or(""),
+    };
+    let text = format!("{} {reason}\n", status.as_u16());
     let mut resp = Response::new(ResponseBody::full(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
