@@ -151,7 +151,14 @@ impl KubeRoutes {
             &translation,
             &l4,
             &|ns, name| discovery.secret(ns, name).map(|s| secret_pem(&s)),
-            &|ns, name| discovery.auth_secret(ns, name).map(|s| secret_data(&s)),
+            // Opaque first (basic auth's users, most CA Secrets); a TLS Secret may carry a
+            // `ca.crt` too.
+            &|ns, name| {
+                discovery
+                    .auth_secret(ns, name)
+                    .or_else(|| discovery.secret(ns, name))
+                    .map(|s| secret_data(&s))
+            },
         );
         problems.extend(merge_problems);
         let problems: BTreeSet<String> = problems.into_iter().collect();

@@ -342,6 +342,9 @@ pub enum PemSource {
     File(PathBuf),
     /// The text, and where it came from (for messages).
     Text { origin: String, pem: String },
+    /// It could not be had (an Ingress's Secret that does not exist): the host it protects
+    /// fails closed, saying why.
+    Unreadable { why: String },
 }
 
 impl PemSource {
@@ -352,6 +355,7 @@ impl PemSource {
                 .map(|pem| (pem, path.display().to_string()))
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
             PemSource::Text { origin, pem } => Ok((pem.clone().into_bytes(), origin.clone())),
+            PemSource::Unreadable { why } => Err(why.clone()),
         }
     }
 }
@@ -361,6 +365,7 @@ impl std::fmt::Debug for PemSource {
         match self {
             PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
             PemSource::Text { origin, .. } => f.debug_tuple("Text").field(origin).finish(),
+            PemSource::Unreadable { why } => f.debug_tuple("Unreadable").field(why).finish(),
         }
     }
 }

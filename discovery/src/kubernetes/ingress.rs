@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use super::endpoints::PortRef;
-use access::{basic_auth_ref, cors, external_auth};
-pub use access::{BasicAuthRef, ExternalAuthSpec};
+use access::{basic_auth_ref, client_cert_ref, cors, external_auth};
+pub use access::{BasicAuthRef, ClientCertRef, ExternalAuthSpec};
 pub use balancing::Balancing;
 pub use redirects::www_twin;
 pub use snippet::Snippet;
@@ -118,6 +118,8 @@ pub struct Policy {
     pub aliases: Vec<String>,
     /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
     pub basic_auth: Option<BasicAuthRef>,
+    /// `auth-tls-secret` with its `auth-tls-*`: client certificates for the Ingress's hosts.
+    pub client_certs: Option<ClientCertRef>,
     /// `custom-http-errors` (unless `disable-proxy-intercept-errors`) with `default-backend`.
     pub error_pages: Option<ErrorPagesSpec>,
     /// `upstream-vhost` (the upstream's Host) and `x-forwarded-prefix`.
@@ -530,6 +532,7 @@ fn annotations(
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
     policy.basic_auth = basic_auth_ref(&found, ingress)?;
+    policy.client_certs = client_cert_ref(&found, ingress, &flag, problems, source)?;
     policy.external_auth = external_auth(&found)?;
     policy.error_pages = error_pages(&found, &flag)?;
     if flag("enable-cors")? == Some(true) {

@@ -143,6 +143,9 @@ pub fn merge(
                 if let Some(auth) = &p.policy.basic_auth {
                     basic_auth::attach(&mut route, auth, auth_secret, &p.source, &mut problems);
                 }
+                if let Some(spec) = &p.policy.client_certs {
+                    client_certs::attach(&mut route, spec, auth_secret, &p.source, &mut problems);
+                }
                 config.routes.push(route);
                 let index = config.routes.len() - 1;
                 if let Some(spec) = &p.policy.external_auth {
@@ -173,6 +176,7 @@ pub fn merge(
         join_canary(&mut config, &mut services, &rule_at, p, &key, &mut problems);
     }
     apply_server_snippets(&mut config, translation, &routes, &mut problems);
+    client_certs::report_overruled(&config, &mut problems);
     add_www_twins(&mut config, translation, &routes, &tls_hosts);
     if config.default_service.is_none() {
         if let Some((backend, source)) = &translation.default_backend {
@@ -541,6 +545,8 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         cors: p.policy.cors.clone(),
         // Filled in by the merge, which adds the service it asks.
         external_auth: None,
+        // Filled in by the merge, which reads the Secret.
+        client_certs: None,
         error_pages: None,
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
@@ -571,6 +577,7 @@ fn object_location(source: &str) -> Location {
 }
 
 mod basic_auth;
+mod client_certs;
 mod error_pages;
 mod external_auth;
 #[cfg(test)]

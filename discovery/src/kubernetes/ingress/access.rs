@@ -198,3 +198,94 @@ pub(super) fn basic_auth_ref(
         realm,
     }))
 }
+
+/// The Secret of an Ingress's client-certificate authorities (`ca.crt`, optional
+/// `ca.crl`), and the `auth-tls-*` settings that go with it.
+#[derive(Clone, Debug)]
+pub struct ClientCertRef {
+    pub namespace: String,
+    pub name: String,
+    pub verify: gatehouse_config::VerifyClient,
+    pub depth: u32,
+    pub pass_to_upstream: bool,
+    pub error_page: Option<String>,
+    pub match_cn: Option<regex::Regex>,
+}
+
+/// `auth-tls-secret` and its companions, as ingress-nginx reads them: without the Secret
+/// the others do nothing; a `verify-client` or `verify-depth` that does not parse falls
+/// back to `on` and 1 (said in the log, as ingress-nginx does silently); an error page or
+/// CN pattern that does not parse refuses the Ingress, also as there.
+pub(super) fn client_cert_ref(
+    found: &BTreeMap<&str, &str>,
+    ingress: &Ingress,
+    flag: &dyn Fn(&str) -> Result<Option<bool>, String>,
+    problems: &mut Vec<String>,
+    source: &str,
+) -> Result<Option<ClientCertRef>, String> {
+    use gatehouse_config::VerifyClient;
+    let Some(secret) = found
+        .get("auth-tls-secret")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let own = ingress.metadata.namespace.clone().unwrap_or_default();
+    let (namespace, name) = match secret.split_once('/') {
+        Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+        None => (own.clone(), secret.to_owned()),
+    };
+    if namespace != own {
+        return Err(format!("annotation auth-tls-secret: `{secret}` is in another namespace; a Secret of namespace {own} is needed, as ingress-nginx requires"));
+    }
+    let verify = match found.get("auth-tls-verify-client").map(|v| v.trim()) {
+        None => VerifyClient::On,
+        Some(v) => VerifyClient::parse(v).unwrap_or_else(|why| {
+            problems.push(format!("Ingress {source}: annotation auth-tls-verify-client: {why}; `on` applies, as in ingress-nginx"));
+            VerifyClient::On
+        }),
+    };
+    let depth = match found.get("auth-tls-verify-depth").map(|v| v.trim()) {
+        None => 1,
+        Some(v) => match v.parse::<u32>() {
+            Ok(d @ 1..=100) => d,
+            _ => {
+                problems.push(format!("Ingress {source}: annotation auth-tls-verify-depth: `{v}` is not a depth from 1 to 100; 1 applies, as in ingress-nginx"));
+                1
+            }
+        },
+    };
+    let error_page = match found.get("auth-tls-error-page").map(|v| v.trim()) {
+        None | Some("") => None,
+        Some(page) if page.starts_with('@') => {
+            return Err(format!("annotation auth-tls-error-page: `{page}` names an nginx location, which has no meaning here; give a URL or path"));
+        }
+        Some(page) => match http::HeaderValue::from_str(page) {
+            Ok(_) if page.starts_with('/') || page.starts_with("http://") || page.starts_with("https://") => Some(page.to_owned()),
+            _ => {
+                return Err(format!("annotation auth-tls-error-page: `{page}` is not a URL or a path"))
+            }
+        },
+    };
+    let match_cn = match found.get("auth-tls-match-cn").map(|v| v.trim()) {
+        None | Some("") => None,
+        Some(pattern) if !pattern.starts_with("CN=") => {
+            return Err(format!(
+                "annotation auth-tls-match-cn: `{pattern}` does not start with `CN=`"
+            ))
+        }
+        Some(pattern) => Some(regex::Regex::new(pattern).map_err(|e| {
+            format!("annotation auth-tls-match-cn: `{pattern}` is not a regular expression: {e}")
+        })?),
+    };
+    Ok(Some(ClientCertRef {
+        namespace,
+        name,
+        verify,
+        depth,
+        pass_to_upstream: flag("auth-tls-pass-certificate-to-upstream")?.unwrap_or(false),
+        error_page,
+        match_cn,
+    }))
+}
