@@ -13,13 +13,12 @@ use tokio_util::sync::CancellationToken;
 use proxy_header::{io::ProxiedStream, ParseConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-
 use crate::{
     conn::{canonical_ip, ConnInfo, CountingIo, Cutoff, TlsInfo, Watchdog},
     h2_guard::CONTROL_FRAMES_PER_SECOND,
     request,
-    tls::acceptor::TlsServer,
     state::{Drain, Live},
+    tls::acceptor::TlsServer,
     warnings::RateLimited,
 };
 

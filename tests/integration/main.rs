@@ -17,6 +17,7 @@ mod ingress;
 mod kubernetes;
 mod l4;
 mod limits;
+mod mtls;
 mod policy;
 mod proxy;
 mod reload;

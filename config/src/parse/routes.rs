@@ -175,11 +175,7 @@ fn read_auth(
 /// A route's `client_certificates: { ca: FILE, crl: FILE, verify: on | optional |
 /// optional_no_ca | off, depth: N, pass_to_upstream: BOOL, error_page: URL, match_cn: REGEX }`
 /// (files relative to this file).
-fn read_client_certs(
-    r: &mut Reader<'_>,
-    node: &MarkedYaml<'_>,
-    what: &str,
-) -> Option<ClientCerts> {
+fn read_client_certs(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<ClientCerts> {
     let what = format!("{what} client_certificates");
     let keys = [
         "ca",

@@ -49,7 +49,12 @@ pub(crate) fn check(
         (VerifyClient::Off, _) | (_, Verdict::Success) => None,
         (VerifyClient::On, Verdict::None) => Some(true),
         (VerifyClient::Optional | VerifyClient::OptionalNoCa, Verdict::None) => None,
-        (VerifyClient::OptionalNoCa, Verdict::Failed { untrusted: true, .. }) => None,
+        (
+            VerifyClient::OptionalNoCa,
+            Verdict::Failed {
+                untrusted: true, ..
+            },
+        ) => None,
         (_, Verdict::Failed { .. }) => Some(false),
     };
     if let Some(missing) = refused {
@@ -128,9 +133,7 @@ mod tests {
     use std::sync::Arc;
 
     use gatehouse_config::{ClientCerts, PemSource};
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use rustls_pki_types::{CertificateDer, UnixTime};
 
     use super::*;
@@ -169,7 +172,11 @@ mod tests {
             ))
         }
 
-        fn client(&self, cn: &str, issuer: &CertifiedIssuer<'_, KeyPair>) -> CertificateDer<'static> {
+        fn client(
+            &self,
+            cn: &str,
+            issuer: &CertifiedIssuer<'_, KeyPair>,
+        ) -> CertificateDer<'static> {
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
             params.distinguished_name.push(DnType::CommonName, cn);
             params
@@ -246,7 +253,10 @@ mod tests {
         let p = f.policy(VerifyClient::Optional, None);
         let mut headers = HeaderMap::new();
         headers.insert("ssl-client-verify", HeaderValue::from_static("SUCCESS"));
-        headers.insert("ssl-client-subject-dn", HeaderValue::from_static("CN=admin"));
+        headers.insert(
+            "ssl-client-subject-dn",
+            HeaderValue::from_static("CN=admin"),
+        );
         upstream_headers(&p, &conn(&p, &[]), &mut headers);
         assert_eq!(headers["ssl-client-verify"], "NONE");
         assert!(headers.get("ssl-client-subject-dn").is_none());

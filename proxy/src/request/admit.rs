@@ -39,9 +39,7 @@ pub(crate) fn admit(
     if let Some((route, m)) = r.target.route {
         unavailable::check(route)?;
         let client_cert = r.snapshot.client_auth.for_route(m.route);
-        let check_client_cert = |policy| {
-            client_cert::check(policy, &r.host, r.conn, &live.metrics)
-        };
+        let check_client_cert = |policy| client_cert::check(policy, &r.host, r.conn, &live.metrics);
         // Over TLS before anything else, as nginx checks the certificate before any phase;
         // in plaintext (nothing to show) after the redirect to HTTPS, which may fix it.
         if let (Some(policy), Some(_)) = (client_cert, &r.conn.tls) {

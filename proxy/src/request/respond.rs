@@ -118,7 +118,9 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     }
     // nginx's own words for its 495, 496 (both answered 400) and ingress-nginx's match-cn.
     let reason = match error {
-        ProxyError::ClientCertificate { missing: true, .. } => "No required SSL certificate was sent",
+        ProxyError::ClientCertificate { missing: true, .. } => {
+            "No required SSL certificate was sent"
+        }
         ProxyError::ClientCertificate { missing: false, .. } => "The SSL certificate error",
         ProxyError::ClientCertificateUnauthorized { .. } => "client certificate unauthorized",
         _ => status.canonical_reason().unwrap_or(""),

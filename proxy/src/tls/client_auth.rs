@@ -170,12 +170,11 @@ impl ClientAuth {
         });
         // nginx's ssl_verify_depth: 1 is a certificate the authority signed itself.
         let depth = self.spec.depth as usize;
-        let within_depth = |path: &VerifiedPath<'_>| {
-            match path.intermediate_certificates().count() < depth {
+        let within_depth =
+            |path: &VerifiedPath<'_>| match path.intermediate_certificates().count() < depth {
                 true => Ok(()),
                 false => Err(webpki::Error::MaximumPathDepthExceeded),
-            }
-        };
+            };
         cert.verify_for_usage(
             algorithms().all,
             &self.anchors,
@@ -502,7 +501,10 @@ mod tests {
                 untrusted: true
             }
         );
-        assert_eq!(got.verdict.header(), "FAILED:unable to get local issuer certificate");
+        assert_eq!(
+            got.verdict.header(),
+            "FAILED:unable to get local issuer certificate"
+        );
         assert_eq!(p.check(&[], UnixTime::now()).verdict, Verdict::None);
     }
 
@@ -511,8 +513,11 @@ mod tests {
         let root = ca("Root");
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "Intermediate");
-        let inter = CertifiedIssuer::signed_by(params, KeyPair::generate().unwrap(), &root).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Intermediate");
+        let inter =
+            CertifiedIssuer::signed_by(params, KeyPair::generate().unwrap(), &root).unwrap();
         let chain = [client("bob", &inter), inter.der().clone()];
         let shallow = policy(root.pem(), VerifyClient::On, 1);
         assert_eq!(
@@ -523,7 +528,10 @@ mod tests {
             }
         );
         let deep = policy(root.pem(), VerifyClient::On, 2);
-        assert_eq!(deep.check(&chain, UnixTime::now()).verdict, Verdict::Success);
+        assert_eq!(
+            deep.check(&chain, UnixTime::now()).verdict,
+            Verdict::Success
+        );
     }
 
     #[test]

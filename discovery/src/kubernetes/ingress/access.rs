@@ -262,9 +262,17 @@ pub(super) fn client_cert_ref(
             return Err(format!("annotation auth-tls-error-page: `{page}` names an nginx location, which has no meaning here; give a URL or path"));
         }
         Some(page) => match http::HeaderValue::from_str(page) {
-            Ok(_) if page.starts_with('/') || page.starts_with("http://") || page.starts_with("https://") => Some(page.to_owned()),
+            Ok(_)
+                if page.starts_with('/')
+                    || page.starts_with("http://")
+                    || page.starts_with("https://") =>
+            {
+                Some(page.to_owned())
+            }
             _ => {
-                return Err(format!("annotation auth-tls-error-page: `{page}` is not a URL or a path"))
+                return Err(format!(
+                    "annotation auth-tls-error-page: `{page}` is not a URL or a path"
+                ))
             }
         },
     };

@@ -29,7 +29,9 @@ pub(super) fn attach(
     let sources = match read(&spec.namespace, &spec.name) {
         None => Err("does not exist".to_owned()),
         Some(data) => match (pem(&data, "ca.crt"), pem(&data, "ca.crl")) {
-            (Ok(None), _) => Err("has no `ca.crt`, the authorities client certificates must chain to".to_owned()),
+            (Ok(None), _) => {
+                Err("has no `ca.crt`, the authorities client certificates must chain to".to_owned())
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(Some(ca)), Ok(crl)) => Ok((
                 PemSource::Text {
@@ -130,10 +132,19 @@ mod tests {
 
     #[test]
     fn a_missing_secret_or_ca_crt_fails_the_host_closed() {
-        for data in [None, Some(SecretData::from([("tls.crt".to_owned(), b"x".to_vec())]))] {
+        for data in [
+            None,
+            Some(SecretData::from([("tls.crt".to_owned(), b"x".to_vec())])),
+        ] {
             let mut r = route();
             let mut problems = Vec::new();
-            attach(&mut r, &spec(), &|_, _| data.clone(), "ns/web", &mut problems);
+            attach(
+                &mut r,
+                &spec(),
+                &|_, _| data.clone(),
+                "ns/web",
+                &mut problems,
+            );
             let why = r.client_certs.unwrap().ca.read().unwrap_err();
             assert!(why.contains("Secret ns/ca") && why.contains("503"), "{why}");
             assert_eq!(problems, [why]);
