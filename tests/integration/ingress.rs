@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(15);
 
 /// A Service with a named port and one ready pod behind it (a test upstream).
-fn service(api: &KubeApi, ns: &str, name: &str, pod: &TestUpstream) {
+pub(crate) fn service(api: &KubeApi, ns: &str, name: &str, pod: &TestUpstream) {
     api.apply(
         SERVICES,
         json!({
@@ -37,12 +37,12 @@ fn class(api: &KubeApi, name: &str, controller: &str) {
     );
 }
 
-fn path(p: &str, kind: &str, service: &str) -> Value {
+pub(crate) fn path(p: &str, kind: &str, service: &str) -> Value {
     json!({ "path": p, "pathType": kind, "backend": { "service": { "name": service, "port": { "name": "http" } } } })
 }
 
 /// An Ingress of class `class` with one rule.
-fn ingress(
+pub(crate) fn ingress(
     ns: &str,
     name: &str,
     created: &str,
@@ -70,7 +70,7 @@ fn plain(ns: &str, name: &str, host: &str, paths: Value) -> Value {
     )
 }
 
-fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Value {
+pub(crate) fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Value {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     json!({
         "metadata": { "namespace": ns, "name": name },
@@ -79,14 +79,14 @@ fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Value {
     })
 }
 
-struct Cluster {
-    api: KubeApi,
-    running: Running,
+pub(crate) struct Cluster {
+    pub(crate) api: KubeApi,
+    pub(crate) running: Running,
     _dir: std::path::PathBuf,
 }
 
 /// The test API server and the binary watching it, ready.
-async fn start(name: &str, https: bool) -> Cluster {
+pub(crate) async fn start(name: &str, https: bool) -> Cluster {
     let api = KubeApi::start().await;
     classes(&api);
     let https = if https {
@@ -1616,7 +1616,7 @@ async fn redirects_aliases_and_deny_lists_from_annotations() {
 }
 
 /// An Opaque Secret with these keys (values as written).
-fn opaque_secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Value {
+pub(crate) fn opaque_secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Value {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let data: serde_json::Map<String, Value> = data
         .iter()

@@ -307,3 +307,99 @@ services: {{ app: {{ endpoints: ["{up}"] }} }}
     );
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// An Ingress for `host` served with the TLS Secret `site-tls`.
+fn tls_ingress(name: &str, host: &str, annotations: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": { "namespace": "shop", "name": name, "creationTimestamp": "2026-01-01T00:00:00Z", "annotations": annotations },
+        "spec": {
+            "ingressClassName": "gatehouse",
+            "tls": [{ "hosts": [host], "secretName": "site-tls" }],
+            "rules": [{ "host": host, "http": { "paths": [crate::ingress::path("/", "Prefix", "web")] } }],
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_tls_of_an_ingress_follows_its_secret_live_and_fails_closed_without_it() {
+    use crate::ingress::{opaque_secret, service, start, tls_secret};
+    use crate::support::kube_api::{INGRESSES, SECRETS};
+    let cluster = start("mtls-ingress", true).await;
+    let api = &cluster.api;
+    let port = cluster.running.https.expect("an HTTPS listener").port();
+    let web = TestUpstream::start("web").await;
+    service(api, "shop", "web", &web);
+    let dir = temp_dir("mtls-ingress-certs");
+    server_cert(&dir, &["secure.example.com", "open.example.com"]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    api.apply(
+        SECRETS,
+        tls_secret("shop", "site-tls", &read("server.crt"), &read("server.key")),
+    );
+    let (first, second) = (ClientCa::new("First CA"), ClientCa::new("Second CA"));
+    first.client(&dir, "alice");
+    second.client(&dir, "bob");
+    api.apply(
+        SECRETS,
+        opaque_secret("shop", "client-ca", &[("ca.crt", &first.pem())]),
+    );
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    api.apply(
+        INGRESSES,
+        tls_ingress(
+            "secure",
+            "secure.example.com",
+            serde_json::json!({ n("auth-tls-secret"): "shop/client-ca", n("auth-tls-verify-client"): "on", n("auth-tls-verify-depth"): "1" }),
+        ),
+    );
+    api.apply(
+        INGRESSES,
+        tls_ingress("open", "open.example.com", serde_json::json!({})),
+    );
+    let status = |host: &'static str, cert: Option<&'static str>| {
+        let dir = dir.clone();
+        async move { curl(&dir, port, host, "/", cert, &[]).await.0 }
+    };
+    let wait = Duration::from_secs(15);
+    eventually_async("alice gets in with the first CA", wait, || async {
+        status("secure.example.com", Some("alice")).await == 200
+    })
+    .await;
+    assert_eq!(status("secure.example.com", None).await, 400);
+    assert_eq!(status("secure.example.com", Some("bob")).await, 400);
+    assert_eq!(
+        status("open.example.com", None).await,
+        200,
+        "the other host is not asked"
+    );
+
+    // The Secret rotated to another authority: the next connection is judged by it.
+    api.apply(
+        SECRETS,
+        opaque_secret("shop", "client-ca", &[("ca.crt", &second.pem())]),
+    );
+    eventually_async("bob gets in with the second CA", wait, || async {
+        status("secure.example.com", Some("bob")).await == 200
+    })
+    .await;
+    assert_eq!(status("secure.example.com", Some("alice")).await, 400);
+
+    // Without its Secret the host fails closed (ingress-nginx would serve it without the
+    // check); the other host goes on.
+    api.delete(SECRETS, "shop", "client-ca");
+    eventually_async(
+        "the host without its authorities answers 503",
+        wait,
+        || async { status("secure.example.com", Some("bob")).await == 503 },
+    )
+    .await;
+    assert_eq!(status("secure.example.com", None).await, 503);
+    assert_eq!(status("open.example.com", None).await, 200);
+    assert!(
+        cluster
+            .running
+            .logged("auth-tls-secret Secret shop/client-ca does not exist")
+            > 0
+    );
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}
