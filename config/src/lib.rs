@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod auth_cache;
 pub mod cidr;
 mod decode;
 mod error;
@@ -19,6 +20,7 @@ pub mod routing;
 pub mod template;
 pub mod units;
 
+pub use auth_cache::AuthCache;
 pub use cidr::CidrSet;
 /// The allowed name nearest to a typo, if it is close enough to be a likely intent.
 pub use decode::closest as did_you_mean;

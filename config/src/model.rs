@@ -242,6 +242,8 @@ pub struct AuthRequest {
     pub response_headers: Vec<HeaderName>,
     /// `X-Auth-Request-Redirect` of the subrequest (the request URI unless set).
     pub request_redirect: Option<String>,
+    /// Answers remembered per key, so the service is not asked for every request.
+    pub cache: Option<crate::AuthCache>,
 }
 
 /// An authentication service's URL, taken apart.

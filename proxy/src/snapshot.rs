@@ -12,7 +12,7 @@ use hyper_util::{
 use crate::{
     l4::key::L4Key,
     metrics::{Metrics, RouteStats},
-    policy::{basic_auth::Credentials, client_limits::RouteLimits},
+    policy::{auth_cache::AuthAnswers, basic_auth::Credentials, client_limits::RouteLimits},
     tls::{
         certs::{CertStore, TlsError},
         client_auth::ClientAuthTable,
@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub(crate) client_limits: Vec<Option<Arc<RouteLimits>>>,
     /// Per route (by index), its basic-authentication users, if it has any.
     pub(crate) basic_auth: Vec<Option<Arc<Credentials>>>,
+    /// Per route (by index), the answers of its authentication service it remembers.
+    pub(crate) auth_answers: Vec<Option<Arc<AuthAnswers>>>,
     /// Each host's client certificates (mTLS), by SNI and by route.
     pub(crate) client_auth: ClientAuthTable,
     /// The Strict-Transport-Security value of the configuration.
@@ -98,6 +100,38 @@ fn load_credentials(config: &Config) -> Result<Vec<Option<Arc<Credentials>>>, Sn
     } else {
         Err(SnapshotError::Auth(errors))
     }
+}
+
+/// Each route's store of its authentication service's answers, when it caches them: the
+/// previous snapshot's for the same route asking the same way, so a reload forgets nothing
+/// that is still true.
+fn remembered_answers(
+    config: &Config,
+    previous: Option<&Snapshot>,
+) -> Vec<Option<Arc<AuthAnswers>>> {
+    let kept: HashMap<
+        (&HostPattern, &Location),
+        (&gatehouse_config::AuthRequest, &Arc<AuthAnswers>),
+    > = previous
+        .into_iter()
+        .flat_map(|p| p.config.routes.iter().zip(p.auth_answers.iter()))
+        .filter_map(|(r, a)| {
+            let request = &r.external_auth.as_ref()?.request;
+            Some(((&r.host, &r.location), (request, a.as_ref()?)))
+        })
+        .collect();
+    config
+        .routes
+        .iter()
+        .map(|route| {
+            let request = &route.external_auth.as_ref()?.request;
+            request.cache.as_ref()?;
+            match kept.get(&(&route.host, &route.location)) {
+                Some((before, answers)) if *before == request => Some(Arc::clone(answers)),
+                _ => Some(Arc::new(AuthAnswers::default())),
+            }
+        })
+        .collect()
 }
 
 /// Checks what a configuration names outside itself (certificates, htpasswd files), as
@@ -259,6 +293,7 @@ impl Snapshot {
                 )))
             })
             .collect();
+        let auth_answers = remembered_answers(&config, previous);
         let l4_index = L4Key::all(&config.l4)
             .into_iter()
             .enumerate()
@@ -278,6 +313,7 @@ impl Snapshot {
             client_limits,
             basic_auth,
             client_auth,
+            auth_answers,
             hsts,
         })
     }

@@ -129,17 +129,29 @@ pub(crate) async fn auth_service() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 ) {
+    let (addr, seen, _) = counting_auth_service().await;
+    (addr, seen)
+}
+
+/// [`auth_service`], with the number of subrequests it answered.
+pub(crate) async fn counting_auth_service() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use hyper::{server::conn::http1, service::service_fn};
     use hyper_util::rt::TokioIo;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = seen.clone();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (keep, count) = (seen.clone(), asked.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let keep = keep.clone();
+            let (keep, count) = (keep.clone(), count.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let mut carried: Vec<(String, String)> = req
                         .headers()
                         .iter()
@@ -182,7 +194,7 @@ pub(crate) async fn auth_service() -> (
             });
         }
     });
-    (addr, seen)
+    (addr, seen, asked)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,5 +280,53 @@ routes:
         running.logged("without an answer from the authentication service nobody is let in") >= 1
     })
     .await;
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_answers_spare_the_auth_service_per_key_and_status() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let web = TestUpstream::start("web").await;
+    let (auth, _, asked) = counting_auth_service().await;
+    let yaml = format!(
+        r#"listen: {{ http: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+access_log: off
+services: {{ web: {{ endpoints: ["{}"] }}, sso: {{ endpoints: ["{auth}"] }} }}
+routes:
+  - {{ host: cached.test, auth: {{ external: {{ url: "http://sso/check", response_headers: [X-Auth-Request-User], cache: {{ key: "$cookie_session", valid: "200 401 1m" }} }} }}, paths: [{{ path: /, service: web }}] }}
+  - {{ host: asked.test, auth: {{ external: {{ url: "http://sso/check" }} }}, paths: [{{ path: /, service: web }}] }}
+"#,
+        web.addr
+    );
+    let running = start_ready("auth-cache", &yaml).await;
+    let ask = |host: &'static str, cookie: &'static str| {
+        let http = running.http;
+        async move {
+            send(
+                &client(),
+                get_req_at(http, host, "/", &[("cookie", cookie)]),
+            )
+            .await
+        }
+    };
+    // The first answer for a key is remembered: 200 with its headers, and 401.
+    for _ in 0..3 {
+        let got = ask("cached.test", "session=good").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["headers"]["x-auth-request-user"], "ann");
+    }
+    assert_eq!(asked.load(SeqCst), 1, "one question for three requests");
+    for _ in 0..2 {
+        let got = ask("cached.test", "session=nobody").await;
+        assert_eq!(got.status, 401);
+        assert_eq!(got.headers["www-authenticate"], "Bearer realm=\"sso\"");
+    }
+    assert_eq!(asked.load(SeqCst), 2, "another key is another question");
+    // 403 is not listed: asked every time. So is every request of a route without a cache.
+    for _ in 0..2 {
+        assert_eq!(ask("cached.test", "session=staff").await.status, 403);
+        assert_eq!(ask("asked.test", "session=good").await.status, 200);
+    }
+    assert_eq!(asked.load(SeqCst), 6);
     assert_eq!(running.terminate().await, Some(0));
 }

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use saphyr::{LoadableYamlNode, MarkedYaml};
 
 use crate::{
+    auth_cache::AuthCache,
     cidr::{parse_cidr, CidrSet},
     decode::{Fields, Reader},
     error::{ConfigError, ConfigErrors},

@@ -273,6 +273,7 @@ fn read_external_auth(
         "signin_redirect_param",
         "response_headers",
         "request_redirect",
+        "cache",
     ];
     let e = r.section(node, &what, &keys, &[])?;
     let Some(url_node) = e.get("url") else {
@@ -330,8 +331,37 @@ fn read_external_auth(
             signin_param: text(r, "signin_redirect_param").unwrap_or_else(|| "rd".to_owned()),
             response_headers,
             request_redirect: text(r, "request_redirect"),
+            cache: e.get("cache").and_then(|n| read_auth_cache(r, n, &what)),
         },
     })
+}
+
+/// An external authentication's `cache: { key: TEMPLATE, valid: "200 202 401 5m" }`
+/// (`valid` optional, ingress-nginx's default shown).
+fn read_auth_cache(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<AuthCache> {
+    let what = format!("{what}.cache");
+    let c = r.section(node, &what, &["key", "valid"], &[])?;
+    let Some(key) = c
+        .get("key")
+        .and_then(|n| r.string(n, &format!("{what} key")))
+    else {
+        r.error(
+            c.span,
+            format!("{what} needs `key`, the request variables that say who asks (`$http_authorization`)"),
+        );
+        return None;
+    };
+    let valid = c
+        .get("valid")
+        .and_then(|n| r.string(n, &format!("{what} valid")))
+        .unwrap_or_else(|| crate::auth_cache::DEFAULT_AUTH_CACHE_DURATION.to_owned());
+    match AuthCache::parse(&key, &valid) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            r.error(c.span, format!("{what}: {e}"));
+            None
+        }
+    }
 }
 
 /// A route's `cors`: `{ origins, methods, headers, expose_headers, credentials, max_age }`,

@@ -6,13 +6,15 @@
 //! 500, as in nginx: a broken authentication service never opens the application.
 
 use gatehouse_config::AuthRequest;
-use http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
+use tokio::time::Instant;
 
 use crate::{
     error::ProxyError,
     headers,
     metrics::Metrics,
+    policy::auth_cache::AuthAnswers,
     request_body::RequestBody,
     upstream::{
         forward::{forward, ForwardLimits},
@@ -24,27 +26,54 @@ use crate::{
 /// The most of the service's answer body read to keep its connection.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Asks `service` about the request `vars` describes; on 2xx, the listed headers for the
-/// upstream's request: the service's value, or `None` to remove what the client sent (a
-/// client must not pass for a user by sending `X-Auth-Request-User` itself).
+/// Asks `service` about the request `vars` describes (or remembers what it said, with
+/// `answers`); on 2xx, the listed headers for the upstream's request: the service's value,
+/// or `None` to remove what the client sent (a client must not pass for a user by sending
+/// `X-Auth-Request-User` itself).
 pub(crate) async fn check(
     auth: &AuthRequest,
     service: &Upstream,
+    answers: Option<&AuthAnswers>,
     vars: &RequestVars<'_>,
     limits: &ForwardLimits,
     metrics: &Metrics,
 ) -> Result<Vec<(HeaderName, Option<HeaderValue>)>, ProxyError> {
     let original = original_url(vars);
-    let subrequest = subrequest(auth, vars, &original);
-    let failed = |why: String| ProxyError::AuthServiceFailed {
-        url: auth.url.clone(),
-        why,
+    let remembered = match (answers, &auth.cache) {
+        (Some(answers), Some(cache)) => {
+            let mut key = String::new();
+            cache.key.write(vars, &mut key);
+            Some((answers, cache, key))
+        }
+        _ => None,
     };
+    if let Some((answers, _, key)) = &remembered {
+        if let Some((status, headers)) = answers.get(key, Instant::now()) {
+            return decide(auth, status, headers, &original);
+        }
+    }
+    let (status, headers) = ask(auth, service, vars, &original, limits, metrics).await?;
+    if let Some((answers, cache, key)) = remembered {
+        answers.remember(cache, key, status, &headers, Instant::now());
+    }
+    decide(auth, status, headers, &original)
+}
+
+/// The service's answer: its status and headers (hop-by-hop ones removed).
+async fn ask(
+    auth: &AuthRequest,
+    service: &Upstream,
+    vars: &RequestVars<'_>,
+    original: &str,
+    limits: &ForwardLimits,
+    metrics: &Metrics,
+) -> Result<(StatusCode, HeaderMap), ProxyError> {
+    let subrequest = subrequest(auth, vars, original);
     let set = service.endpoints();
     let forwarded = forward(service, &set, Preference::None, subrequest, limits, metrics)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    let (parts, body) = forwarded.response.into_parts();
+        .map_err(|e| failed(auth, e.to_string()))?;
+    let (mut parts, body) = forwarded.response.into_parts();
     // Read the (small) answer to the end so its connection can serve the next subrequest.
     let read = tokio::time::timeout(
         limits.read,
@@ -52,11 +81,29 @@ pub(crate) async fn check(
     )
     .await;
     forwarded.lease.finish(matches!(read, Ok(Ok(_))));
-    match parts.status {
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Ok((parts.status, parts.headers))
+}
+
+fn failed(auth: &AuthRequest, why: String) -> ProxyError {
+    ProxyError::AuthServiceFailed {
+        url: auth.url.clone(),
+        why,
+    }
+}
+
+/// What the service's answer means for the request.
+fn decide(
+    auth: &AuthRequest,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    original: &str,
+) -> Result<Vec<(HeaderName, Option<HeaderValue>)>, ProxyError> {
+    match status {
         s if s.is_success() => Ok(auth
             .response_headers
             .iter()
-            .map(|name| (name.clone(), parts.headers.get(name).cloned()))
+            .map(|name| (name.clone(), headers.get(name).cloned()))
             .collect()),
         StatusCode::UNAUTHORIZED if auth.signin.is_some() => {
             let signin = auth.signin.as_deref().unwrap_or_default();
@@ -65,18 +112,16 @@ pub(crate) async fn check(
             let location = format!("{signin}{joiner}{}={rd}", auth.signin_param);
             Err(ProxyError::Redirect {
                 location: HeaderValue::from_str(&location)
-                    .map_err(|_| failed("the signin URL is not a header value".into()))?,
+                    .map_err(|_| failed(auth, "the signin URL is not a header value".into()))?,
                 status: StatusCode::FOUND,
             })
         }
         s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-            let mut headers = parts.headers;
-            headers::remove_hop_by_hop(&mut headers);
             headers.remove(header::CONTENT_LENGTH);
             headers.remove(header::CONTENT_TYPE);
             Err(ProxyError::AuthDenied { status: s, headers })
         }
-        s => Err(failed(format!("it answered {s}"))),
+        s => Err(failed(auth, format!("it answered {s}"))),
     }
 }
 
@@ -140,7 +185,6 @@ fn subrequest(auth: &AuthRequest, vars: &RequestVars<'_>, original: &str) -> Req
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
     #[test]
     fn the_subrequest_carries_the_original_request_and_the_clients_credentials() {
@@ -168,6 +212,7 @@ mod tests {
             signin_param: "rd".into(),
             response_headers: Vec::new(),
             request_redirect: None,
+            cache: None,
         };
         let original = original_url(&vars);
         assert_eq!(original, "https://app.test:8080/shop/cart?id=7");

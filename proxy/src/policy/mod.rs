@@ -4,6 +4,7 @@
 
 pub(crate) mod affinity;
 pub(crate) mod allow_list;
+pub(crate) mod auth_cache;
 pub(crate) mod basic_auth;
 pub(crate) mod body_size;
 pub(crate) mod canary;

@@ -104,6 +104,7 @@ pub(crate) async fn authenticate(
             external_auth::check(
                 &auth.request,
                 service,
+                r.snapshot.auth_answers[m.route].as_deref(),
                 vars,
                 &r.snapshot.limits,
                 &live.metrics,

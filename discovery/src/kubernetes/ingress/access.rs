@@ -144,6 +144,16 @@ pub(super) fn external_auth(
             signin_param: text("auth-signin-redirect-param").unwrap_or_else(|| "rd".to_owned()),
             response_headers,
             request_redirect: text("auth-request-redirect"),
+            cache: match text("auth-cache-key") {
+                None => None,
+                Some(key) => Some(
+                    gatehouse_config::AuthCache::parse(
+                        &key,
+                        &text("auth-cache-duration").unwrap_or_default(),
+                    )
+                    .map_err(|e| format!("annotation auth-cache-key/auth-cache-duration: {e}"))?,
+                ),
+            },
         },
         parsed,
     }))

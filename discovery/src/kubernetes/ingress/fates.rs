@@ -20,8 +20,6 @@ use Fate::*;
 const BUFFERING: Fate = Ignored("buffer sizes: Gatehouse streams bodies");
 const TRACING: Fate = Ignored("logging and tracing switches: Gatehouse logs every request as JSON");
 const AUTH: Fate = Refused("authentication decides who may reach the paths");
-const AUTH_CACHE: Fate =
-    Ignored("caching the authentication service's answers: every request is asked of it");
 const AUTH_POOL: Fate =
     Ignored("keep-alive to the authentication service: Gatehouse pools those connections itself");
 const RATE: Fate = Refused("a limit decides how much each client may ask");
@@ -39,8 +37,8 @@ pub const FATES: &[(&str, Fate)] = &[
     ("allowlist-source-range", Built),
     ("app-root", Built),
     ("auth-always-set-cookie", AUTH),
-    ("auth-cache-duration", AUTH_CACHE),
-    ("auth-cache-key", AUTH_CACHE),
+    ("auth-cache-duration", Built),
+    ("auth-cache-key", Built),
     ("auth-keepalive", AUTH_POOL),
     ("auth-keepalive-requests", AUTH_POOL),
     ("auth-keepalive-share-vars", AUTH_POOL),
