@@ -105,7 +105,19 @@ impl Config {
                 Some(PemSource::File(path)) => Some(path.clone()),
                 _ => None,
             });
-        certs.flatten().chain(users).chain(authorities).collect()
+        let upstream_authorities = self.services.iter().filter_map(|s| match &s.protocol {
+            UpstreamProtocol::Https(UpstreamTls {
+                verify: Some(PemSource::File(path)),
+                ..
+            }) => Some(path.clone()),
+            _ => None,
+        });
+        certs
+            .flatten()
+            .chain(users)
+            .chain(authorities)
+            .chain(upstream_authorities)
+            .collect()
     }
 }
 
@@ -252,6 +264,8 @@ pub struct AuthUrl {
     /// The host without port (a service name, an IP, a `name.namespace.svc` name).
     pub host: String,
     pub port: u16,
+    /// `https://`: the service is reached over TLS (with SNI, not verified, as nginx).
+    pub tls: bool,
     /// The Host header: the URL's authority.
     pub authority: String,
     /// Path and query.
@@ -259,18 +273,14 @@ pub struct AuthUrl {
 }
 
 impl AuthUrl {
-    /// Reads `url`: `http://` only for now (an `https://` service needs upstream TLS).
+    /// Reads an `http://` or `https://` URL.
     pub fn parse(url: &str) -> Result<AuthUrl, String> {
         let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "`{url}`: https authentication services are not supported yet; reach the service over http inside the cluster"
-                ))
-            }
-            _ => return Err(format!("`{url}` is not an http:// URL")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("`{url}` has no host"))?;
@@ -279,7 +289,8 @@ impl AuthUrl {
                 .host()
                 .trim_matches(['[', ']'])
                 .to_ascii_lowercase(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
             authority: authority.as_str().to_owned(),
             path: uri
                 .path_and_query()
@@ -338,7 +349,7 @@ impl VerifyClient {
 }
 
 /// PEM text named by the configuration: a file, or the text itself (from a Secret).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum PemSource {
     /// A file, read when the configuration is applied.
     File(PathBuf),
@@ -598,6 +609,28 @@ pub struct Service {
     /// Session affinity by cookie; it decides before `balance` for clients with a cookie.
     pub affinity: Option<Affinity>,
     pub limits: ConnectionLimits,
+    /// How requests reach the endpoints: HTTP/1.1, in the clear or over TLS.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol spoken to a service's endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/1.1 over TLS.
+    Https(UpstreamTls),
+}
+
+/// TLS to a service's endpoints (nginx's `proxy_ssl_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and, when verifying, checked against the certificate; without
+    /// one, no SNI is sent (nginx's `proxy_ssl_server_name off`).
+    pub server_name: Option<String>,
+    /// Authorities the endpoints' certificates must chain to; `None` verifies nothing, as
+    /// nginx's `proxy_ssl_verify off` (its default).
+    pub verify: Option<PemSource>,
 }
 
 /// How much of each endpoint one service may take (Envoy's circuit breakers): beyond

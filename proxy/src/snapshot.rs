@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use gatehouse_config::{Config, HostPattern, Location, RoutingTable};
+use gatehouse_config::{Config, HostPattern, Location, RoutingTable, UpstreamProtocol};
 use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
@@ -17,7 +17,7 @@ use crate::{
         certs::{CertStore, TlsError},
         client_auth::ClientAuthTable,
     },
-    upstream::{forward::ForwardLimits, Endpoint, Upstream},
+    upstream::{forward::ForwardLimits, tls::UpstreamConnector, Endpoint, Upstream},
     warnings::OncePerKey,
 };
 
@@ -102,6 +102,44 @@ fn load_credentials(config: &Config) -> Result<Vec<Option<Arc<Credentials>>>, Sn
     }
 }
 
+/// Each service's TLS to its endpoints, when it has some: the previous snapshot's
+/// connector for the same settings (its session cache kept), else a new one.
+fn transports(
+    config: &Config,
+    previous: Option<&Snapshot>,
+) -> Result<Vec<Option<Arc<UpstreamConnector>>>, Vec<String>> {
+    let kept: HashMap<u64, &Arc<UpstreamConnector>> = previous
+        .into_iter()
+        .flat_map(|p| p.upstreams.iter())
+        .filter_map(|u| u.transport())
+        .map(|t| (t.digest, t))
+        .collect();
+    let mut errors = Vec::new();
+    let built = config
+        .services
+        .iter()
+        .map(|s| {
+            let UpstreamProtocol::Https(tls) = &s.protocol else {
+                return None;
+            };
+            match UpstreamConnector::load(tls) {
+                Ok(fresh) => Some(
+                    kept.get(&fresh.digest)
+                        .map_or_else(|| Arc::new(fresh), |k| Arc::clone(k)),
+                ),
+                Err(e) => {
+                    errors.push(format!("service `{}` tls: {e}", s.name));
+                    None
+                }
+            }
+        })
+        .collect();
+    match errors.is_empty() {
+        true => Ok(built),
+        false => Err(errors),
+    }
+}
+
 /// Each route's store of its authentication service's answers, when it caches them: the
 /// previous snapshot's for the same route asking the same way, so a reload forgets nothing
 /// that is still true.
@@ -147,6 +185,9 @@ pub fn check_files(config: &Config) -> Result<(), Vec<String>> {
     if let Err(authorities) = ClientAuthTable::build(config) {
         errors.extend(authorities);
     }
+    if let Err(upstream_tls) = transports(config, None) {
+        errors.extend(upstream_tls);
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -186,29 +227,43 @@ impl Snapshot {
                 .with_label_values(&[cert.label.as_str()])
                 .set(cert.not_after);
         }
-        let known: HashMap<SocketAddr, Arc<Endpoint>> = previous
+        // Endpoints carry over by address and transport: a pooled plaintext connection
+        // never serves a service that now wants TLS, nor the reverse.
+        let known: HashMap<(SocketAddr, u64), Arc<Endpoint>> = previous
             .into_iter()
             .flat_map(|p| p.upstreams.iter())
             .flat_map(|u| u.endpoints().iter().cloned().collect::<Vec<_>>())
-            .map(|e| (e.addr(), e))
+            .map(|e| ((e.addr(), e.transport_digest()), e))
             .collect();
-        let known = |addr: SocketAddr| known.get(&addr).cloned();
+        let transports = transports(&config, previous).map_err(SnapshotError::Auth)?;
         let previous_upstream = |name: &str| previous.and_then(|p| p.upstream(name));
         let upstreams = config
             .services
             .iter()
-            .map(|s| {
+            .zip(transports)
+            .map(|(s, transport)| {
+                let digest = transport.as_ref().map_or(0, |t| t.digest);
+                let known = |addr: SocketAddr| known.get(&(addr, digest)).cloned();
                 let fixed = s
                     .endpoints
                     .iter()
-                    .map(|a| known(*a).unwrap_or_else(|| Arc::new(Endpoint::new(*a))))
+                    .map(|a| {
+                        known(*a).unwrap_or_else(|| Arc::new(Endpoint::over(*a, transport.clone())))
+                    })
                     .collect();
                 // Resolving a labelled metric hashes its labels: reuse the handle.
                 let gauge = previous_upstream(&s.name).map_or_else(
                     || metrics.endpoints.with_label_values(&[s.name.as_str()]),
                     |u| u.gauge().clone(),
                 );
-                Arc::new(Upstream::new(s, fixed, &discovered(&s.name), &known, gauge))
+                Arc::new(Upstream::new(
+                    s,
+                    fixed,
+                    &discovered(&s.name),
+                    &known,
+                    gauge,
+                    transport,
+                ))
             })
             .collect();
         let by_name: HashMap<String, usize> = config

@@ -25,3 +25,4 @@ mod retries;
 mod streaming;
 mod timeouts;
 mod tls;
+mod upstream_tls;

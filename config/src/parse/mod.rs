@@ -180,6 +180,35 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             report_table_error(r, &routes, &route_nodes, e);
         }
     }
+    // An https:// authentication URL needs a service that speaks TLS, and the reverse: a
+    // secret sent in the clear where the operator wrote https must not happen quietly.
+    for (route, node) in routes.iter().zip(&route_nodes) {
+        let Some(auth) = &route.external_auth else {
+            continue;
+        };
+        let Some((service, _)) = services.get(auth.service.0) else {
+            continue;
+        };
+        let tls_url = auth
+            .request
+            .url
+            .to_ascii_lowercase()
+            .starts_with("https://");
+        let tls_service = matches!(service.protocol, UpstreamProtocol::Https(_));
+        if tls_url != tls_service {
+            r.error(
+                node.span,
+                format!(
+                    "route `{}` auth.external url `{}` is {} but service `{}` is {}; make them agree (`protocol: https` on the service for an https:// URL)",
+                    route.host,
+                    auth.request.url,
+                    if tls_url { "https" } else { "http" },
+                    service.name,
+                    if tls_service { "`protocol: https`" } else { "plain http" },
+                ),
+            );
+        }
+    }
     let l4 = top
         .get("l4")
         .map(|n| read_l4(r, n, &listen, trusted_proxies.is_empty(), &service_id))

@@ -21,6 +21,7 @@ pub(super) fn read_services<'n, 'i>(
                 "hash_key",
                 "affinity",
                 "protocol",
+                "tls",
                 "max_connections",
                 "max_pending",
             ],
@@ -49,15 +50,28 @@ pub(super) fn read_services<'n, 'i>(
         let affinity = f
             .get("affinity")
             .and_then(|n| read_affinity(r, n, &format!("{what} affinity")));
-        if let Some(n) = f.get("protocol") {
-            r.parsed(n, &format!("{what} protocol"), |s| match s {
-                "http1" => Ok(()),
-                "h2" | "https" => Err(format!(
-                    "`{s}` upstreams are not supported yet; only `http1` is"
+        let tls = f.get("tls").and_then(|n| read_upstream_tls(r, n, &what));
+        let protocol = match f.get("protocol") {
+            None => None,
+            Some(n) => r.parsed(n, &format!("{what} protocol"), |s| match s {
+                "http1" | "https" => Ok(s.to_owned()),
+                "h2" | "h2c" | "grpc" | "grpcs" => Err(format!(
+                    "`{s}` upstreams are not supported yet; `http1` and `https` are"
                 )),
-                s => Err(format!("`{s}` is not one of `http1`, `h2`, `https`")),
-            });
-        }
+                s => Err(format!("`{s}` is not one of `http1`, `https`")),
+            }),
+        };
+        let protocol = match (protocol.as_deref(), tls) {
+            (Some("https"), tls) => UpstreamProtocol::Https(tls.unwrap_or_default()),
+            (_, Some(_)) => {
+                r.error(
+                    body.span,
+                    format!("{what} has `tls` but not `protocol: https`; add it, or drop `tls`"),
+                );
+                UpstreamProtocol::Http1
+            }
+            _ => UpstreamProtocol::Http1,
+        };
         out.push((
             Service {
                 name: (*name).to_owned(),
@@ -66,6 +80,7 @@ pub(super) fn read_services<'n, 'i>(
                 balance,
                 affinity,
                 limits,
+                protocol,
             },
             *body,
         ));
@@ -293,4 +308,30 @@ pub(super) fn read_endpoints(
         }
     }
     out
+}
+
+/// A service's `tls: { server_name: NAME, ca: FILE }`: the SNI (and the name verified),
+/// and the authorities that verify the endpoints' certificates (none: not verified, as
+/// nginx's default).
+fn read_upstream_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<UpstreamTls> {
+    let what = format!("{what} tls");
+    let t = r.section(node, &what, &["server_name", "ca"], &[])?;
+    let server_name = t
+        .get("server_name")
+        .and_then(|n| r.string(n, &format!("{what} server_name")));
+    let verify = t
+        .get("ca")
+        .and_then(|n| r.string(n, &format!("{what} ca")))
+        .map(|f| PemSource::File(file_dir(r.file()).join(f)));
+    if verify.is_some() && server_name.is_none() {
+        r.error(
+            t.span,
+            format!("{what}: `ca` verifies the endpoints' certificates against a name; add `server_name`"),
+        );
+        return None;
+    }
+    Some(UpstreamTls {
+        server_name,
+        verify,
+    })
 }

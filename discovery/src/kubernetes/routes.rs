@@ -14,8 +14,8 @@ use std::{
 use gatehouse_config::{
     routing::check_regex, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits, HeaderOp,
     HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Redirect,
-    Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource, DEFAULT_L4_MAX, DEFAULT_MAX_BODY,
-    DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
+    Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource, UpstreamProtocol, DEFAULT_L4_MAX,
+    DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
 use k8s_openapi::api::core::v1::Secret;
@@ -312,7 +312,7 @@ fn path_key(host: &HostPattern, kind: PathMatch, path: &str) -> (HostPattern, Pa
 /// `namespace/name:port`, the way operators name Service ports.
 /// The services added for backends so far, and the names the file took.
 struct Services {
-    ids: HashMap<(String, String, ServicePort, Balancing), ServiceId>,
+    ids: HashMap<(String, String, ServicePort, Balancing, UpstreamProtocol), ServiceId>,
     file_names: HashSet<String>,
 }
 
@@ -321,6 +321,24 @@ fn service_for(
     services: &mut Services,
     backend: &Backend,
     balancing: &Balancing,
+) -> Option<ServiceId> {
+    service_over(
+        config,
+        services,
+        backend,
+        balancing,
+        &UpstreamProtocol::Http1,
+    )
+}
+
+/// [`service_for`], reached over `protocol`: a Service reached over TLS by one Ingress
+/// and in the clear by another gets an upstream each.
+fn service_over(
+    config: &mut Config,
+    services: &mut Services,
+    backend: &Backend,
+    balancing: &Balancing,
+    protocol: &UpstreamProtocol,
 ) -> Option<ServiceId> {
     let port = match &backend.port {
         PortRef::Name(n) => ServicePort::Name(n.clone()),
@@ -332,6 +350,7 @@ fn service_for(
         backend.name.clone(),
         port,
         balancing.clone(),
+        protocol.clone(),
     );
     if let Some(id) = services.ids.get(&key) {
         return Some(*id);
@@ -345,6 +364,9 @@ fn service_for(
     // Ingresses that balance one Service differently get an upstream each.
     if let Some(label) = balancing.label() {
         name.push_str(&format!(" ({label})"));
+    }
+    if let UpstreamProtocol::Https(_) = protocol {
+        name.push_str(" (https)");
     }
     if services.file_names.contains(&name) {
         // The file uses the same name for its own service; keep both apart.
@@ -362,6 +384,7 @@ fn service_for(
         balance: balancing.balance.clone(),
         affinity: balancing.affinity.clone(),
         limits: ConnectionLimits::default(),
+        protocol: protocol.clone(),
     });
     services.ids.insert(key, id);
     Some(id)

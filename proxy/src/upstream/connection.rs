@@ -82,14 +82,42 @@ pub(crate) async fn connection(
     }
 }
 
-/// Opens a new connection (already counted in the endpoint's open connections).
+/// Opens a new connection (already counted in the endpoint's open connections): TCP, and
+/// the TLS handshake for an endpoint that wants one, together within `connect`.
 async fn open(endpoint: &Arc<Endpoint>, connect: Duration) -> io::Result<Sender> {
-    let stream = tokio::time::timeout(connect, TcpStream::connect(endpoint.addr()))
+    let addr = endpoint.addr();
+    let connected = async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        match endpoint.transport() {
+            None => Ok(Either::Left(stream)),
+            Some(tls) => tls.connect(stream, addr).await.map(Either::Right),
+        }
+    };
+    let stream = tokio::time::timeout(connect, connected)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
+    let sender = match stream {
+        Either::Left(plain) => handshake(endpoint, plain).await?,
+        Either::Right(tls) => handshake(endpoint, tls).await?,
+    };
+    endpoint.connect_succeeded();
+    Ok(sender)
+}
+
+/// A plain or a TLS stream.
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// HTTP/1.1 over `io`; the connection task counts itself closed when it ends.
+async fn handshake<IO>(endpoint: &Arc<Endpoint>, io: IO) -> io::Result<Sender>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
     let closes = endpoint.clone();
@@ -98,6 +126,5 @@ async fn open(endpoint: &Arc<Endpoint>, connect: Duration) -> io::Result<Sender>
         let _ = conn.with_upgrades().await;
         closes.connection_closed();
     });
-    endpoint.connect_succeeded();
     Ok(sender)
 }

@@ -5,14 +5,14 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
 
 use hyper::client::conn::http1::SendRequest;
 
-use super::latency::Latency;
+use super::{latency::Latency, tls::UpstreamConnector};
 use crate::request_body::RequestBody;
 
 /// Consecutive connect failures after which an endpoint is ejected.
@@ -49,6 +49,8 @@ pub struct Endpoint {
     freed: tokio::sync::Notify,
     /// Recent response-head latency, for the `ewma` balancer.
     latency: Latency,
+    /// TLS around its connections, for a service that wants it.
+    transport: Option<Arc<UpstreamConnector>>,
 }
 
 /// A place among the requests waiting for a connection; left when dropped.
@@ -70,8 +72,15 @@ fn now_ms() -> u64 {
 }
 
 impl Endpoint {
+    #[cfg(test)]
     pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self::over(addr, None)
+    }
+
+    /// An endpoint whose connections are wrapped by `transport` (TLS), if any.
+    pub(crate) fn over(addr: SocketAddr, transport: Option<Arc<UpstreamConnector>>) -> Self {
         Endpoint {
+            transport,
             addr,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -82,6 +91,16 @@ impl Endpoint {
             freed: tokio::sync::Notify::new(),
             latency: Latency::default(),
         }
+    }
+
+    /// TLS around its connections, if any.
+    pub(crate) fn transport(&self) -> Option<&Arc<UpstreamConnector>> {
+        self.transport.as_ref()
+    }
+
+    /// What tells its transport apart (0: plain TCP).
+    pub(crate) fn transport_digest(&self) -> u64 {
+        self.transport.as_ref().map_or(0, |t| t.digest)
     }
 
     /// Counts a new connection about to be opened, if fewer than `max` are open.

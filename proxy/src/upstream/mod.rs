@@ -7,6 +7,7 @@ pub(crate) mod forward;
 mod latency;
 mod ring;
 mod set;
+pub(crate) mod tls;
 
 use std::{
     net::SocketAddr,
@@ -45,6 +46,8 @@ pub struct Upstream {
     next: AtomicUsize,
     /// `gatehouse_endpoints{service}`, resolved once (snapshots carry it over).
     gauge: prometheus::IntGauge,
+    /// TLS around connections to its endpoints, if the service wants it.
+    transport: Option<Arc<tls::UpstreamConnector>>,
 }
 
 /// Whether a connect failed for want of local file descriptors (EMFILE, ENFILE): the
@@ -80,8 +83,9 @@ impl Upstream {
         discovered: &[SocketAddr],
         known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
         gauge: prometheus::IntGauge,
+        transport: Option<Arc<tls::UpstreamConnector>>,
     ) -> Self {
-        let all = merge(&fixed, discovered, known);
+        let all = merge(&fixed, discovered, known, &transport);
         gauge.set(all.len() as i64);
         let affinity = service.affinity.clone().map(|a| {
             let key = set::TokenKey::new(a.key.as_deref());
@@ -99,6 +103,7 @@ impl Upstream {
             balance,
             limits: service.limits,
             gauge,
+            transport,
         }
     }
 
@@ -137,6 +142,11 @@ impl Upstream {
         &self.gauge
     }
 
+    /// TLS around connections to its endpoints, if any.
+    pub(crate) fn transport(&self) -> Option<&Arc<tls::UpstreamConnector>> {
+        self.transport.as_ref()
+    }
+
     /// The service name.
     pub fn name(&self) -> &str {
         &self.name
@@ -152,7 +162,7 @@ impl Upstream {
     pub(crate) fn set_discovered(&self, discovered: &[SocketAddr]) {
         let current = self.endpoints.load();
         let known = |addr: SocketAddr| current.iter().find(|e| e.addr() == addr).cloned();
-        let all = merge(&self.fixed, discovered, &known);
+        let all = merge(&self.fixed, discovered, &known, &self.transport);
         self.gauge.set(all.len() as i64);
         let ring = needs_ring(&self.balance, &self.affinity);
         let set = EndpointSet::new(all, ring, token_key(&self.affinity));
@@ -272,11 +282,14 @@ fn merge(
     fixed: &[Arc<Endpoint>],
     discovered: &[SocketAddr],
     known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
+    transport: &Option<Arc<tls::UpstreamConnector>>,
 ) -> Vec<Arc<Endpoint>> {
     let mut all = fixed.to_vec();
     for addr in discovered {
         if !all.iter().any(|e| e.addr() == *addr) {
-            all.push(known(*addr).unwrap_or_else(|| Arc::new(Endpoint::new(*addr))));
+            all.push(
+                known(*addr).unwrap_or_else(|| Arc::new(Endpoint::over(*addr, transport.clone()))),
+            );
         }
     }
     all
@@ -344,6 +357,7 @@ mod tests {
             balance,
             affinity: None,
             limits: ConnectionLimits::default(),
+            protocol: Default::default(),
         };
         Upstream::new(
             &service,
@@ -351,6 +365,7 @@ mod tests {
             &[],
             &|_| None,
             prometheus::IntGauge::new("t", "test gauge").expect("valid name"),
+            None,
         )
     }
 

@@ -187,3 +187,77 @@ pub fn der_of(pem: &str) -> Vec<u8> {
         .unwrap()
         .to_vec()
 }
+
+/// What a [`TlsUpstream`] saw of each TLS connection: the SNI and whether the session was
+/// resumed.
+pub type Handshakes = Arc<std::sync::Mutex<Vec<(Option<String>, bool)>>>;
+
+/// An HTTPS upstream with the certificate `cert`/`key`. `/check` plays an authentication
+/// service (`session=good` in the Cookie → 200 with `X-Auth-Request-User: tls-ann`, else
+/// 401); any other path answers `tls-up`. `/close` closes the connection after the answer,
+/// so the next request needs a new handshake.
+pub async fn tls_upstream(cert: &str, key: &str) -> (SocketAddr, Handshakes) {
+    use hyper::{server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::PrivateKeyDer;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Handshakes = Arc::default();
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, keep) = (acceptor.clone(), keep.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (_, session) = stream.get_ref();
+                let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                keep.lock()
+                    .unwrap()
+                    .push((session.server_name().map(str::to_owned), resumed));
+                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let cookie = req
+                        .headers()
+                        .get("cookie")
+                        .and_then(|c| c.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let mut resp = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"tls-up"),
+                    ));
+                    match req.uri().path() {
+                        "/check" if cookie.contains("session=good") => {
+                            resp.headers_mut()
+                                .insert("x-auth-request-user", "tls-ann".parse().unwrap());
+                        }
+                        "/check" => *resp.status_mut() = http::StatusCode::UNAUTHORIZED,
+                        "/close" => {
+                            resp.headers_mut()
+                                .insert("connection", "close".parse().unwrap());
+                        }
+                        _ => {}
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}

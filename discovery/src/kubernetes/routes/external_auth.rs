@@ -5,9 +5,11 @@
 
 use std::net::IpAddr;
 
-use gatehouse_config::{Config, ExternalAuth, Route, Service, ServiceId};
+use gatehouse_config::{
+    Config, ExternalAuth, Route, Service, ServiceId, UpstreamProtocol, UpstreamTls,
+};
 
-use super::{service_for, Services};
+use super::{service_over, Services};
 use crate::kubernetes::{
     endpoints::PortRef,
     ingress::{Backend, Balancing, ExternalAuthSpec},
@@ -50,9 +52,19 @@ fn service_of(
     spec: &ExternalAuthSpec,
 ) -> Result<ServiceId, String> {
     let url = &spec.parsed;
-    if let Ok(ip) = url.host.parse::<IpAddr>() {
+    let ip = url.host.parse::<IpAddr>().ok();
+    // As ingress-nginx's auth location: SNI on (a name only), the certificate not verified.
+    let protocol = match url.tls {
+        false => UpstreamProtocol::Http1,
+        true => UpstreamProtocol::Https(UpstreamTls {
+            server_name: ip.is_none().then(|| url.host.clone()),
+            verify: None,
+        }),
+    };
+    if let Some(ip) = ip {
         let addr = std::net::SocketAddr::new(ip, url.port);
-        let name = format!("auth {addr}");
+        let scheme = if url.tls { "https" } else { "http" };
+        let name = format!("auth {scheme}://{addr}");
         if let Some(i) = config.services.iter().position(|s| s.name == name) {
             return Ok(ServiceId(i));
         }
@@ -63,6 +75,7 @@ fn service_of(
             balance: Default::default(),
             affinity: None,
             limits: Default::default(),
+            protocol,
         });
         return Ok(ServiceId(config.services.len() - 1));
     }
@@ -81,6 +94,6 @@ fn service_of(
         name: name.to_owned(),
         port: PortRef::Number(i32::from(url.port)),
     };
-    service_for(config, services, &backend, &Balancing::default())
+    service_over(config, services, &backend, &Balancing::default(), &protocol)
         .ok_or_else(|| format!("port {} is not a Service port", url.port))
 }

@@ -1,0 +1,131 @@
+//! HTTPS upstreams through the binary: a service with `protocol: https`, verified against
+//! its authorities or (nginx's default) not, with SNI, resumed sessions for new pooled
+//! connections, and an `https://` authentication service.
+
+use crate::support::{binary::*, tls::*, *};
+
+/// The binary serving `a.test` from service `up` (`up_settings` inside its braces).
+async fn proxy_to(name: &str, up_settings: &str, extra_routes: &str) -> Running {
+    start_ready(
+        name,
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\naccess_log: off\nservices: {{ up: {{ {up_settings} }} }}\nroutes:\n  - {{ host: a.test, paths: [{{ path: /, service: up }}] }}\n{extra_routes}"
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_verify_when_told_send_sni_and_resume_sessions() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["backend.internal"], (-1, 30));
+    let (addr, handshakes) = tls_upstream(&cert, &key).await;
+    let dir = temp_dir("upstream-tls-cas");
+    write(&dir, "right-ca.pem", &ca.pem);
+    write(&dir, "other-ca.pem", &TestCa::new().pem);
+    let get = |running: &Running, path: &'static str| {
+        let http = running.http;
+        async move { send(&client(), get_req_at(http, "a.test", path, &[])).await }
+    };
+
+    // Not verified (nginx's default), no SNI without a server_name.
+    let running = proxy_to(
+        "upstream-tls-plain",
+        &format!("endpoints: [\"{addr}\"], protocol: https"),
+        "",
+    )
+    .await;
+    let got = get(&running, "/").await;
+    assert_eq!((got.status.as_u16(), &got.body[..]), (200, &b"tls-up"[..]));
+    assert_eq!(handshakes.lock().unwrap().last().unwrap().0, None, "no SNI");
+    assert_eq!(running.terminate().await, Some(0));
+
+    // Verified against the right authority, with SNI; a new connection resumes the session.
+    let settings = |ca: &str| {
+        format!(
+            "endpoints: [\"{addr}\"], protocol: https, tls: {{ server_name: backend.internal, ca: \"{}\" }}",
+            dir.join(ca).display()
+        )
+    };
+    let running = proxy_to("upstream-tls-verified", &settings("right-ca.pem"), "").await;
+    handshakes.lock().unwrap().clear();
+    for _ in 0..3 {
+        assert_eq!(get(&running, "/close").await.status, 200);
+    }
+    let seen = handshakes.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "each answer closed its connection: {seen:?}");
+    assert!(seen
+        .iter()
+        .all(|(sni, _)| sni.as_deref() == Some("backend.internal")));
+    assert_eq!(
+        seen.iter().map(|(_, resumed)| *resumed).collect::<Vec<_>>(),
+        [false, true, true],
+        "later connections resume the first one's session"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+
+    // A certificate of another authority: 502, never the answer of an unverified peer.
+    let running = proxy_to("upstream-tls-wrong-ca", &settings("other-ca.pem"), "").await;
+    assert_eq!(get(&running, "/").await.status, 502);
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_authentication_service_decides_and_the_url_and_service_must_agree() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["sso.internal"], (-1, 30));
+    let (sso, handshakes) = tls_upstream(&cert, &key).await;
+    let web = TestUpstream::start("web").await;
+    let running = start_ready(
+        "upstream-tls-auth",
+        &format!(
+            r#"listen: {{ http: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+shutdown: {{ drain_delay: 0s }}
+access_log: off
+services: {{ web: {{ endpoints: ["{}"] }}, sso: {{ endpoints: ["{sso}"], protocol: https, tls: {{ server_name: sso.internal }} }} }}
+routes:
+  - {{ host: app.test, auth: {{ external: {{ url: "https://sso/check", response_headers: [X-Auth-Request-User] }} }}, paths: [{{ path: /, service: web }}] }}
+"#,
+            web.addr
+        ),
+    )
+    .await;
+    let ask = |cookie: &'static str| {
+        let http = running.http;
+        async move {
+            send(
+                &client(),
+                get_req_at(http, "app.test", "/", &[("cookie", cookie)]),
+            )
+            .await
+        }
+    };
+    let got = ask("session=good").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["x-auth-request-user"], "tls-ann");
+    assert_eq!(ask("session=bad").await.status, 401);
+    assert_eq!(
+        handshakes.lock().unwrap().first().unwrap().0.as_deref(),
+        Some("sso.internal"),
+        "the subrequest went over TLS with SNI"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+
+    // An https:// URL on a plaintext service is refused, with where and why.
+    let dir = temp_dir("upstream-tls-mismatch");
+    write(
+        &dir,
+        "gatehouse.yaml",
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\" }}\nservices: {{ web: {{ endpoints: [\"{}\"] }}, sso: {{ endpoints: [\"{sso}\"] }} }}\nroutes:\n  - {{ host: app.test, auth: {{ external: {{ url: \"https://sso/check\" }} }}, paths: [{{ path: /, service: web }}] }}\n",
+            web.addr
+        ),
+    );
+    let out = run_to_end(&["check"], &dir.join("gatehouse.yaml")).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("gatehouse.yaml:4:5") && said.contains("protocol: https"),
+        "{said}"
+    );
+}
