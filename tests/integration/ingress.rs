@@ -691,8 +691,8 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
         ("auth-type", "digest"),
         ("auth-url", "https://auth.example.com/check"),
         ("auth-url", "http://auth.example.com/check"),
+        // A client-certificate Secret that does not exist fails the host closed.
         ("auth-tls-secret", "shop/client-ca"),
-        ("auth-tls-verify-client", "on"),
         (
             "configuration-snippet",
             "more_set_headers \"X-A: b\";\nlua_code_cache off;",
@@ -1852,6 +1852,11 @@ async fn an_auth_url_naming_a_service_is_reached_through_its_endpoint_slices() {
     service(api, "shop", "web", &web);
     let (auth, _) = crate::auth::auth_service().await;
     service_of_pods(api, "sso", "oauth2", &[auth]);
+    // The same kind of service over TLS (not verified, with SNI, as ingress-nginx).
+    let ca = crate::support::tls::TestCa::new();
+    let (cert, key) = ca.leaf(&["tls-sso.sso.svc"], (-1, 30));
+    let (tls_auth, handshakes) = crate::support::tls::tls_upstream(&cert, &key).await;
+    service_of_pods(api, "sso", "tls-sso", &[tls_auth]);
     let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
     for (name, host, url) in [
         (
@@ -1859,6 +1864,7 @@ async fn an_auth_url_naming_a_service_is_reached_through_its_endpoint_slices() {
             "protected.example.com",
             "http://oauth2.sso.svc.cluster.local/oauth2/auth",
         ),
+        ("over-tls", "tls.example.com", "https://tls-sso.sso.svc:80/check"),
         (
             "nowhere",
             "nowhere.example.com",
@@ -1898,6 +1904,15 @@ async fn an_auth_url_naming_a_service_is_reached_through_its_endpoint_slices() {
         .to_str()
         .unwrap()
         .starts_with("https://login.example.com/start?rd=http%3A%2F%2Fprotected.example.com"));
+    let got = ask("tls.example.com", "session=good").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["x-auth-request-user"], "tls-ann");
+    // Refused: to the signin page, as for the plaintext service.
+    assert_eq!(ask("tls.example.com", "session=none").await.status, 302);
+    assert_eq!(
+        handshakes.lock().unwrap().first().unwrap().0.as_deref(),
+        Some("tls-sso.sso.svc")
+    );
     // A name that is not a Service: the Ingress fails closed.
     assert_eq!(ask("nowhere.example.com", "session=good").await.status, 503);
     eventually("the log says why", WAIT, || {
