@@ -4,6 +4,7 @@
 use gatehouse_config::ConfigErrors;
 use gatehouse_discovery::{
     kubernetes::{Change, Changed, ClientError},
+    names::NameResolution,
     FileWatcher,
 };
 use gatehouse_proxy::{ApplyError, Gatehouse};
@@ -56,9 +57,16 @@ pub async fn reconcile(
         gatehouse.set_ready(true);
     }
     let mut updates = sources.file.map(|w| w.spawn(stop.clone()));
+    // Endpoints written as names, resolved for whatever configuration is served.
+    let (mut names, mut resolved) = NameResolution::new();
+    names.follow(gatehouse.snapshot().config());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            Some(r) = resolved.recv() => {
+                gatehouse.publish_endpoints(&r.service, r.addrs).await;
+                continue;
+            }
             Some(update) = async { updates.as_mut()?.recv().await } => {
                 let update = update.and_then(|c| match kubernetes::check(&c, discovery.is_some()) {
                     Ok(()) => Ok(c),
@@ -106,6 +114,7 @@ pub async fn reconcile(
                 gatehouse.set_ready(true);
             }
         }
+        names.follow(gatehouse.snapshot().config());
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: LimitSettings,
     /// The Strict-Transport-Security of redirected hosts' HTTPS answers.
     pub hsts: Hsts,
+    /// How endpoint names are resolved.
+    pub resolver: ResolverSettings,
 }
 
 /// The sockets Gatehouse listens on.
@@ -603,6 +605,9 @@ pub struct Service {
     pub name: String,
     /// Fixed endpoints (VMs, bare metal).
     pub endpoints: Vec<SocketAddr>,
+    /// Endpoints written as names: their addresses, resolved and re-resolved by their
+    /// TTL, are published like discovered endpoints.
+    pub names: Vec<NamedEndpoint>,
     /// Endpoints from a Kubernetes Service's EndpointSlices, besides the fixed ones.
     pub kubernetes: Option<KubernetesRef>,
     pub balance: Balance,
@@ -611,6 +616,57 @@ pub struct Service {
     pub limits: ConnectionLimits,
     /// How requests reach the endpoints: HTTP/1.1, in the clear or over TLS.
     pub protocol: UpstreamProtocol,
+}
+
+/// An endpoint written as a DNS name and a port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamedEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for NamedEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl NamedEndpoint {
+    /// Reads `name:port`, the name a DNS name (letters, digits, `-`, `.`).
+    pub fn parse(text: &str) -> Result<NamedEndpoint, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not IP:port or name:port (\"10.1.2.3:8080\", \"db.internal:5432\")"
+            )
+        };
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(bad)?;
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !l.starts_with('-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err(bad());
+        }
+        Ok(NamedEndpoint { host, port })
+    }
+}
+
+/// How endpoint names are resolved (nginx's `resolver`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`, `/etc/hosts`).
+    pub servers: Vec<SocketAddr>,
+    /// How long an answer is used, whatever its TTL says (nginx's `valid=`).
+    pub valid: Option<Duration>,
 }
 
 /// The protocol spoken to a service's endpoints.

@@ -18,6 +18,7 @@ mod kubernetes;
 mod l4;
 mod limits;
 mod mtls;
+mod names;
 mod policy;
 mod proxy;
 mod reload;

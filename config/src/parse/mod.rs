@@ -78,6 +78,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "reject_encoded_slash",
             "hsts",
             "client_limits",
+            "resolver",
         ],
         &[],
     )?;
@@ -223,6 +224,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .map(|n| read_limit_settings(r, n))
         .unwrap_or_default();
     let hsts = top.get("hsts").map(|n| read_hsts(r, n)).unwrap_or_default();
+    let resolver = top
+        .get("resolver")
+        .map(|n| read_resolver(r, n))
+        .unwrap_or_default();
     let reject_encoded_slash = top
         .get("reject_encoded_slash")
         .and_then(|n| r.boolean(n, "reject_encoded_slash"))
@@ -245,6 +250,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         reject_encoded_slash,
         hsts,
         limits,
+        resolver,
     })
 }
 
@@ -479,6 +485,38 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
         d if d.is_zero() => Err("must be longer than zero".to_owned()),
         d => Ok(d),
     }
+}
+
+/// `resolver: { servers: ["10.96.0.10:53"], valid: 30s }`: name servers (default: the
+/// system's) and how long an answer is used whatever its TTL.
+fn read_resolver(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> ResolverSettings {
+    let mut settings = ResolverSettings::default();
+    let Some(f) = r.section(node, "resolver", &["servers", "valid"], &[]) else {
+        return settings;
+    };
+    if let Some(list) = f
+        .get("servers")
+        .and_then(|n| r.sequence(n, "resolver servers"))
+    {
+        for n in list {
+            if let Some(addr) = r.parsed(n, "resolver server", |s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        format!("`{s}` is not an address (\"10.96.0.10\", \"127.0.0.1:5353\")")
+                    })
+            }) {
+                settings.servers.push(addr);
+            }
+        }
+    }
+    settings.valid = f
+        .get("valid")
+        .and_then(|n| r.parsed(n, "resolver valid", parse_duration));
+    settings
 }
 
 /// `hsts: { max_age: 1y, include_subdomains: true, preload: false }`.

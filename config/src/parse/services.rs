@@ -42,7 +42,7 @@ pub(super) fn read_services<'n, 'i>(
                 *slot = parsed.unwrap_or(*slot);
             }
         }
-        let endpoints = read_endpoints(r, &f, &what);
+        let (endpoints, names) = read_endpoints(r, &f, &what);
         let kubernetes = f
             .get("kubernetes")
             .and_then(|n| read_kubernetes_ref(r, n, &what));
@@ -76,6 +76,7 @@ pub(super) fn read_services<'n, 'i>(
             Service {
                 name: (*name).to_owned(),
                 endpoints,
+                names,
                 kubernetes,
                 balance,
                 affinity,
@@ -285,29 +286,35 @@ pub(super) fn read_endpoints(
     r: &mut Reader<'_>,
     f: &Fields<'_, '_>,
     what: &str,
-) -> Vec<SocketAddr> {
+) -> (Vec<SocketAddr>, Vec<NamedEndpoint>) {
     let Some(list) = f
         .get("endpoints")
         .and_then(|n| r.sequence(n, &format!("{what} endpoints")))
     else {
-        return Vec::new();
+        return Default::default();
     };
     let mut out: Vec<SocketAddr> = Vec::new();
+    let mut names: Vec<NamedEndpoint> = Vec::new();
     for n in list {
         let parsed = r.parsed(n, &format!("{what} endpoint"), |s| {
-            s.parse::<SocketAddr>().map_err(|_| {
-                format!("`{s}` is not IP:port (host names are not resolved; write the address, e.g. \"10.1.2.3:8080\")")
-            })
-        });
-        if let Some(addr) = parsed {
-            if out.contains(&addr) {
-                r.error(n.span, format!("{what} lists endpoint {addr} twice"));
-            } else {
-                out.push(addr);
+            match s.parse::<SocketAddr>() {
+                Ok(addr) => Ok(Ok(addr)),
+                Err(_) => NamedEndpoint::parse(s).map(Err),
             }
+        });
+        match parsed {
+            Some(Ok(addr)) if out.contains(&addr) => {
+                r.error(n.span, format!("{what} lists endpoint {addr} twice"))
+            }
+            Some(Ok(addr)) => out.push(addr),
+            Some(Err(name)) if names.contains(&name) => {
+                r.error(n.span, format!("{what} lists endpoint {name} twice"))
+            }
+            Some(Err(name)) => names.push(name),
+            None => {}
         }
     }
-    out
+    (out, names)
 }
 
 /// A service's `tls: { server_name: NAME, ca: FILE }`: the SNI (and the name verified),

@@ -376,6 +376,7 @@ fn service_over(
     config.services.push(Service {
         name,
         endpoints: Vec::new(),
+        names: Vec::new(),
         kubernetes: Some(KubernetesRef {
             namespace: key.0.clone(),
             name: key.1.clone(),

@@ -484,6 +484,7 @@ pub fn get_req(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full
     b.body(Full::new(Bytes::new())).unwrap()
 }
 
+pub mod dns;
 pub mod tls;
 
 pub mod kube_api;

@@ -1,12 +1,12 @@
 //! The authentication service an Ingress's `auth-url` names, as a service of the served
 //! configuration: a `name.namespace.svc[.cluster.local]` host is that Service's ready
-//! endpoints (from the EndpointSlices already watched, no DNS), an address is itself. Any
-//! other name makes the Ingress answer 503 until names can be resolved.
+//! endpoints (from the EndpointSlices already watched, no DNS), an address is itself, and
+//! any other name is resolved through DNS like the file's named endpoints.
 
 use std::net::IpAddr;
 
 use gatehouse_config::{
-    Config, ExternalAuth, Route, Service, ServiceId, UpstreamProtocol, UpstreamTls,
+    Config, ExternalAuth, NamedEndpoint, Route, Service, ServiceId, UpstreamProtocol, UpstreamTls,
 };
 
 use super::{service_over, Services};
@@ -61,16 +61,32 @@ fn service_of(
             verify: None,
         }),
     };
-    if let Some(ip) = ip {
-        let addr = std::net::SocketAddr::new(ip, url.port);
-        let scheme = if url.tls { "https" } else { "http" };
-        let name = format!("auth {scheme}://{addr}");
+    let scheme = if url.tls { "https" } else { "http" };
+    let in_cluster = url
+        .host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| url.host.strip_suffix(".svc"))
+        .and_then(|h| h.split_once('.'));
+    let Some((name, namespace)) = in_cluster else {
+        // An address, or a name resolved through DNS (re-resolved by its TTL).
+        let (endpoints, names) = match ip {
+            Some(ip) => (vec![std::net::SocketAddr::new(ip, url.port)], Vec::new()),
+            None => (
+                Vec::new(),
+                vec![NamedEndpoint {
+                    host: url.host.clone(),
+                    port: url.port,
+                }],
+            ),
+        };
+        let name = format!("auth {scheme}://{}:{}", url.host, url.port);
         if let Some(i) = config.services.iter().position(|s| s.name == name) {
             return Ok(ServiceId(i));
         }
         config.services.push(Service {
             name,
-            endpoints: vec![addr],
+            endpoints,
+            names,
             kubernetes: None,
             balance: Default::default(),
             affinity: None,
@@ -78,16 +94,6 @@ fn service_of(
             protocol,
         });
         return Ok(ServiceId(config.services.len() - 1));
-    }
-    let in_cluster = url
-        .host
-        .strip_suffix(".svc.cluster.local")
-        .or_else(|| url.host.strip_suffix(".svc"));
-    let Some((name, namespace)) = in_cluster.and_then(|h| h.split_once('.')) else {
-        return Err(format!(
-            "`{}` is neither a Service (name.namespace.svc) nor an address; other names are not resolved yet",
-            url.host
-        ));
     };
     let backend = Backend {
         namespace: namespace.to_owned(),
