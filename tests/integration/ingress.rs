@@ -1935,10 +1935,13 @@ async fn custom_http_errors_are_answered_by_the_default_backend() {
         SERVICES,
         json!({ "metadata": { "namespace": "shop", "name": "empty" }, "spec": { "ports": [{ "name": "http", "port": 80 }] } }),
     );
+    // A Service whose pod refuses connections: Gatehouse's own 502.
+    service_of_pods(api, "shop", "dead", &[dead_addr().await]);
     let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
     for (name, host, service_name) in [
         ("pages", "pages.example.com", "app"),
         ("empty", "empty.example.com", "empty"),
+        ("dead", "dead.example.com", "dead"),
     ] {
         api.apply(
             INGRESSES,
@@ -1947,7 +1950,7 @@ async fn custom_http_errors_are_answered_by_the_default_backend() {
                 name,
                 "2026-01-01T00:00:00Z",
                 "gatehouse",
-                json!({ n("custom-http-errors"): "401,503", n("default-backend"): "errors" }),
+                json!({ n("custom-http-errors"): "401,502,503", n("default-backend"): "errors" }),
                 host,
                 json!([path("/", "Prefix", service_name)]),
             ),
@@ -1993,5 +1996,11 @@ async fn custom_http_errors_are_answered_by_the_default_backend() {
     let empty = ask("empty.example.com", "none").await;
     assert_eq!(empty.status, 200);
     assert_eq!(empty.json()["headers"]["x-code"], "503");
+    // Gatehouse's own 502 (the pod refuses): the error backend answers it too, as nginx's
+    // error_page takes its own errors.
+    let dead = ask("dead.example.com", "none").await;
+    assert_eq!(dead.status, 200);
+    assert_eq!(dead.json()["headers"]["x-code"], "502");
+    assert_eq!(dead.json()["headers"]["x-service-name"], "dead");
     assert_eq!(cluster.running.terminate().await, Some(0));
 }

@@ -208,9 +208,24 @@ async fn replace_error(
     if !error_pages::replaces(pages, status) {
         return (forwarded, false);
     }
-    let req = error_pages::request(pages, status, original);
+    match error_page(snapshot, pages, status, original, limits, metrics).await {
+        Ok(page) => (page, true),
+        Err(_) => (forwarded, false),
+    }
+}
+
+/// The error service's answer for a request that got `code`.
+async fn error_page(
+    snapshot: &Snapshot,
+    pages: &gatehouse_config::ErrorPages,
+    code: u16,
+    original: &error_pages::Original,
+    limits: &crate::upstream::forward::ForwardLimits,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Forwarded, ProxyError> {
+    let req = error_pages::request(pages, code, original);
     let service = &snapshot.upstreams[pages.service.0];
-    match forward(
+    forward(
         service,
         &service.endpoints(),
         Preference::None,
@@ -219,10 +234,6 @@ async fn replace_error(
         metrics,
     )
     .await
-    {
-        Ok(page) => (page, true),
-        Err(_) => (forwarded, false),
-    }
 }
 
 /// The steps, in order. `normalized` is the normalised path when it differs from the
@@ -281,17 +292,7 @@ async fn serve(
     let forwarded = match (pages, &original) {
         // A Service without endpoints: its error service answers (X-Code 503).
         (Some(pages), Some(original)) if no_endpoints => {
-            let req = error_pages::request(pages, 503, original);
-            let service = &snapshot.upstreams[pages.service.0];
-            forward(
-                service,
-                &service.endpoints(),
-                Preference::None,
-                req,
-                &limits,
-                &live.metrics,
-            )
-            .await
+            error_page(snapshot, pages, 503, original, &limits, &live.metrics).await
         }
         _ => {
             forward(
@@ -304,13 +305,31 @@ async fn serve(
             )
             .await
         }
-    }
-    .map_err(refused)?;
+    };
+    // Gatehouse's own failure (502, 504...) with a listed status is answered by the error
+    // service too, as nginx's error_page takes over the errors nginx makes itself.
+    let (forwarded, own_error_replaced) = match (forwarded, pages, &original) {
+        (Ok(f), ..) => (f, false),
+        (Err(e), Some(pages), Some(original))
+            if !no_endpoints && error_pages::replaces(pages, e.status().as_u16()) =>
+        {
+            warn_operator(&e);
+            let code = e.status().as_u16();
+            match error_page(snapshot, pages, code, original, &limits, &live.metrics).await {
+                Ok(page) => (page, true),
+                Err(_) => return Err(refused(e)),
+            }
+        }
+        (Err(e), ..) => return Err(refused(e)),
+    };
     let (forwarded, replaced) = match (pages, &original) {
-        (Some(pages), Some(original)) if !no_endpoints => {
+        (Some(pages), Some(original)) if !no_endpoints && !own_error_replaced => {
             replace_error(snapshot, pages, original, forwarded, &limits, &live.metrics).await
         }
-        _ => (forwarded, pages.is_some() && no_endpoints),
+        _ => (
+            forwarded,
+            pages.is_some() && (no_endpoints || own_error_replaced),
+        ),
     };
     let mut lease = forwarded.lease;
     let answering = respond::Answering {
