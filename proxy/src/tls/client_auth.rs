@@ -550,6 +550,66 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_the_crl_revokes_is_refused_and_its_siblings_are_not() {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+            SerialNumber,
+        };
+        let authority = ca("Test CA");
+        let issue = |serial: u64| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, "client");
+            params.serial_number = Some(SerialNumber::from(serial));
+            params
+                .signed_by(&KeyPair::generate().unwrap(), &authority)
+                .unwrap()
+                .der()
+                .clone()
+        };
+        let (revoked, kept) = (issue(42), issue(43));
+        let now = time::OffsetDateTime::now_utc();
+        let crl = CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(42u64),
+                revocation_time: now - time::Duration::hours(1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&authority)
+        .unwrap();
+        let p = ClientAuth::load(&ClientCerts {
+            ca: PemSource::Text {
+                origin: "test".into(),
+                pem: authority.pem(),
+            },
+            crl: Some(PemSource::Text {
+                origin: "test crl".into(),
+                pem: crl.pem().unwrap(),
+            }),
+            verify: VerifyClient::On,
+            depth: 1,
+            pass_to_upstream: false,
+            error_page: None,
+            match_cn: None,
+        })
+        .unwrap();
+        assert_eq!(
+            p.check(&[revoked], UnixTime::now()).verdict,
+            Verdict::Failed {
+                reason: "certificate revoked",
+                untrusted: false
+            }
+        );
+        assert_eq!(p.check(&[kept], UnixTime::now()).verdict, Verdict::Success);
+    }
+
+    #[test]
     fn values_are_escaped_as_rfc_2253_says() {
         assert_eq!(escape_value("a,b+c"), "a\\,b\\+c");
         assert_eq!(escape_value(" #x "), "\\ #x\\ ");

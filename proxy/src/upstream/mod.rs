@@ -353,6 +353,7 @@ mod tests {
         let service = Service {
             name: "t".into(),
             endpoints: Vec::new(),
+            names: Vec::new(),
             kubernetes: None,
             balance,
             affinity: None,
