@@ -10,7 +10,7 @@ use crate::support::{binary::*, dns::dns_server, *};
 async fn named_endpoints_follow_their_dns_answers() {
     let first = TestUpstream::start_at("first", "127.0.0.2:0").await;
     let port = first.addr.port();
-    let second = TestUpstream::start_at("second", &format!("127.0.0.3:{port}")).await;
+    let _second = TestUpstream::start_at("second", &format!("127.0.0.3:{port}")).await;
     let (dns, zone) = dns_server().await;
     zone.lock()
         .unwrap()

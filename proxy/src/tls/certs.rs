@@ -178,11 +178,12 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// The key of the digests: random per process, so nobody can craft PEM that collides with
-/// another certificate's digest.
-fn digest_key() -> &'static std::hash::RandomState {
+/// A digest of what was loaded (PEM, settings), to know it again without loading it:
+/// keyed at random per process, so nobody can craft input that collides with another's.
+pub(crate) fn digest(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher;
     static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(std::hash::RandomState::new)
+    KEY.get_or_init(std::hash::RandomState::new).hash_one(value)
 }
 
 fn load_entry(
@@ -204,13 +205,7 @@ fn load_entry(
             format!("the key of {name}"),
         ),
     };
-    let digest = {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = digest_key().build_hasher();
-        cert_pem.hash(&mut h);
-        key_pem.hash(&mut h);
-        h.finish()
-    };
+    let digest = digest(&(&cert_pem, &key_pem));
     if let Some(same) = known.get(&digest) {
         return Ok(LoadedCert {
             label: entry.label(),

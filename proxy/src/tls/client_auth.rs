@@ -4,11 +4,7 @@
 //! shows (its signature over the handshake excepted): the request then gets 400, or the
 //! error page, which a person can read; a failed handshake tells nobody anything.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use gatehouse_config::{ClientCerts, Config, HostPattern, PemSource, VerifyClient};
 use rustls::{
@@ -21,6 +17,8 @@ use rustls_pki_types::{
     pem::PemObject, CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime,
 };
 use webpki::{CertRevocationList, EndEntityCert, KeyUsage, VerifiedPath};
+
+use crate::tls::certs::digest;
 
 /// A host's client-certificate policy, loaded.
 pub(crate) struct ClientAuth {
@@ -101,11 +99,7 @@ impl ClientAuth {
             }
             crl_pem = pem;
         }
-        let digest = {
-            let mut h = digest_key().build_hasher();
-            (&ca_pem, &crl_pem, spec.verify, spec.depth).hash(&mut h);
-            h.finish()
-        };
+        let digest = digest(&(&ca_pem, &crl_pem, spec.verify, spec.depth));
         let hints = anchors
             .iter()
             .map(|a| DistinguishedName::in_sequence(&a.subject))
@@ -191,11 +185,6 @@ impl ClientAuth {
 /// The signature algorithms of our crypto provider.
 fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
-}
-
-fn digest_key() -> &'static std::hash::RandomState {
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(std::hash::RandomState::new)
 }
 
 /// What nginx (OpenSSL) says in `FAILED:...` for each failure.
@@ -619,16 +608,13 @@ mod tests {
     #[test]
     fn sni_finds_the_host_policy_exact_before_wildcard() {
         let authority = ca("Test CA");
-        let yaml = format!(
-            "listen: {{ http: \"127.0.0.1:0\" }}\nservices: {{ app: {{ endpoints: [\"127.0.0.1:1\"] }} }}\nroutes:\n  - host: \"*.example.com\"\n    client_certificates: {{ ca: ca.pem }}\n    paths: [{{ path: /, service: app }}]\n  - host: open.example.com\n    paths: [{{ path: /, service: app }}]\n"
-        );
+        let yaml = "listen: { http: \"127.0.0.1:0\" }\nservices: { app: { endpoints: [\"127.0.0.1:1\"] } }\nroutes:\n  - host: \"*.example.com\"\n    client_certificates: { ca: ca.pem }\n    paths: [{ path: /, service: app }]\n  - host: open.example.com\n    paths: [{ path: /, service: app }]\n";
         let dir = std::env::temp_dir().join(format!("gh-client-auth-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.pem"), authority.pem()).unwrap();
         let file = dir.join("gatehouse.yaml");
-        std::fs::write(&file, &yaml).unwrap();
-        let config = gatehouse_config::parse(&yaml, file.to_str().unwrap()).unwrap();
-        let _ = &authority;
+        std::fs::write(&file, yaml).unwrap();
+        let config = gatehouse_config::parse(yaml, file.to_str().unwrap()).unwrap();
         let table = ClientAuthTable::build(&config).unwrap();
         assert!(table.for_sni(Some("a.example.com")).is_some());
         assert!(table.for_sni(Some("open.example.com")).is_none());

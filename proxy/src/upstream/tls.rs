@@ -4,12 +4,7 @@
 //! paying a full handshake. As nginx, the endpoint's certificate is verified only when the
 //! settings give authorities to verify it with.
 
-use std::{
-    hash::{BuildHasher, Hash, Hasher},
-    io,
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{io, net::SocketAddr, sync::Arc};
 
 use gatehouse_config::UpstreamTls;
 use rustls::{
@@ -21,7 +16,7 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use crate::tls::provider;
+use crate::tls::{certs::digest, provider};
 
 /// How connections to the endpoints of one service are wrapped in TLS.
 pub struct UpstreamConnector {
@@ -36,11 +31,7 @@ pub struct UpstreamConnector {
 impl UpstreamConnector {
     /// The connector for `tls`; the authorities it names must load.
     pub(crate) fn load(tls: &UpstreamTls) -> Result<Self, String> {
-        let digest = {
-            let mut h = digest_key().build_hasher();
-            tls.hash(&mut h);
-            h.finish()
-        };
+        let digest = digest(tls);
         let server_name = tls
             .server_name
             .as_deref()
@@ -95,11 +86,6 @@ impl UpstreamConnector {
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
         self.connector.connect(name, tcp).await
     }
-}
-
-fn digest_key() -> &'static std::hash::RandomState {
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(std::hash::RandomState::new)
 }
 
 /// nginx's `proxy_ssl_verify off`: any certificate is taken, but the endpoint must still
