@@ -107,13 +107,25 @@ impl Config {
                 Some(PemSource::File(path)) => Some(path.clone()),
                 _ => None,
             });
-        let upstream_authorities = self.services.iter().filter_map(|s| match &s.protocol {
-            UpstreamProtocol::Https(UpstreamTls {
-                verify: Some(PemSource::File(path)),
-                ..
-            }) => Some(path.clone()),
-            _ => None,
-        });
+        let upstream_authorities = self
+            .services
+            .iter()
+            .filter_map(|s| match &s.protocol {
+                UpstreamProtocol::Https(tls) => Some(tls),
+                UpstreamProtocol::Http1 => None,
+            })
+            .flat_map(|tls| {
+                let identity = tls.client_cert.as_ref();
+                [
+                    tls.verify.as_ref(),
+                    identity.map(|c| &c.0),
+                    identity.map(|c| &c.1),
+                ]
+            })
+            .filter_map(|source| match source {
+                Some(PemSource::File(path)) => Some(path.clone()),
+                _ => None,
+            });
         certs
             .flatten()
             .chain(users)
@@ -679,14 +691,33 @@ pub enum UpstreamProtocol {
 }
 
 /// TLS to a service's endpoints (nginx's `proxy_ssl_*`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UpstreamTls {
-    /// The name sent as SNI and, when verifying, checked against the certificate; without
-    /// one, no SNI is sent (nginx's `proxy_ssl_server_name off`).
+    /// The name checked against the certificate when verifying, and sent as SNI with
+    /// `sni`.
     pub server_name: Option<String>,
+    /// Send `server_name` as SNI (nginx's `proxy_ssl_server_name`).
+    pub sni: bool,
     /// Authorities the endpoints' certificates must chain to; `None` verifies nothing, as
     /// nginx's `proxy_ssl_verify off` (its default).
     pub verify: Option<PemSource>,
+    /// At most this many certificates above the endpoint's up to a trusted authority
+    /// (nginx's `proxy_ssl_verify_depth`, default 1).
+    pub depth: u32,
+    /// The certificate and key Gatehouse shows the endpoints (mTLS to the pod).
+    pub client_cert: Option<(PemSource, PemSource)>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            server_name: None,
+            sni: false,
+            verify: None,
+            depth: 1,
+            client_cert: None,
+        }
+    }
 }
 
 /// How much of each endpoint one service may take (Envoy's circuit breakers): beyond

@@ -684,7 +684,6 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
     let refused: &[(&str, &str)] = &[
         ("backend-protocol", "GRPC"),
         ("backend-protocol", "GRPCS"),
-        ("backend-protocol", "HTTPS"),
         ("backend-protocol", "H2C"),
         ("backend-protocol", "FCGI"),
         ("auth-type", "basic"),
@@ -1269,7 +1268,7 @@ async fn a_canary_ingress_joins_its_main_ingress_and_has_no_effect_alone() {
 }
 
 /// A Service whose ready pods listen at these addresses, all on one port.
-fn service_of_pods(api: &KubeApi, ns: &str, name: &str, pods: &[std::net::SocketAddr]) {
+pub(crate) fn service_of_pods(api: &KubeApi, ns: &str, name: &str, pods: &[std::net::SocketAddr]) {
     api.apply(
         SERVICES,
         json!({

@@ -129,3 +129,121 @@ routes:
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_protocol_https_with_proxy_ssl_verifies_and_shows_a_certificate_to_the_pod() {
+    use crate::ingress::{ingress, opaque_secret, path, service_of_pods, start};
+    use crate::support::kube_api::{INGRESSES, SECRETS};
+    let cluster = start("upstream-tls-ingress", false).await;
+    let api = &cluster.api;
+    let (pods_ca, gatehouse_ca) = (TestCa::new(), TestCa::new());
+    let (cert, key) = pods_ca.leaf(&["web.shop.svc", "backend.internal"], (-1, 30));
+    // One pod that anyone may reach over TLS, one that wants Gatehouse's certificate.
+    let (open_pod, open_seen) = tls_upstream(&cert, &key).await;
+    let (mtls_pod, mtls_seen) = tls_upstream_for(&cert, &key, Some(&gatehouse_ca.pem)).await;
+    service_of_pods(api, "shop", "web", &[open_pod]);
+    service_of_pods(api, "shop", "secure", &[mtls_pod]);
+    let (client_cert, client_key) = gatehouse_ca.leaf(&["gatehouse"], (-1, 30));
+    api.apply(
+        SECRETS,
+        opaque_secret(
+            "shop",
+            "pods-tls",
+            &[
+                ("ca.crt", &pods_ca.pem),
+                ("tls.crt", &client_cert),
+                ("tls.key", &client_key),
+            ],
+        ),
+    );
+    api.apply(
+        SECRETS,
+        opaque_secret("shop", "other-ca", &[("ca.crt", &TestCa::new().pem)]),
+    );
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let verified = |secret: &str| {
+        serde_json::json!({
+            n("backend-protocol"): "HTTPS",
+            n("proxy-ssl-secret"): format!("shop/{secret}"),
+            n("proxy-ssl-verify"): "on",
+            n("proxy-ssl-name"): "backend.internal",
+            n("proxy-ssl-server-name"): "on",
+        })
+    };
+    for (name, host, annotations, backend) in [
+        (
+            "plain",
+            "plain.example.com",
+            serde_json::json!({ n("backend-protocol"): "HTTPS" }),
+            "web",
+        ),
+        (
+            "verified",
+            "verified.example.com",
+            verified("pods-tls"),
+            "web",
+        ),
+        ("mtls", "mtls.example.com", verified("pods-tls"), "secure"),
+        (
+            "mtls-without",
+            "mtls-without.example.com",
+            serde_json::json!({ n("backend-protocol"): "HTTPS" }),
+            "secure",
+        ),
+        (
+            "wrong-ca",
+            "wrong-ca.example.com",
+            verified("other-ca"),
+            "web",
+        ),
+        (
+            "no-secret",
+            "no-secret.example.com",
+            verified("absent"),
+            "web",
+        ),
+    ] {
+        api.apply(
+            INGRESSES,
+            ingress(
+                "shop",
+                name,
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                annotations,
+                host,
+                serde_json::json!([path("/", "Prefix", backend)]),
+            ),
+        );
+    }
+    let http = cluster.running.http;
+    let status = |host: &'static str| async move {
+        send(&client(), get_req_at(http, host, "/", &[]))
+            .await
+            .status
+            .as_u16()
+    };
+    eventually_async(
+        "the last Ingress is served",
+        std::time::Duration::from_secs(15),
+        || async { status("no-secret.example.com").await == 503 },
+    )
+    .await;
+    // Not verified and no SNI by default, as ingress-nginx.
+    assert_eq!(status("plain.example.com").await, 200);
+    assert_eq!(open_seen.lock().unwrap().last().unwrap().0, None);
+    // Verified against the Secret's ca.crt, with the name as SNI.
+    open_seen.lock().unwrap().clear();
+    assert_eq!(status("verified.example.com").await, 200);
+    assert_eq!(
+        open_seen.lock().unwrap().last().unwrap().0.as_deref(),
+        Some("backend.internal")
+    );
+    // The pod that wants a client certificate gets the Secret's tls.crt; without it, 502.
+    assert_eq!(status("mtls.example.com").await, 200);
+    assert_eq!(mtls_seen.lock().unwrap().len(), 1);
+    assert_eq!(status("mtls-without.example.com").await, 502);
+    // A pod certificate of another authority is refused: 502, never its answer.
+    assert_eq!(status("wrong-ca.example.com").await, 502);
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

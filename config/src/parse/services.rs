@@ -317,19 +317,27 @@ pub(super) fn read_endpoints(
     (out, names)
 }
 
-/// A service's `tls: { server_name: NAME, ca: FILE }`: the SNI (and the name verified),
-/// and the authorities that verify the endpoints' certificates (none: not verified, as
-/// nginx's default).
+/// A service's `tls: { server_name: NAME, sni: BOOL, ca: FILE, depth: N, cert: FILE,
+/// key: FILE }`: the name verified (and sent as SNI unless `sni: false`), the authorities
+/// that verify the endpoints' certificates (none: not verified, as nginx's default), and
+/// the certificate Gatehouse shows them.
 fn read_upstream_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<UpstreamTls> {
     let what = format!("{what} tls");
-    let t = r.section(node, &what, &["server_name", "ca"], &[])?;
+    let t = r.section(
+        node,
+        &what,
+        &["server_name", "sni", "ca", "depth", "cert", "key"],
+        &[],
+    )?;
     let server_name = t
         .get("server_name")
         .and_then(|n| r.string(n, &format!("{what} server_name")));
-    let verify = t
-        .get("ca")
-        .and_then(|n| r.string(n, &format!("{what} ca")))
-        .map(|f| PemSource::File(file_dir(r.file()).join(f)));
+    let file = |r: &mut Reader<'_>, key: &str| {
+        t.get(key)
+            .and_then(|n| r.string(n, &format!("{what} {key}")))
+            .map(|f| PemSource::File(file_dir(r.file()).join(f)))
+    };
+    let verify = file(r, "ca");
     if verify.is_some() && server_name.is_none() {
         r.error(
             t.span,
@@ -337,8 +345,32 @@ fn read_upstream_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> O
         );
         return None;
     }
+    let sni = t
+        .get("sni")
+        .and_then(|n| r.boolean(n, &format!("{what} sni")))
+        .unwrap_or(server_name.is_some());
+    let depth = t
+        .get("depth")
+        .and_then(|n| {
+            r.parsed(n, &format!("{what} depth"), |s| match s.parse::<u32>() {
+                Ok(d @ 1..=100) => Ok(d),
+                _ => Err(format!("`{s}` is not a depth from 1 to 100")),
+            })
+        })
+        .unwrap_or(1);
+    let client_cert = match (file(r, "cert"), file(r, "key")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            r.error(t.span, format!("{what}: `cert` and `key` go together"));
+            return None;
+        }
+    };
     Some(UpstreamTls {
         server_name,
+        sni,
         verify,
+        depth,
+        client_cert,
     })
 }

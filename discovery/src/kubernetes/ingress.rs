@@ -17,6 +17,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use super::endpoints::PortRef;
 use access::{basic_auth_ref, client_cert_ref, cors, external_auth};
 pub use access::{BasicAuthRef, ClientCertRef, ExternalAuthSpec};
+pub use backend_tls::BackendTls;
 pub use balancing::Balancing;
 pub use redirects::www_twin;
 pub use snippet::Snippet;
@@ -118,6 +119,8 @@ pub struct Policy {
     pub aliases: Vec<String>,
     /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
     pub basic_auth: Option<BasicAuthRef>,
+    /// `backend-protocol: HTTPS` with its `proxy-ssl-*`.
+    pub backend_tls: Option<BackendTls>,
     /// `auth-tls-secret` with its `auth-tls-*`: client certificates for the Ingress's hosts.
     pub client_certs: Option<ClientCertRef>,
     /// `custom-http-errors` (unless `disable-proxy-intercept-errors`) with `default-backend`.
@@ -496,9 +499,12 @@ fn annotations(
                     _ => t.connect = after,
                 }
             }
-            "backend-protocol" if value.eq_ignore_ascii_case("HTTP") => {}
+            "backend-protocol" if value.trim().eq_ignore_ascii_case("HTTP") => {}
+            "backend-protocol" if value.trim().eq_ignore_ascii_case("HTTPS") => {
+                policy.backend_tls = Some(backend_tls::backend_tls(&found, ingress, problems, source)?);
+            }
             "backend-protocol" => {
-                return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP only)"))
+                return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP and HTTPS are)"))
             }
             "ssl-redirect" | "force-ssl-redirect" | "use-regex" | "preserve-trailing-slash" => {}
             "response-headers" if gatehouse_only.contains(name) => {
@@ -694,6 +700,7 @@ fn canary_spec(found: &BTreeMap<&str, &str>) -> Result<CanarySpec, String> {
 }
 
 mod access;
+mod backend_tls;
 mod balancing;
 mod fates;
 mod redirects;

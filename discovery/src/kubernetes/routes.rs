@@ -126,9 +126,28 @@ pub fn merge(
             ));
             continue;
         }
-        let Some(service) =
-            service_for(&mut config, &mut services, &p.backend, &p.policy.balancing)
-        else {
+        let protocol = match &p.policy.backend_tls {
+            None => Ok(UpstreamProtocol::Http1),
+            Some(spec) => backend_tls::protocol(spec, &p.backend, auth_secret),
+        };
+        let (protocol, tls_broken) = match protocol {
+            Ok(protocol) => (protocol, None),
+            Err(why) => {
+                let why = format!(
+                    "Ingress {}: {why}; its paths answer 503 until it is fixed",
+                    p.source
+                );
+                problems.push(why.clone());
+                (UpstreamProtocol::Http1, Some(why))
+            }
+        };
+        let Some(service) = service_over(
+            &mut config,
+            &mut services,
+            &p.backend,
+            &p.policy.balancing,
+            &protocol,
+        ) else {
             problems.push(format!(
                 "Ingress {}: backend port {:?} of Service {}/{} is not a valid port; path skipped",
                 p.source, p.backend.port, p.backend.namespace, p.backend.name
@@ -163,6 +182,9 @@ pub fn merge(
                 }
                 index
             });
+        if let Some(why) = tls_broken {
+            config.routes[index].unavailable.get_or_insert(why);
+        }
         config.routes[index].paths.push(PathRule {
             path,
             kind,
@@ -600,6 +622,7 @@ fn object_location(source: &str) -> Location {
     }
 }
 
+mod backend_tls;
 mod basic_auth;
 mod client_certs;
 mod error_pages;

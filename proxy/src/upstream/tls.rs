@@ -2,7 +2,8 @@
 //! authentication service): one client configuration per set of settings, shared by the
 //! service's endpoints, so its session cache lets a new pooled connection resume instead of
 //! paying a full handshake. As nginx, the endpoint's certificate is verified only when the
-//! settings give authorities to verify it with.
+//! settings give authorities to verify it with; a client certificate may be shown (mTLS to
+//! the pod).
 
 use std::{io, net::SocketAddr, sync::Arc};
 
@@ -10,11 +11,13 @@ use gatehouse_config::UpstreamTls;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::WebPkiSupportedAlgorithms,
-    pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
+
+use rustls_pki_types::TrustAnchor;
 
 use crate::tls::{certs::digest, provider};
 
@@ -43,30 +46,30 @@ impl UpstreamConnector {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let builder = match &tls.verify {
-            Some(source) => {
-                let (pem, name) = source.read()?;
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| format!("{name} is not PEM certificates: {e}"))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{name}: an authority does not parse: {e}"))?;
-                }
-                if roots.is_empty() {
-                    return Err(format!("{name} holds no certificate"));
-                }
-                builder.with_root_certificates(roots)
-            }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(
-                    provider().signature_verification_algorithms,
-                ))),
+        let verifier = match &tls.verify {
+            Some(source) => EndpointCertificates::trusting(source, tls.depth)?,
+            None => EndpointCertificates::unverified(),
         };
-        let mut config = builder.with_no_client_auth();
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = match &tls.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let (cert_pem, cert_name) = cert.read()?;
+                let (key_pem, key_name) = key.read()?;
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("{cert_name} is not a PEM certificate chain: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                    .map_err(|e| format!("{key_name} is not a PEM private key: {e}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("{key_name} does not go with {cert_name}: {e}"))?
+            }
+        };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.enable_sni = server_name.is_some();
+        config.enable_sni = tls.sni && server_name.is_some();
         Ok(UpstreamConnector {
             digest,
             connector: TlsConnector::from(Arc::new(config)),
@@ -88,20 +91,92 @@ impl UpstreamConnector {
     }
 }
 
-/// nginx's `proxy_ssl_verify off`: any certificate is taken, but the endpoint must still
-/// prove it holds its key (the handshake signature is checked).
-#[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
+/// The signature algorithms of our crypto provider.
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    provider().signature_verification_algorithms
+}
 
-impl ServerCertVerifier for Unverified {
+/// How an endpoint's certificate is judged. With `proxy_ssl_verify on` (authorities given)
+/// it must chain to them within `depth` (nginx's `proxy_ssl_verify_depth`; rustls's own
+/// verifier has no depth) and name the server name; with nginx's default `off` any
+/// certificate is taken. Either way the endpoint must prove it holds the certificate's key
+/// (the handshake signature is checked).
+#[derive(Debug)]
+struct EndpointCertificates {
+    /// The authorities and the depth; `None`: not verified.
+    trust: Option<(Vec<TrustAnchor<'static>>, usize)>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl EndpointCertificates {
+    fn unverified() -> Self {
+        EndpointCertificates {
+            trust: None,
+            algorithms: algorithms(),
+        }
+    }
+
+    fn trusting(source: &gatehouse_config::PemSource, depth: u32) -> Result<Self, String> {
+        let (pem, name) = source.read()?;
+        let anchors = CertificateDer::pem_slice_iter(&pem)
+            .map(|cert| {
+                let cert = cert.map_err(|e| format!("{name} is not PEM certificates: {e}"))?;
+                webpki::anchor_from_trusted_cert(&cert)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| format!("{name}: an authority does not parse: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if anchors.is_empty() {
+            return Err(format!("{name} holds no certificate"));
+        }
+        Ok(EndpointCertificates {
+            trust: Some((anchors, depth as usize)),
+            algorithms: algorithms(),
+        })
+    }
+}
+
+impl ServerCertVerifier for EndpointCertificates {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some((anchors, depth)) = &self.trust else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let invalid = |e: webpki::Error| {
+            rustls::Error::InvalidCertificate(match e {
+                webpki::Error::UnknownIssuer => CertificateError::UnknownIssuer,
+                webpki::Error::CertExpired { .. } => CertificateError::Expired,
+                webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
+                webpki::Error::CertNotValidForName(_) => CertificateError::NotValidForName,
+                e => CertificateError::Other(OtherError(Arc::new(e))),
+            })
+        };
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(invalid)?;
+        let within_depth =
+            |path: &webpki::VerifiedPath<'_>| match path.intermediate_certificates().count()
+                < *depth
+            {
+                true => Ok(()),
+                false => Err(webpki::Error::MaximumPathDepthExceeded),
+            };
+        cert.verify_for_usage(
+            self.algorithms.all,
+            anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            Some(&within_depth),
+        )
+        .map_err(invalid)?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(invalid)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -111,7 +186,7 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -120,10 +195,10 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }

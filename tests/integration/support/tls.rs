@@ -197,6 +197,15 @@ pub type Handshakes = Arc<std::sync::Mutex<Vec<(Option<String>, bool)>>>;
 /// 401); any other path answers `tls-up`. `/close` closes the connection after the answer,
 /// so the next request needs a new handshake.
 pub async fn tls_upstream(cert: &str, key: &str) -> (SocketAddr, Handshakes) {
+    tls_upstream_for(cert, key, None).await
+}
+
+/// [`tls_upstream`], requiring a client certificate of `clients` (a CA's PEM) when given.
+pub async fn tls_upstream_for(
+    cert: &str,
+    key: &str,
+    clients: Option<&str>,
+) -> (SocketAddr, Handshakes) {
     use hyper::{server::conn::http1, service::service_fn};
     use hyper_util::rt::TokioIo;
     use rustls_pki_types::PrivateKeyDer;
@@ -204,14 +213,27 @@ pub async fn tls_upstream(cert: &str, key: &str) -> (SocketAddr, Handshakes) {
         .collect::<Result<_, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

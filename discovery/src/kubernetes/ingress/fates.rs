@@ -26,8 +26,9 @@ const RATE: Fate = Refused("a limit decides how much each client may ask");
 const AFFINITY: Fate = Refused("affinity decides which pod answers a client");
 const SNIPPET: Fate = Refused("raw nginx configuration has no meaning here");
 const WAF: Fate = Refused("the web application firewall decides which requests pass");
-const UPSTREAM_TLS: Fate =
-    Ignored("upstream TLS settings: only HTTP upstreams are served, and backend-protocol says so");
+const UPSTREAM_CIPHERS: Fate = Ignored(
+    "TLS to the pods offers TLS 1.2 and 1.3 with rustls's cipher suites, whatever OpenSSL names say",
+);
 
 /// Every annotation ingress-nginx reads (under its prefix or `gatehouse.io/`), by name.
 pub const FATES: &[(&str, Fate)] = &[
@@ -178,13 +179,13 @@ pub const FATES: &[(&str, Fate)] = &[
     ),
     ("proxy-request-buffering", BUFFERING),
     ("proxy-send-timeout", Built),
-    ("proxy-ssl-ciphers", UPSTREAM_TLS),
-    ("proxy-ssl-name", UPSTREAM_TLS),
-    ("proxy-ssl-protocols", UPSTREAM_TLS),
-    ("proxy-ssl-secret", UPSTREAM_TLS),
-    ("proxy-ssl-server-name", UPSTREAM_TLS),
-    ("proxy-ssl-verify", UPSTREAM_TLS),
-    ("proxy-ssl-verify-depth", UPSTREAM_TLS),
+    ("proxy-ssl-ciphers", UPSTREAM_CIPHERS),
+    ("proxy-ssl-name", Built),
+    ("proxy-ssl-protocols", UPSTREAM_CIPHERS),
+    ("proxy-ssl-secret", Built),
+    ("proxy-ssl-server-name", Built),
+    ("proxy-ssl-verify", Built),
+    ("proxy-ssl-verify-depth", Built),
     ("response-headers", Built),
     ("rewrite-target", Built),
     ("satisfy", AUTH),

@@ -58,7 +58,8 @@ fn service_of(
         false => UpstreamProtocol::Http1,
         true => UpstreamProtocol::Https(UpstreamTls {
             server_name: ip.is_none().then(|| url.host.clone()),
-            verify: None,
+            sni: ip.is_none(),
+            ..UpstreamTls::default()
         }),
     };
     let scheme = if url.tls { "https" } else { "http" };
