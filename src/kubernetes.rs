@@ -159,6 +159,11 @@ impl KubeRoutes {
                     .or_else(|| discovery.secret(ns, name))
                     .map(|s| secret_data(&s))
             },
+            &|ns, name| {
+                discovery
+                    .service(ns, name)
+                    .and_then(|s| routes::external_name(&s))
+            },
         );
         problems.extend(merge_problems);
         let problems: BTreeSet<String> = problems.into_iter().collect();

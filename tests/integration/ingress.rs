@@ -58,7 +58,7 @@ pub(crate) fn ingress(
 }
 
 /// An Ingress of our class with no annotations, created at the same moment as the others.
-fn plain(ns: &str, name: &str, host: &str, paths: Value) -> Value {
+pub(crate) fn plain(ns: &str, name: &str, host: &str, paths: Value) -> Value {
     ingress(
         ns,
         name,
@@ -103,13 +103,13 @@ pub(crate) async fn start(name: &str, https: bool) -> Cluster {
     }
 }
 
-fn classes(api: &KubeApi) {
+pub(crate) fn classes(api: &KubeApi) {
     class(api, "gatehouse", "gatehouse.io/ingress");
     class(api, "nginx", "k8s.io/ingress-nginx");
 }
 
 /// Runs the binary with a file (`listen` extras, then `rest`) against these API servers.
-async fn run_on(
+pub(crate) async fn run_on(
     name: &str,
     apis: &[&KubeApi],
     listen: &str,

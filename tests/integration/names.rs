@@ -90,3 +90,75 @@ async fn check_reads_names_and_refuses_what_is_neither_address_nor_name() {
         "the name itself is fine: {said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_name_service_is_its_dns_name_until_it_has_pods() {
+    use crate::ingress::{classes, path, plain, run_on, service};
+    use crate::support::kube_api::{KubeApi, INGRESSES, SERVICES};
+    let first = TestUpstream::start_at("first", "127.0.0.2:0").await;
+    let port = first.addr.port();
+    let _second = TestUpstream::start_at("second", &format!("127.0.0.3:{port}")).await;
+    let pod = TestUpstream::start("pod").await;
+    let (dns, zone) = dns_server().await;
+    zone.lock().unwrap().insert(
+        "legacy.example.internal".into(),
+        vec![[127, 0, 0, 2].into()],
+    );
+    let api = KubeApi::start().await;
+    classes(&api);
+    let (running, _dir) = run_on(
+        "external-name",
+        &[&api],
+        "",
+        &format!("resolver: {{ servers: [\"{dns}\"] }}\n"),
+    )
+    .await;
+    wait_ready(&running).await;
+    api.apply(
+        SERVICES,
+        serde_json::json!({
+            "metadata": { "namespace": "shop", "name": "legacy" },
+            "spec": { "type": "ExternalName", "externalName": "legacy.example.internal.", "ports": [{ "name": "http", "port": port }] },
+        }),
+    );
+    api.apply(
+        INGRESSES,
+        plain(
+            "shop",
+            "legacy",
+            "legacy.example.com",
+            serde_json::json!([path("/", "Prefix", "legacy")]),
+        ),
+    );
+    let upstream = || async {
+        let got = send(
+            &client(),
+            get_req_at(running.http, "legacy.example.com", "/", &[]),
+        )
+        .await;
+        serde_json::from_slice::<serde_json::Value>(&got.body)
+            .ok()
+            .and_then(|v| v["upstream"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("status {}", got.status))
+    };
+    let wait = Duration::from_secs(15);
+    eventually_async("the ExternalName's address serves", wait, || async {
+        upstream().await == "first"
+    })
+    .await;
+    zone.lock().unwrap().insert(
+        "legacy.example.internal".into(),
+        vec![[127, 0, 0, 3].into()],
+    );
+    eventually_async("its new address serves", wait, || async {
+        upstream().await == "second"
+    })
+    .await;
+    // The Service becomes an ordinary one with a pod: the routes follow.
+    service(&api, "shop", "legacy", &pod);
+    eventually_async("the pod serves", wait, || async {
+        upstream().await == "pod"
+    })
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}

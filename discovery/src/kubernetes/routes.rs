@@ -13,9 +13,9 @@ use std::{
 
 use gatehouse_config::{
     routing::check_regex, Canary, CanaryHeader, CidrSet, Config, ConnectionLimits, HeaderOp,
-    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, PathMatch, PathRule, Redirect,
-    Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource, UpstreamProtocol, DEFAULT_L4_MAX,
-    DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
+    HostPattern, KubernetesRef, L4Listener, L4Protocol, Location, NamedEndpoint, PathMatch,
+    PathRule, Redirect, Route, Service, ServiceId, ServicePort, TlsEntry, TlsSource,
+    UpstreamProtocol, DEFAULT_L4_MAX, DEFAULT_MAX_BODY, DEFAULT_TCP_IDLE, DEFAULT_UDP_IDLE,
 };
 
 use k8s_openapi::api::core::v1::Secret;
@@ -43,15 +43,41 @@ pub fn secret_pem(secret: &Secret) -> SecretPem {
     Ok((field("tls.crt")?, field("tls.key")?))
 }
 
+/// A Service of type ExternalName: the name it stands for, and its ports (name, number).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalName {
+    pub host: String,
+    pub ports: Vec<(Option<String>, i32)>,
+}
+
+/// The ExternalName a Service object stands for, if it is of that type.
+pub fn external_name(service: &k8s_openapi::api::core::v1::Service) -> Option<ExternalName> {
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("ExternalName") {
+        return None;
+    }
+    Some(ExternalName {
+        host: spec.external_name.clone()?,
+        ports: spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.port))
+            .collect(),
+    })
+}
+
 /// The file's configuration with our Ingresses merged in, and what was left out and why
 /// (for the operator's log). `secret(namespace, name)` reads a TLS Secret, `auth_secret`
-/// the data of an Opaque one: `None` when it does not exist.
+/// the data of any Secret, `external` a Service of type ExternalName: `None` when there is
+/// no such object.
 pub fn merge(
     file: &Config,
     translation: &Translation,
     l4: &[L4Mapping],
     secret: &dyn Fn(&str, &str) -> Option<SecretPem>,
     auth_secret: &dyn Fn(&str, &str) -> Option<SecretData>,
+    external: &dyn Fn(&str, &str) -> Option<ExternalName>,
 ) -> (Config, Vec<String>) {
     let mut config = file.clone();
     let mut problems = translation.problems.clone();
@@ -68,6 +94,7 @@ pub fn merge(
         .flat_map(|t| t.hosts.iter().map(String::as_str))
         .collect();
     let mut services = Services {
+        external,
         ids: HashMap::new(),
         file_names: file.services.iter().map(|s| s.name.clone()).collect(),
     };
@@ -268,7 +295,7 @@ pub fn merge(
 /// the platform exposes), else on every address. The file's listeners win a port.
 fn add_l4(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     l4: &[L4Mapping],
     problems: &mut Vec<String>,
 ) {
@@ -333,14 +360,16 @@ fn path_key(host: &HostPattern, kind: PathMatch, path: &str) -> (HostPattern, Pa
 /// The service of a backend, added to the configuration on first use. Named
 /// `namespace/name:port`, the way operators name Service ports.
 /// The services added for backends so far, and the names the file took.
-struct Services {
+struct Services<'a> {
+    /// Services of type ExternalName, reached by their name through DNS.
+    external: &'a dyn Fn(&str, &str) -> Option<ExternalName>,
     ids: HashMap<(String, String, ServicePort, Balancing, UpstreamProtocol), ServiceId>,
     file_names: HashSet<String>,
 }
 
 fn service_for(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     backend: &Backend,
     balancing: &Balancing,
 ) -> Option<ServiceId> {
@@ -357,7 +386,7 @@ fn service_for(
 /// and in the clear by another gets an upstream each.
 fn service_over(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     backend: &Backend,
     balancing: &Balancing,
     protocol: &UpstreamProtocol,
@@ -395,15 +424,42 @@ fn service_over(
         name.push_str(" (ingress)");
     }
     let id = ServiceId(config.services.len());
+    // An ExternalName Service is its name, resolved through DNS, at the Ingress's port
+    // (a port name is looked up among the Service's ports).
+    let (names, kubernetes) = match (services.external)(&key.0, &key.1) {
+        Some(external) => {
+            let port = match &key.2 {
+                ServicePort::Number(n) => Some(*n),
+                ServicePort::Name(wanted) => external
+                    .ports
+                    .iter()
+                    .find(|(name, _)| name.as_deref() == Some(wanted.as_str()))
+                    .and_then(|(_, n)| u16::try_from(*n).ok()),
+                ServicePort::First => external
+                    .ports
+                    .first()
+                    .and_then(|(_, n)| u16::try_from(*n).ok()),
+            };
+            let named = port.map(|port| NamedEndpoint {
+                host: external.host.trim_end_matches('.').to_ascii_lowercase(),
+                port,
+            });
+            (named.into_iter().collect(), None)
+        }
+        None => (
+            Vec::new(),
+            Some(KubernetesRef {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                port: key.2.clone(),
+            }),
+        ),
+    };
     config.services.push(Service {
         name,
         endpoints: Vec::new(),
-        names: Vec::new(),
-        kubernetes: Some(KubernetesRef {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            port: key.2.clone(),
-        }),
+        names,
+        kubernetes,
         balance: balancing.balance.clone(),
         affinity: balancing.affinity.clone(),
         limits: ConnectionLimits::default(),
@@ -417,7 +473,7 @@ fn service_over(
 /// ingress-nginx, a canary without a main Ingress has no effect, and a path has one canary.
 fn join_canary(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     rule_at: &HashMap<(HostPattern, PathMatch, String), (usize, usize)>,
     p: &IngressPath,
     key: &(HostPattern, PathMatch, String),

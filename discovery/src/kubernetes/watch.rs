@@ -169,8 +169,7 @@ impl Discovery {
                     watcher::Config::default(),
                     services_writer,
                     Reporter::new(&tx, &on_event, once(), "Service"),
-                    // After a (re)list any Service's port numbers may resolve differently.
-                    |s: Option<&Service>| Change::Endpoints(s.map(|s| [service_key(s)].into())),
+                    service_change(),
                     stop.clone(),
                 ));
                 tokio::spawn(reflect(
@@ -297,6 +296,13 @@ impl Discovery {
         })
     }
 
+    /// A Service, from the first cluster that has it.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let reference = ObjectRef::<Service>::new(name).within(namespace);
+        self.scopes()
+            .find_map(|scope| scope.services.get(&reference))
+    }
+
     /// An Opaque Secret (basic authentication's users), from the first cluster that has it.
     pub fn auth_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         let reference = ObjectRef::<Secret>::new(name).within(namespace);
@@ -321,6 +327,30 @@ fn slim<K: kube::Resource>(object: &mut K) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// What a Service event changes: an ExternalName Service (or one that just stopped being
+/// one) is part of the routes, so they are rebuilt; any other changes only how port
+/// numbers map to EndpointSlice ports, so its endpoints are published again. After a
+/// (re)list, both may have changed.
+fn service_change() -> impl Fn(Option<&Service>) -> Change + Send + 'static {
+    let external = Mutex::new(BTreeSet::new());
+    move |service: Option<&Service>| {
+        let Some(service) = service else {
+            return Change::Routes;
+        };
+        let key = service_key(service);
+        let is = super::routes::external_name(service).is_some();
+        let mut known = external.lock().unwrap_or_else(|p| p.into_inner());
+        let was = match is {
+            true => !known.insert(key.clone()),
+            false => known.remove(&key),
+        };
+        match is || was {
+            true => Change::Routes,
+            false => Change::Endpoints(Some([key].into())),
+        }
     }
 }
 

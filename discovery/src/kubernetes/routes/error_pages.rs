@@ -13,7 +13,7 @@ use crate::kubernetes::{
 /// Gives route `index` (of `p`'s Ingress) its error service, or makes it answer 503.
 pub(super) fn attach(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     index: usize,
     p: &IngressPath,
     spec: &ErrorPagesSpec,

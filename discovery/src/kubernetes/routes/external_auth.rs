@@ -18,7 +18,7 @@ use crate::kubernetes::{
 /// Gives route `index` its authentication service, or makes it answer 503 saying why.
 pub(super) fn attach(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     index: usize,
     spec: &ExternalAuthSpec,
     source: &str,
@@ -48,7 +48,7 @@ fn fail_closed(route: &mut Route, why: String) {
 
 fn service_of(
     config: &mut Config,
-    services: &mut Services,
+    services: &mut Services<'_>,
     spec: &ExternalAuthSpec,
 ) -> Result<ServiceId, String> {
     let url = &spec.parsed;

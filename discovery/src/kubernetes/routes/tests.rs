@@ -28,6 +28,10 @@ fn no_auth(_: &str, _: &str) -> Option<SecretData> {
     None
 }
 
+fn no_external(_: &str, _: &str) -> Option<ExternalName> {
+    None
+}
+
 fn route<'a>(config: &'a Config, source: &str, host: &str) -> &'a Route {
     config
         .routes
@@ -56,7 +60,7 @@ fn ingresses_sharing_a_host_keep_their_own_policy_and_the_file_wins_its_paths() 
         json!({ "rules": [rule("shared.example.com", json!([path("/admin", "Exact", "admin", json!({ "name": "http" }))]))] }),
     );
     let t = translate([&open, &closed], &ours());
-    let (config, problems) = merge(&file(), &t, &[], &no_secrets, &no_auth);
+    let (config, problems) = merge(&file(), &t, &[], &no_secrets, &no_auth, &no_external);
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
 
     let public = table
@@ -111,6 +115,7 @@ fn regex_paths_are_case_insensitive_and_a_bad_one_is_skipped_alone() {
         &[],
         &no_secrets,
         &no_auth,
+        &no_external,
     );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table
@@ -146,6 +151,7 @@ fn hostless_rules_catch_other_hosts_and_the_default_backend_is_the_default_servi
         &[],
         &no_secrets,
         &no_auth,
+        &no_external,
     );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table.find("whatever.test", "/x").expect("any host");
@@ -191,7 +197,7 @@ fn tls_secrets_become_certificates_and_turn_the_redirect_on_by_default() {
         (ns == "a" && name == "good").then(|| Ok(("CERT".to_owned(), "KEY".to_owned())))
     };
     let t = translate([&secure, &optout, &missing, &forced], &ours());
-    let (config, problems) = merge(&file(), &t, &[], &secrets, &no_auth);
+    let (config, problems) = merge(&file(), &t, &[], &secrets, &no_auth, &no_external);
 
     assert!(route(&config, "a/secure", "secure.example.com").https_redirect);
     assert!(!route(&config, "a/optout", "optout.example.com").https_redirect);
@@ -245,6 +251,7 @@ fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
         &[],
         &no_secrets,
         &no_auth,
+        &no_external,
     );
     assert!(route(&config, "a/good", "good.example.com")
         .unavailable
@@ -284,6 +291,7 @@ fn configmap_ports_listen_on_the_proxy_ip_and_the_file_keeps_its_ports() {
         &mappings,
         &no_secrets,
         &no_auth,
+        &no_external,
     );
     let pg = config
         .l4
@@ -325,7 +333,7 @@ fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
         json!({ "rules": [rule("c.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
     let t = translate([&sticky, &plain, &hashed], &ours());
-    let (config, _) = merge(&file(), &t, &[], &no_secrets, &no_auth);
+    let (config, _) = merge(&file(), &t, &[], &no_secrets, &no_auth, &no_external);
     let service_of = |source: &str, host: &str| {
         &config.services[route(&config, source, host).paths[0].service.0]
     };
@@ -341,5 +349,57 @@ fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
     assert_eq!(
         s.kubernetes, p.kubernetes,
         "one Service's endpoints feed both"
+    );
+}
+
+#[test]
+fn an_external_name_backend_is_its_name_at_the_ingress_port() {
+    let i = ingress(
+        "shop",
+        "legacy",
+        "2026-01-01T00:00:00Z",
+        json!({}),
+        json!({ "rules": [rule("legacy.example.com", json!([
+            path("/by-name", "Prefix", "legacy", json!({ "name": "web" })),
+            path("/by-number", "Prefix", "legacy", port(8443)),
+        ]))] }),
+    );
+    let external = |ns: &str, name: &str| {
+        (ns == "shop" && name == "legacy").then(|| ExternalName {
+            host: "Legacy.Example.Internal.".into(),
+            ports: vec![(Some("web".into()), 8080)],
+        })
+    };
+    let (config, problems) = merge(
+        &file(),
+        &translate([&i], &ours()),
+        &[],
+        &no_secrets,
+        &no_auth,
+        &external,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let names: Vec<String> = config
+        .services
+        .iter()
+        .filter(|s| s.name.starts_with("shop/legacy"))
+        .map(|s| {
+            assert!(
+                s.kubernetes.is_none(),
+                "no EndpointSlices for an ExternalName"
+            );
+            s.names
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "legacy.example.internal:8080",
+            "legacy.example.internal:8443"
+        ]
     );
 }
