@@ -628,6 +628,37 @@ pub struct Service {
     pub limits: ConnectionLimits,
     /// How requests reach the endpoints: HTTP/1.1, in the clear or over TLS.
     pub protocol: UpstreamProtocol,
+    /// Active checks of every endpoint: one that fails them leaves rotation until it
+    /// passes them again.
+    pub health: Option<HealthCheck>,
+}
+
+/// An active health check (HAProxy's `check`, Envoy's health checking).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    /// Between two checks of one endpoint.
+    pub interval: Duration,
+    /// A check without an answer within this fails.
+    pub timeout: Duration,
+    /// Consecutive passes that bring a failed endpoint back.
+    pub rise: u32,
+    /// Consecutive failures that take an endpoint out.
+    pub fall: u32,
+}
+
+/// What a health check asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connection (and the TLS handshake, for `protocol: https`) opens.
+    Tcp,
+    /// `GET path` answers a status within `expect` (inclusive).
+    Http {
+        path: String,
+        /// The Host header; the endpoint's address without one.
+        host: Option<String>,
+        expect: (u16, u16),
+    },
 }
 
 /// An endpoint written as a DNS name and a port.

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub(crate) duration: HistogramVec,
     pub(crate) connect_errors: IntCounterVec,
     pub(crate) retries: IntCounterVec,
+    pub(crate) health_transitions: IntCounterVec,
     pub(crate) endpoints: IntGaugeVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) denied: IntCounterVec,
@@ -82,6 +83,11 @@ impl Metrics {
                 "upstream_retries_total",
                 "Requests sent to another endpoint after one failed them, by service and failure",
                 &["service", "failure"],
+            ),
+            health_transitions: counters(
+                "health_check_transitions_total",
+                "Endpoints taken out of rotation (to=\"down\") or brought back (to=\"up\") by active health checks, by service",
+                &["service", "to"],
             ),
             endpoints: gauges(
                 "endpoints",

@@ -117,6 +117,10 @@ impl Gatehouse {
             let changes = bind_changes(&listeners, &config).await?;
             gatehouse.swap_listeners(&mut listeners, changes);
         }
+        tokio::spawn(crate::upstream::health::check_endpoints(
+            live.clone(),
+            gatehouse.maintenance.clone(),
+        ));
         tokio::spawn(evict_idle_connections(live, gatehouse.maintenance.clone()));
         Ok(gatehouse)
     }

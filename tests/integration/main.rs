@@ -13,6 +13,7 @@ mod deploy;
 mod endpoints;
 mod failures;
 mod h2;
+mod health;
 mod ingress;
 mod kubernetes;
 mod l4;

@@ -22,6 +22,7 @@ pub(super) fn read_services<'n, 'i>(
                 "affinity",
                 "protocol",
                 "tls",
+                "health",
                 "max_connections",
                 "max_pending",
             ],
@@ -51,6 +52,7 @@ pub(super) fn read_services<'n, 'i>(
             .get("affinity")
             .and_then(|n| read_affinity(r, n, &format!("{what} affinity")));
         let tls = f.get("tls").and_then(|n| read_upstream_tls(r, n, &what));
+        let health = f.get("health").and_then(|n| read_health(r, n, &what));
         let protocol = match f.get("protocol") {
             None => None,
             Some(n) => r.parsed(n, &format!("{what} protocol"), |s| match s {
@@ -82,6 +84,7 @@ pub(super) fn read_services<'n, 'i>(
                 affinity,
                 limits,
                 protocol,
+                health,
             },
             *body,
         ));
@@ -372,5 +375,89 @@ fn read_upstream_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> O
         verify,
         depth,
         client_cert,
+    })
+}
+
+/// A service's `health: { http: /healthz, expect: "200-399", host: NAME, interval: 5s,
+/// timeout: 2s, rise: 2, fall: 3 }`, or `tcp: true` instead of `http`. HAProxy's
+/// defaults: checks every 2 s, 2 passes to rise, 3 failures to fall.
+fn read_health(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> Option<HealthCheck> {
+    let what = format!("{what} health");
+    let h = r.section(
+        node,
+        &what,
+        &[
+            "http", "tcp", "expect", "host", "interval", "timeout", "rise", "fall",
+        ],
+        &[],
+    )?;
+    let text = |r: &mut Reader<'_>, key: &str| {
+        h.get(key)
+            .and_then(|n| r.string(n, &format!("{what} {key}")))
+    };
+    let tcp = h
+        .get("tcp")
+        .and_then(|n| r.boolean(n, &format!("{what} tcp")))
+        .unwrap_or(false);
+    let probe = match (text(r, "http"), tcp) {
+        (Some(path), false) if path.starts_with('/') => {
+            let expect = match text(r, "expect") {
+                None => (200, 399),
+                Some(e) => {
+                    let (low, high) = e.split_once('-').unwrap_or((&e, &e));
+                    match (low.trim().parse::<u16>(), high.trim().parse::<u16>()) {
+                        (Ok(l @ 100..=599), Ok(h @ 100..=599)) if l <= h => (l, h),
+                        _ => {
+                            r.error(h.span, format!("{what} expect: `{e}` is not a status or a range (`200`, `200-399`)"));
+                            return None;
+                        }
+                    }
+                }
+            };
+            Probe::Http {
+                path,
+                host: text(r, "host"),
+                expect,
+            }
+        }
+        (None, true) => Probe::Tcp,
+        _ => {
+            r.error(
+                h.span,
+                format!("{what} needs one of `http: /path` (a path from `/`) or `tcp: true`"),
+            );
+            return None;
+        }
+    };
+    let duration = |r: &mut Reader<'_>, key: &str, default: u64| {
+        h.get(key)
+            .and_then(|n| r.parsed(n, &format!("{what} {key}"), parse_duration))
+            .unwrap_or(std::time::Duration::from_secs(default))
+    };
+    let (interval, timeout) = (duration(r, "interval", 2), duration(r, "timeout", 1));
+    let count = |r: &mut Reader<'_>, key: &str, default: u32| {
+        h.get(key)
+            .and_then(|n| {
+                r.parsed(n, &format!("{what} {key}"), |s| match s.parse::<u32>() {
+                    Ok(c @ 1..=100) => Ok(c),
+                    _ => Err(format!("`{s}` is not a count from 1 to 100")),
+                })
+            })
+            .unwrap_or(default)
+    };
+    let (rise, fall) = (count(r, "rise", 2), count(r, "fall", 3));
+    if interval.is_zero() || timeout.is_zero() {
+        r.error(
+            h.span,
+            format!("{what}: interval and timeout must be above zero"),
+        );
+        return None;
+    }
+    Some(HealthCheck {
+        probe,
+        interval,
+        timeout,
+        rise,
+        fall,
     })
 }

@@ -464,6 +464,7 @@ fn service_over(
         affinity: balancing.affinity.clone(),
         limits: ConnectionLimits::default(),
         protocol: protocol.clone(),
+        health: None,
     });
     services.ids.insert(key, id);
     Some(id)

@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
@@ -51,6 +51,13 @@ pub struct Endpoint {
     latency: Latency,
     /// TLS around its connections, for a service that wants it.
     transport: Option<Arc<UpstreamConnector>>,
+    /// Active health: out of rotation since it failed its checks `fall` times in a row.
+    checked_down: AtomicBool,
+    /// Checks in a row whose result disagrees with `checked_down`.
+    streak: AtomicU32,
+    /// Milliseconds since [`clock_origin`] of its next check; a check in flight holds
+    /// `u64::MAX`.
+    next_check: AtomicU64,
 }
 
 /// A place among the requests waiting for a connection; left when dropped.
@@ -81,6 +88,9 @@ impl Endpoint {
     pub(crate) fn over(addr: SocketAddr, transport: Option<Arc<UpstreamConnector>>) -> Self {
         Endpoint {
             transport,
+            checked_down: AtomicBool::new(false),
+            streak: AtomicU32::new(0),
+            next_check: AtomicU64::new(0),
             addr,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -167,10 +177,51 @@ impl Endpoint {
         self.latency.decayed(clock_origin().elapsed()) * (self.in_flight() + 1) as f64
     }
 
-    /// Whether passive health checking has taken the endpoint out of rotation.
+    /// Whether health checking, passive (connect failures) or active (its service's
+    /// checks), has taken the endpoint out of rotation.
     pub fn is_ejected(&self) -> bool {
+        if self.checked_down.load(Ordering::Relaxed) {
+            return true;
+        }
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && now_ms() < until
+    }
+
+    /// Claims the endpoint's next active check when it is due (at most one in flight).
+    pub(crate) fn check_due(&self) -> bool {
+        let now = now_ms();
+        let next = self.next_check.load(Ordering::Relaxed);
+        next <= now
+            && self
+                .next_check
+                .compare_exchange(next, u64::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Records an active check's result, the next one due after `interval`: `Some(up)`
+    /// when it changes whether the endpoint is in rotation (`rise` passes in a row bring
+    /// it back, `fall` failures take it out).
+    pub(crate) fn checked(
+        &self,
+        passed: bool,
+        rise: u32,
+        fall: u32,
+        interval: Duration,
+    ) -> Option<bool> {
+        self.next_check
+            .store(now_ms() + interval.as_millis() as u64, Ordering::Relaxed);
+        let down = self.checked_down.load(Ordering::Relaxed);
+        if passed != down {
+            self.streak.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let streak = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak < if down { rise } else { fall } {
+            return None;
+        }
+        self.streak.store(0, Ordering::Relaxed);
+        self.checked_down.store(!down, Ordering::Relaxed);
+        Some(down)
     }
 
     /// Records a failed connect; returns the ejection time if this failure ejects it.
@@ -247,6 +298,32 @@ impl std::fmt::Debug for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rise_and_fall_count_checks_in_a_row() {
+        let e = Endpoint::new(([127, 0, 0, 1], 1).into());
+        let (rise, fall, every) = (2, 3, Duration::from_secs(1));
+        assert!(
+            e.check_due() && !e.check_due(),
+            "one check in flight at a time"
+        );
+        assert_eq!(e.checked(false, rise, fall, every), None);
+        assert_eq!(e.checked(false, rise, fall, every), None);
+        assert_eq!(
+            e.checked(true, rise, fall, every),
+            None,
+            "a pass breaks the streak"
+        );
+        assert!(!e.check_due(), "the next check waits for the interval");
+        for _ in 0..2 {
+            assert_eq!(e.checked(false, rise, fall, every), None);
+        }
+        assert_eq!(e.checked(false, rise, fall, every), Some(false), "down");
+        assert!(e.is_ejected());
+        assert_eq!(e.checked(true, rise, fall, every), None);
+        assert_eq!(e.checked(true, rise, fall, every), Some(true), "up");
+        assert!(!e.is_ejected());
+    }
 
     #[test]
     fn ejection_starts_after_three_failures_and_doubles_up_to_thirty_seconds() {

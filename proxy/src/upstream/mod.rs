@@ -4,6 +4,7 @@ mod attempts;
 mod connection;
 mod endpoint;
 pub(crate) mod forward;
+pub(crate) mod health;
 mod latency;
 mod ring;
 mod set;
@@ -48,6 +49,8 @@ pub struct Upstream {
     gauge: prometheus::IntGauge,
     /// TLS around connections to its endpoints, if the service wants it.
     transport: Option<Arc<tls::UpstreamConnector>>,
+    /// Active checks of its endpoints, if the service has them.
+    pub(crate) health: Option<gatehouse_config::HealthCheck>,
 }
 
 /// Whether a connect failed for want of local file descriptors (EMFILE, ENFILE): the
@@ -104,6 +107,7 @@ impl Upstream {
             limits: service.limits,
             gauge,
             transport,
+            health: service.health.clone(),
         }
     }
 
@@ -359,6 +363,7 @@ mod tests {
             affinity: None,
             limits: ConnectionLimits::default(),
             protocol: Default::default(),
+            health: None,
         };
         Upstream::new(
             &service,

@@ -93,6 +93,7 @@ fn service_of(
             affinity: None,
             limits: Default::default(),
             protocol,
+            health: None,
         });
         return Ok(ServiceId(config.services.len() - 1));
     };
