@@ -33,6 +33,8 @@ pub struct Config {
     pub hsts: Hsts,
     /// How endpoint names are resolved.
     pub resolver: ResolverSettings,
+    /// Idle connections to upstream endpoints, kept for the next request.
+    pub upstream_keepalive: UpstreamKeepalive,
 }
 
 /// The sockets Gatehouse listens on.
@@ -700,6 +702,30 @@ impl NamedEndpoint {
             return Err(bad());
         }
         Ok(NamedEndpoint { host, port })
+    }
+}
+
+/// Connections to upstream endpoints kept for reuse (nginx's `keepalive`,
+/// `keepalive_timeout`, `keepalive_requests`; ingress-nginx's `upstream-keepalive-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamKeepalive {
+    /// Idle connections kept per endpoint.
+    pub connections: usize,
+    /// An idle connection older than this is closed (and never reused).
+    pub timeout: Duration,
+    /// A connection that carried this many requests is closed (0: no bound).
+    pub requests: u32,
+}
+
+impl Default for UpstreamKeepalive {
+    fn default() -> Self {
+        // 4 s idle: below the keep-alive timeouts of common upstream servers (Node.js 5 s),
+        // so Gatehouse closes first instead of racing the upstream's close.
+        UpstreamKeepalive {
+            connections: 256,
+            timeout: Duration::from_secs(4),
+            requests: 0,
+        }
     }
 }
 

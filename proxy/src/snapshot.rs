@@ -24,11 +24,6 @@ use crate::{
 /// Largest request head (request line and headers) accepted; larger gets 431.
 pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
 
-/// Pooled upstream connections are dropped after this idle time, or `timeouts.idle` if
-/// shorter: below the keep-alive timeouts of common upstream servers (Node.js 5 s), so we
-/// close first instead of racing their close.
-const POOL_IDLE: Duration = Duration::from_secs(4);
-
 /// An immutable view of the configuration for the request path.
 pub struct Snapshot {
     pub(crate) config: Arc<Config>,
@@ -263,6 +258,7 @@ impl Snapshot {
                     &known,
                     gauge,
                     transport,
+                    config.upstream_keepalive,
                 ))
             })
             .collect();
@@ -310,7 +306,8 @@ impl Snapshot {
             send: t.upstream_send,
             client_body: t.client_body,
             tunnel_idle: t.tunnel_idle,
-            pool_idle: POOL_IDLE.min(t.idle),
+            // `upstream_keepalive.timeout` (4 s unless set), or `timeouts.idle` if shorter.
+            pool_idle: config.upstream_keepalive.timeout.min(t.idle),
             retry: gatehouse_config::Retry::default(),
         };
         let mut server = auto::Builder::new(TokioExecutor::new());

@@ -490,3 +490,43 @@ async fn reject_encoded_slash_refuses_escaped_separators_and_nothing_else() {
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_keepalive_bounds_requests_per_connection_and_idle_connections() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let up = TestUpstream::start("up").await;
+    let other = TestUpstream::start("other").await;
+    let running = crate::support::binary::start_ready(
+        "upstream-keepalive",
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\naccess_log: off\nupstream_keepalive: {{ requests: 3 }}\nservices: {{ up: {{ endpoints: [\"{}\"] }} }}\nroutes:\n  - {{ host: a.test, paths: [{{ path: /, service: up }}] }}\n",
+            up.addr
+        ),
+    )
+    .await;
+    for _ in 0..9 {
+        let got = send(&client(), get_req_at(running.http, "a.test", "/", &[])).await;
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(
+        up.connections.load(SeqCst),
+        3,
+        "three requests per connection"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+
+    // No idle connection kept: each request opens its own.
+    let running = crate::support::binary::start_ready(
+        "upstream-keepalive-none",
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\naccess_log: off\nupstream_keepalive: {{ connections: 0 }}\nservices: {{ up: {{ endpoints: [\"{}\"] }} }}\nroutes:\n  - {{ host: a.test, paths: [{{ path: /, service: up }}] }}\n",
+            other.addr
+        ),
+    )
+    .await;
+    for _ in 0..4 {
+        send(&client(), get_req_at(running.http, "a.test", "/", &[])).await;
+    }
+    assert_eq!(other.connections.load(SeqCst), 4);
+    assert_eq!(running.terminate().await, Some(0));
+}

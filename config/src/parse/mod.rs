@@ -79,6 +79,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "hsts",
             "client_limits",
             "resolver",
+            "upstream_keepalive",
         ],
         &[],
     )?;
@@ -224,6 +225,10 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .map(|n| read_limit_settings(r, n))
         .unwrap_or_default();
     let hsts = top.get("hsts").map(|n| read_hsts(r, n)).unwrap_or_default();
+    let upstream_keepalive = top
+        .get("upstream_keepalive")
+        .map(|n| read_upstream_keepalive(r, n))
+        .unwrap_or_default();
     let resolver = top
         .get("resolver")
         .map(|n| read_resolver(r, n))
@@ -251,6 +256,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         hsts,
         limits,
         resolver,
+        upstream_keepalive,
     })
 }
 
@@ -485,6 +491,40 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
         d if d.is_zero() => Err("must be longer than zero".to_owned()),
         d => Ok(d),
     }
+}
+
+/// `upstream_keepalive: { connections: 256, timeout: 4s, requests: 0 }`.
+fn read_upstream_keepalive(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> UpstreamKeepalive {
+    let mut k = UpstreamKeepalive::default();
+    let Some(f) = r.section(
+        node,
+        "upstream_keepalive",
+        &["connections", "timeout", "requests"],
+        &[],
+    ) else {
+        return k;
+    };
+    let number = |r: &mut Reader<'_>, key: &str| {
+        f.get(key).and_then(|n| {
+            r.parsed(n, &format!("upstream_keepalive {key}"), |s| {
+                s.parse::<u32>()
+                    .map_err(|_| format!("`{s}` is not a whole number"))
+            })
+        })
+    };
+    if let Some(c) = number(r, "connections") {
+        k.connections = c as usize;
+    }
+    if let Some(q) = number(r, "requests") {
+        k.requests = q;
+    }
+    if let Some(t) = f
+        .get("timeout")
+        .and_then(|n| r.parsed(n, "upstream_keepalive timeout", parse_duration))
+    {
+        k.timeout = t;
+    }
+    k
 }
 
 /// `resolver: { servers: ["10.96.0.10:53"], valid: 30s }`: name servers (default: the

@@ -126,5 +126,5 @@ where
         let _ = conn.with_upgrades().await;
         closes.connection_closed();
     });
-    Ok(sender)
+    Ok(Sender::new(sender))
 }

@@ -19,11 +19,31 @@ use crate::request_body::RequestBody;
 const EJECT_AFTER: u32 = 3;
 /// Longest ejection; doubles from one second per further failure.
 const MAX_EJECTION: Duration = Duration::from_secs(30);
-/// Idle connections kept per endpoint; more are closed.
-const MAX_IDLE: usize = 256;
+/// An HTTP/1.1 connection to an endpoint, ready for a request, with how many requests it
+/// carried (for `upstream_keepalive.requests`).
+pub(crate) struct Sender {
+    inner: SendRequest<RequestBody>,
+    served: u32,
+}
 
-/// An HTTP/1.1 connection to an endpoint, ready for a request.
-pub(crate) type Sender = SendRequest<RequestBody>;
+impl Sender {
+    pub(crate) fn new(inner: SendRequest<RequestBody>) -> Self {
+        Sender { inner, served: 0 }
+    }
+}
+
+impl std::ops::Deref for Sender {
+    type Target = SendRequest<RequestBody>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Sender {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
 
 struct IdleConn {
     sender: Sender,
@@ -58,6 +78,11 @@ pub struct Endpoint {
     /// Milliseconds since [`clock_origin`] of its next check; a check in flight holds
     /// `u64::MAX`.
     next_check: AtomicU64,
+    /// `upstream_keepalive.connections`: idle connections kept; more are closed.
+    max_idle: AtomicUsize,
+    /// `upstream_keepalive.requests`: a connection that carried this many is closed
+    /// (0: no bound).
+    max_requests: AtomicU32,
 }
 
 /// A place among the requests waiting for a connection; left when dropped.
@@ -91,6 +116,8 @@ impl Endpoint {
             checked_down: AtomicBool::new(false),
             streak: AtomicU32::new(0),
             next_check: AtomicU64::new(0),
+            max_idle: AtomicUsize::new(gatehouse_config::UpstreamKeepalive::default().connections),
+            max_requests: AtomicU32::new(0),
             addr,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -257,13 +284,27 @@ impl Endpoint {
         None
     }
 
-    /// Returns a connection whose response was read completely.
-    pub(crate) fn release(&self, sender: Sender) {
+    /// Applies the configuration's `upstream_keepalive` (from the next release on).
+    pub(crate) fn set_keepalive(&self, keepalive: &gatehouse_config::UpstreamKeepalive) {
+        self.max_idle
+            .store(keepalive.connections, Ordering::Relaxed);
+        self.max_requests
+            .store(keepalive.requests, Ordering::Relaxed);
+    }
+
+    /// Returns a connection whose response was read completely; one that carried
+    /// `max_requests` is closed instead (nginx's `keepalive_requests`).
+    pub(crate) fn release(&self, mut sender: Sender) {
+        sender.served += 1;
+        let max_requests = self.max_requests.load(Ordering::Relaxed);
+        if max_requests != 0 && sender.served >= max_requests {
+            return;
+        }
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle.load(Ordering::Relaxed) {
             idle.push(IdleConn {
                 sender,
                 since: Instant::now(),

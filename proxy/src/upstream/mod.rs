@@ -51,6 +51,8 @@ pub struct Upstream {
     transport: Option<Arc<tls::UpstreamConnector>>,
     /// Active checks of its endpoints, if the service has them.
     pub(crate) health: Option<gatehouse_config::HealthCheck>,
+    /// How its endpoints keep idle connections.
+    keepalive: gatehouse_config::UpstreamKeepalive,
 }
 
 /// Whether a connect failed for want of local file descriptors (EMFILE, ENFILE): the
@@ -87,8 +89,12 @@ impl Upstream {
         known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
         gauge: prometheus::IntGauge,
         transport: Option<Arc<tls::UpstreamConnector>>,
+        keepalive: gatehouse_config::UpstreamKeepalive,
     ) -> Self {
         let all = merge(&fixed, discovered, known, &transport);
+        for endpoint in &all {
+            endpoint.set_keepalive(&keepalive);
+        }
         gauge.set(all.len() as i64);
         let affinity = service.affinity.clone().map(|a| {
             let key = set::TokenKey::new(a.key.as_deref());
@@ -108,6 +114,7 @@ impl Upstream {
             gauge,
             transport,
             health: service.health.clone(),
+            keepalive,
         }
     }
 
@@ -167,6 +174,9 @@ impl Upstream {
         let current = self.endpoints.load();
         let known = |addr: SocketAddr| current.iter().find(|e| e.addr() == addr).cloned();
         let all = merge(&self.fixed, discovered, &known, &self.transport);
+        for endpoint in &all {
+            endpoint.set_keepalive(&self.keepalive);
+        }
         self.gauge.set(all.len() as i64);
         let ring = needs_ring(&self.balance, &self.affinity);
         let set = EndpointSet::new(all, ring, token_key(&self.affinity));
@@ -372,6 +382,7 @@ mod tests {
             &|_| None,
             prometheus::IntGauge::new("t", "test gauge").expect("valid name"),
             None,
+            Default::default(),
         )
     }
 
