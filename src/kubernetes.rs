@@ -30,6 +30,8 @@ pub struct KubeOptions {
     /// `--tcp-services-configmap`, `--udp-services-configmap`.
     pub tcp_services: Option<ConfigMapRef>,
     pub udp_services: Option<ConfigMapRef>,
+    /// `--enable-ssl-passthrough`: Ingresses may ask for TLS passthrough.
+    pub ssl_passthrough: bool,
 }
 
 /// Reads `NAMESPACE/NAME`.
@@ -98,6 +100,7 @@ pub async fn start(
 /// cluster, and publishes endpoint changes to the services that use them.
 pub struct KubeRoutes {
     class_flag: Option<String>,
+    ssl_passthrough: bool,
     l4_maps: Vec<(ConfigMapRef, L4Protocol)>,
     /// Problems reported last time, so each is logged when it appears, not on every rebuild.
     reported: BTreeSet<String>,
@@ -116,6 +119,7 @@ impl KubeRoutes {
         .collect();
         KubeRoutes {
             class_flag: options.ingress_class.clone(),
+            ssl_passthrough: options.ssl_passthrough,
             l4_maps,
             reported: BTreeSet::new(),
             users: HashMap::new(),
@@ -166,6 +170,10 @@ impl KubeRoutes {
             },
         );
         problems.extend(merge_problems);
+        let mut config = config;
+        if !self.ssl_passthrough {
+            refuse_passthrough(&mut config, &mut problems);
+        }
         let problems: BTreeSet<String> = problems.into_iter().collect();
         for problem in problems.difference(&self.reported) {
             tracing::warn!("{problem}");
@@ -180,7 +188,6 @@ impl KubeRoutes {
             };
             Some(discovery.endpoints(&key, &port_ref(&reference.port)))
         };
-        let mut config = config;
         loop {
             // A ConfigMap port that cannot be bound (taken on this node) must not hold back
             // every other change: drop that port, say so, and apply the rest.
@@ -257,5 +264,22 @@ fn port_ref(port: &ServicePort) -> PortRef {
         ServicePort::Name(n) => PortRef::Name(n.clone()),
         ServicePort::Number(n) => PortRef::Number(i32::from(*n)),
         ServicePort::First => PortRef::First,
+    }
+}
+
+/// Without `--enable-ssl-passthrough`, an Ingress asking for passthrough answers 503: served
+/// terminated, it would not be what its owner asked for (ingress-nginx ignores the
+/// annotation then, silently).
+fn refuse_passthrough(config: &mut gatehouse_config::Config, problems: &mut Vec<String>) {
+    for route in &mut config.routes {
+        if route.passthrough && route.location.is_object() {
+            let why = format!(
+                "{}: ssl-passthrough needs --enable-ssl-passthrough; its paths answer 503 until it is set",
+                route.location
+            );
+            problems.push(why.clone());
+            route.passthrough = false;
+            route.unavailable.get_or_insert(why);
+        }
     }
 }

@@ -51,6 +51,14 @@ enum Command {
         /// A ConfigMap (NAMESPACE/NAME) of UDP ports to expose: "53": "kube-system/dns:53".
         #[arg(long, env = "GATEHOUSE_UDP_SERVICES_CONFIGMAP", value_parser = kube::config_map_ref, requires = "kubernetes")]
         udp_services_configmap: Option<ConfigMapRef>,
+        /// Let Ingresses with `ssl-passthrough: "true"` take TLS unterminated to their pods
+        /// (without it such Ingresses answer 503, as they cannot be served as asked).
+        #[arg(
+            long,
+            env = "GATEHOUSE_ENABLE_SSL_PASSTHROUGH",
+            requires = "kubernetes"
+        )]
+        enable_ssl_passthrough: bool,
     },
     /// Validate a configuration file and exit: 0 and `ok`, or 2 and every error.
     Check {
@@ -108,6 +116,7 @@ fn main() -> ExitCode {
             ingress_class,
             tcp_services_configmap,
             udp_services_configmap,
+            enable_ssl_passthrough,
         } => {
             // The watcher notes the file before it is loaded, so no change slips between.
             let watcher = path.as_ref().map(FileWatcher::new);
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
                 ingress_class,
                 tcp_services: tcp_services_configmap,
                 udp_services: udp_services_configmap,
+                ssl_passthrough: enable_ssl_passthrough,
             });
             if let Some(c) = &config {
                 if let Err(e) = kube::check(c, kube.is_some()) {

@@ -948,6 +948,9 @@ pub struct Route {
     pub external_auth: Option<ExternalAuth>,
     /// Client certificates the route's host asks for in the TLS handshake.
     pub client_certs: Option<ClientCerts>,
+    /// TLS connections whose SNI names the host go unterminated to the service of its `/`
+    /// path (ingress-nginx's `ssl-passthrough`).
+    pub passthrough: bool,
     /// Plaintext requests are redirected to HTTPS (when the host has a valid certificate).
     pub https_redirect: bool,
     /// Redirect even without a certificate here: TLS ends at a load balancer in front

@@ -16,9 +16,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::{
     conn::{canonical_ip, ConnInfo, CountingIo, Cutoff, TlsInfo, Watchdog},
     h2_guard::CONTROL_FRAMES_PER_SECOND,
+    l4,
+    policy::allow_list,
     request,
     state::{Drain, Live},
-    tls::acceptor::TlsServer,
+    tls::acceptor::{Accepted, TlsServer},
     warnings::RateLimited,
 };
 
@@ -117,6 +119,45 @@ async fn serve_connection(
     }
 }
 
+/// A TLS connection for a passthrough host: the route's allow- and deny-lists on the
+/// client's address, then unterminated to the service.
+async fn pass_through<IO>(
+    live: &Live,
+    server: &TlsServer,
+    hello: Vec<u8>,
+    io: IO,
+    info: &ConnInfo,
+    route: usize,
+    service: gatehouse_config::ServiceId,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let snapshot = live.snapshot.load_full();
+    let (Some(route), Some(upstream)) = (
+        snapshot.config.routes.get(route),
+        snapshot.upstreams.get(service.0).cloned(),
+    ) else {
+        return;
+    };
+    if allow_list::check(route, info.peer_ip, &live.metrics).is_err() {
+        return;
+    }
+    let (connect, access_log) = (snapshot.limits.connect, snapshot.config.access_log);
+    // A passthrough connection may last for days: it must not keep this snapshot alive.
+    drop(snapshot);
+    l4::tcp::pass_through(
+        &server.l4,
+        &server.passthrough_stats,
+        upstream,
+        hello,
+        io,
+        SocketAddr::new(info.peer_ip, 0),
+        connect,
+        access_log,
+    )
+    .await;
+}
+
 /// Completes the TLS handshake first on the HTTPS listener.
 async fn serve_maybe_tls<IO>(
     shared: (Arc<Live>, Arc<Drain>),
@@ -132,7 +173,15 @@ async fn serve_maybe_tls<IO>(
     let live = &shared.0;
     let limit = live.snapshot.load().config.timeouts.request_header;
     let outcome = match tokio::time::timeout(limit, acceptor.accept(io)).await {
-        Ok(Ok((stream, client_auth))) => {
+        Ok(Ok(Accepted::Passthrough {
+            hello,
+            io,
+            route,
+            service,
+        })) => {
+            return pass_through(live, &acceptor, hello, io, &info, route, service).await;
+        }
+        Ok(Ok(Accepted::Terminated(stream, client_auth))) => {
             let (_, session) = stream.get_ref();
             let sni = session.server_name().map(str::to_ascii_lowercase);
             let version = match session.protocol_version() {

@@ -397,7 +397,10 @@ impl Change {
                 ));
             }
             Kind::Https => {
-                let acceptor = match tls::acceptor::TlsServer::new(live.clone()) {
+                let acceptor = match tls::acceptor::TlsServer::new(
+                    live.clone(),
+                    gatehouse.l4.clone(),
+                ) {
                     Ok(server) => Arc::new(server),
                     Err(e) => {
                         tracing::error!(address = %bound, error = %e, "cannot set up TLS; the HTTPS listener is not serving");

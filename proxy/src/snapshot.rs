@@ -16,6 +16,7 @@ use crate::{
     tls::{
         certs::{CertStore, TlsError},
         client_auth::ClientAuthTable,
+        passthrough::PassthroughTable,
     },
     upstream::{forward::ForwardLimits, tls::UpstreamConnector, Endpoint, Upstream},
     warnings::OncePerKey,
@@ -50,6 +51,8 @@ pub struct Snapshot {
     pub(crate) auth_answers: Vec<Option<Arc<AuthAnswers>>>,
     /// Each host's client certificates (mTLS), by SNI and by route.
     pub(crate) client_auth: ClientAuthTable,
+    /// Hosts whose TLS passes through unterminated, by SNI.
+    pub(crate) passthrough: PassthroughTable,
     /// The Strict-Transport-Security value of the configuration.
     pub(crate) hsts: http::HeaderValue,
 }
@@ -346,6 +349,7 @@ impl Snapshot {
             })
             .collect();
         let auth_answers = remembered_answers(&config, previous);
+        let passthrough = PassthroughTable::build(&config);
         let l4_index = L4Key::all(&config.l4)
             .into_iter()
             .enumerate()
@@ -365,6 +369,7 @@ impl Snapshot {
             client_limits,
             basic_auth,
             client_auth,
+            passthrough,
             auth_answers,
             hsts,
         })

@@ -118,7 +118,7 @@ pub(crate) async fn run_on(
     run_on_with(name, apis, listen, rest, &[], std::process::Stdio::null()).await
 }
 
-async fn run_on_with(
+pub(crate) async fn run_on_with(
     name: &str,
     apis: &[&KubeApi],
     listen: &str,
@@ -1012,6 +1012,7 @@ async fn the_reconcile_loop_runs_in_process_and_stops_when_told() {
             ingress_class: None,
             tcp_services: None,
             udp_services: None,
+            ssl_passthrough: false,
         }),
     };
     let stop = CancellationToken::new();

@@ -247,3 +247,171 @@ async fn backend_protocol_https_with_proxy_ssl_verifies_and_shows_a_certificate_
     assert_eq!(status("wrong-ca.example.com").await, 502);
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// One HTTP/1.1 GET for `host` over a TLS stream; the status and the body.
+async fn get_over(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    host: &str,
+) -> (u16, String) {
+    use hyper_util::rt::TokioIo;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let got = collect(sender.send_request(req).await.unwrap()).await;
+    (
+        got.status.as_u16(),
+        String::from_utf8_lossy(&got.body).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_host_shows_the_backends_certificate_beside_a_terminated_host() {
+    let (backend_ca, edge_ca) = (TestCa::new(), TestCa::new());
+    let (backend_cert, backend_key) =
+        backend_ca.leaf(&["pass.example.com", "denied.example.com"], (-1, 30));
+    let (backend, seen) = tls_upstream(&backend_cert, &backend_key).await;
+    let web = TestUpstream::start("web").await;
+    let dir = temp_dir("passthrough-file");
+    let (edge_cert, edge_key) = edge_ca.leaf(&["term.example.com"], (-1, 30));
+    write(&dir, "edge.crt", &edge_cert);
+    write(&dir, "edge.key", &edge_key);
+    let running = start_ready(
+        "passthrough",
+        &format!(
+            r#"listen: {{ http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+shutdown: {{ drain_delay: 0s }}
+access_log: off
+tls:
+  - {{ cert: "{}", key: "{}" }}
+services: {{ web: {{ endpoints: ["{}"] }}, backend: {{ endpoints: ["{backend}"] }} }}
+routes:
+  - {{ host: term.example.com, paths: [{{ path: /, service: web }}] }}
+  - {{ host: pass.example.com, passthrough: true, paths: [{{ path: /, service: backend }}] }}
+  - {{ host: denied.example.com, passthrough: true, deny: "127.0.0.1/32", paths: [{{ path: /, service: backend }}] }}
+"#,
+            dir.join("edge.crt").display(),
+            dir.join("edge.key").display(),
+            web.addr
+        ),
+    )
+    .await;
+    let https = running.https.expect("an HTTPS listener");
+    // The passthrough host: the backend's own certificate, its own answer, its SNI.
+    let stream = connect_verified(&backend_ca, https, "pass.example.com").await;
+    assert_eq!(presented(&stream), der_of(&backend_cert));
+    assert_eq!(
+        get_over(stream, "pass.example.com").await,
+        (200, "tls-up".to_owned())
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().0.as_deref(),
+        Some("pass.example.com")
+    );
+    // The terminated host on the same port: Gatehouse's certificate and its upstream.
+    let stream = connect_verified(&edge_ca, https, "term.example.com").await;
+    assert_eq!(presented(&stream), der_of(&edge_cert));
+    let (status, body) = get_over(stream, "term.example.com").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"upstream\":\"web\""), "{body}");
+    // The deny-list applies to the client's address before anything is passed on.
+    let before = seen.lock().unwrap().len();
+    assert!(connect(
+        backend_ca.client(&[]),
+        https,
+        Some("denied.example.com"),
+        "denied.example.com"
+    )
+    .await
+    .is_err());
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "the backend never heard of it"
+    );
+    assert_eq!(
+        running
+            .metric("gatehouse_denied_total{reason=\"denylist\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_passthrough_ingresses_need_the_flag() {
+    use crate::ingress::{classes, path, run_on_with, service_of_pods};
+    use crate::support::kube_api::{KubeApi, INGRESSES};
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["pass.example.com"], (-1, 30));
+    let (backend, _) = tls_upstream(&cert, &key).await;
+    for (flags, passes) in [(&["--enable-ssl-passthrough"][..], true), (&[][..], false)] {
+        let api = KubeApi::start().await;
+        classes(&api);
+        let (running, _dir) = run_on_with(
+            "ingress-passthrough",
+            &[&api],
+            ", https: \"127.0.0.1:0\"",
+            "",
+            flags,
+            std::process::Stdio::null(),
+        )
+        .await;
+        wait_ready(&running).await;
+        service_of_pods(&api, "shop", "secure", &[backend]);
+        api.apply(
+            INGRESSES,
+            crate::ingress::ingress(
+                "shop",
+                "secure",
+                "2026-01-01T00:00:00Z",
+                "gatehouse",
+                serde_json::json!({ "nginx.ingress.kubernetes.io/ssl-passthrough": "true" }),
+                "pass.example.com",
+                serde_json::json!([path("/", "Prefix", "secure")]),
+            ),
+        );
+        let https = running.https.unwrap();
+        if passes {
+            eventually_async(
+                "the pod's certificate is shown",
+                std::time::Duration::from_secs(15),
+                || async {
+                    match connect(
+                        ca.client(&[]),
+                        https,
+                        Some("pass.example.com"),
+                        "pass.example.com",
+                    )
+                    .await
+                    {
+                        Ok(stream) => presented(&stream) == der_of(&cert),
+                        Err(_) => false,
+                    }
+                },
+            )
+            .await;
+        } else {
+            eventually_async(
+                "the Ingress answers 503",
+                std::time::Duration::from_secs(15),
+                || async {
+                    send(
+                        &client(),
+                        get_req_at(running.http, "pass.example.com", "/", &[]),
+                    )
+                    .await
+                    .status
+                        == 503
+                },
+            )
+            .await;
+            assert!(running.logged("ssl-passthrough needs --enable-ssl-passthrough") >= 1);
+        }
+        assert_eq!(running.terminate().await, Some(0));
+    }
+}

@@ -18,6 +18,7 @@ pub(super) fn read_route(
             "app_root",
             "auth",
             "client_certificates",
+            "passthrough",
             "cors",
             "https_redirect",
             "max_body",
@@ -68,6 +69,10 @@ pub(super) fn read_route(
     let client_certs = f
         .get("client_certificates")
         .and_then(|n| read_client_certs(r, n, &what));
+    let passthrough = f
+        .get("passthrough")
+        .and_then(|n| r.boolean(n, &format!("{what} passthrough")))
+        .unwrap_or(false);
     let https_redirect = f
         .get("https_redirect")
         .and_then(|n| r.boolean(n, &format!("{what} https_redirect")))
@@ -125,6 +130,16 @@ pub(super) fn read_route(
             }
         }
     }
+    if passthrough
+        && !paths
+            .iter()
+            .any(|p: &PathRule| p.kind == PathMatch::Prefix && p.path == "/")
+    {
+        r.error(
+            node.span,
+            format!("{what} passthrough: TLS goes unterminated to the service of the `/` path; add `{{ path: /, service: ... }}`"),
+        );
+    }
     Some(Route {
         host: host?,
         allow,
@@ -135,6 +150,7 @@ pub(super) fn read_route(
         cors,
         external_auth,
         client_certs,
+        passthrough,
         error_pages: None,
         https_redirect,
         force_https_redirect: false,

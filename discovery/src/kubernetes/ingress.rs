@@ -119,6 +119,8 @@ pub struct Policy {
     pub aliases: Vec<String>,
     /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
     pub basic_auth: Option<BasicAuthRef>,
+    /// `ssl-passthrough`: TLS for the hosts goes unterminated to the `/` path's pods.
+    pub passthrough: bool,
     /// `backend-protocol: HTTPS` with its `proxy-ssl-*`.
     pub backend_tls: Option<BackendTls>,
     /// `auth-tls-secret` with its `auth-tls-*`: client certificates for the Ingress's hosts.
@@ -537,6 +539,7 @@ fn annotations(
     policy.limits = limits
         .filter(|l| l.rps.is_some() || l.rpm.is_some() || l.connections.is_some())
         .map(|l| ClientLimits { whitelist, ..l });
+    policy.passthrough = flag("ssl-passthrough")? == Some(true);
     policy.basic_auth = basic_auth_ref(&found, ingress)?;
     policy.client_certs = client_cert_ref(&found, ingress, &flag, problems, source)?;
     policy.external_auth = external_auth(&found)?;

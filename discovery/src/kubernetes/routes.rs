@@ -650,6 +650,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         external_auth: None,
         // Filled in by the merge, which reads the Secret.
         client_certs: None,
+        passthrough: p.policy.passthrough,
         error_pages: None,
         max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),

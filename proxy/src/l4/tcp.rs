@@ -213,6 +213,61 @@ async fn forward<S>(
     record.write(access_log);
 }
 
+/// A TLS connection for a passthrough host, sent on unterminated: the ClientHello
+/// already read goes first, then bytes both ways as on any TCP listener (the caller has
+/// checked the allow-list).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn pass_through<S>(
+    shared: &L4Shared,
+    stats: &L4Stats,
+    upstream: Arc<Upstream>,
+    hello: Vec<u8>,
+    client: S,
+    peer: SocketAddr,
+    connect_timeout: Duration,
+    access_log: gatehouse_config::AccessLog,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stats.connections.inc();
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut record = L4Record {
+        started,
+        listener: &stats.label,
+        client: peer,
+        upstream: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration: Duration::ZERO,
+        end: End::NoUpstream,
+    };
+    match connect(shared, &upstream, connect_timeout, peer).await {
+        Some((mut server, lease)) => {
+            record.upstream = Some(lease.addr());
+            record.end = match server.write_all(&hello).await {
+                Ok(()) => {
+                    let idle = gatehouse_config::DEFAULT_TCP_IDLE;
+                    let (end, bytes_in, bytes_out) =
+                        relay(shared, stats, client, server, idle).await;
+                    record.bytes_in = bytes_in + hello.len() as u64;
+                    record.bytes_out = bytes_out;
+                    end
+                }
+                Err(_) => End::Error,
+            };
+            drop(lease);
+        }
+        None => tracing::warn!(
+            listener = stats.label,
+            service = upstream.name(),
+            "no endpoint of the service accepted a passthrough TLS connection; closing the client's"
+        ),
+    }
+    record.duration = clock.elapsed();
+    record.write(access_log);
+}
+
 /// Connects to one of the service's endpoints, trying up to [`MAX_TRIES`].
 async fn connect(
     shared: &L4Shared,

@@ -13,18 +13,37 @@ use rustls::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 
+use gatehouse_config::ServiceId;
+
 use crate::{
-    state::Live,
-    tls::{certs::provider, client_auth::ClientAuth},
+    l4::L4Stats,
+    state::{L4Shared, Live},
+    tls::{certs::provider, client_auth::ClientAuth, passthrough::Replay},
 };
 
 /// Most client-certificate server configurations kept (one per distinct set of
 /// authorities); past it the cache starts again.
 const MAX_ASKING: usize = 256;
 
+/// What became of a TLS connection's start.
+pub(crate) enum Accepted<IO> {
+    /// Terminated here, with the client-certificate policy of its host, if any.
+    Terminated(TlsStream<Replay<IO>>, Option<Arc<ClientAuth>>),
+    /// For a passthrough host: the ClientHello read, the connection, the route and service.
+    Passthrough {
+        hello: Vec<u8>,
+        io: IO,
+        route: usize,
+        service: ServiceId,
+    },
+}
+
 /// Accepts TLS connections with the server configuration the ClientHello's SNI calls for.
 pub(crate) struct TlsServer {
     live: Arc<Live>,
+    /// Passthrough connections are L4 sessions: they end with the grace period.
+    pub(crate) l4: Arc<L4Shared>,
+    pub(crate) passthrough_stats: L4Stats,
     /// Hosts without client certificates.
     plain: Arc<ServerConfig>,
     /// Per client-certificate policy (by digest), a configuration that asks for one. Each
@@ -34,24 +53,37 @@ pub(crate) struct TlsServer {
 }
 
 impl TlsServer {
-    pub(crate) fn new(live: Arc<Live>) -> Result<Self, rustls::Error> {
+    pub(crate) fn new(live: Arc<Live>, l4: Arc<L4Shared>) -> Result<Self, rustls::Error> {
         Ok(TlsServer {
             plain: server_config(live.clone(), None)?,
+            passthrough_stats: L4Stats::new(&live.metrics, "tls-passthrough"),
+            l4,
             live,
             asking: DashMap::new(),
         })
     }
 
-    /// Completes a handshake; with the client-certificate policy it was made under, if its
-    /// host has one.
-    pub(crate) async fn accept<IO>(
-        &self,
-        io: IO,
-    ) -> std::io::Result<(TlsStream<IO>, Option<Arc<ClientAuth>>)>
+    /// Completes a handshake, with the client-certificate policy it was made under if its
+    /// host has one; or, when passthrough hosts exist and the SNI names one, hands the
+    /// connection back unterminated.
+    pub(crate) async fn accept<IO>(&self, mut io: IO) -> std::io::Result<Accepted<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        let mut hello = Vec::new();
+        if !self.live.snapshot.load().passthrough.is_empty() {
+            let sni = read_client_hello(&mut io, &mut hello).await?;
+            let target = sni.and_then(|sni| self.live.snapshot.load().passthrough.for_sni(&sni));
+            if let Some((route, service)) = target {
+                return Ok(Accepted::Passthrough {
+                    hello,
+                    io,
+                    route,
+                    service,
+                });
+            }
+        }
+        let start = LazyConfigAcceptor::new(Acceptor::default(), Replay::new(hello, io)).await?;
         let policy = {
             let hello = start.client_hello();
             let sni = hello.server_name().map(str::to_ascii_lowercase);
@@ -62,7 +94,10 @@ impl TlsServer {
             Some(p) if p.asks() => self.asking(p).map_err(std::io::Error::other)?,
             _ => self.plain.clone(),
         };
-        Ok((start.into_stream(config).await?, policy))
+        Ok(Accepted::Terminated(
+            start.into_stream(config).await?,
+            policy,
+        ))
     }
 
     fn asking(&self, policy: &ClientAuth) -> Result<Arc<ServerConfig>, rustls::Error> {
@@ -97,6 +132,33 @@ impl ResolvesServerCert for SniResolver {
             .certs
             .for_sni(sni.as_deref())
             .map(|c| c.key.clone())
+    }
+}
+
+/// Reads from `io` into `read` until a whole ClientHello is in; its SNI (lowercase).
+async fn read_client_hello<IO>(io: &mut IO, read: &mut Vec<u8>) -> std::io::Result<Option<String>>
+where
+    IO: AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    // rustls's own parser decides when the ClientHello is complete and what it says.
+    let mut acceptor = Acceptor::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        read.extend_from_slice(&chunk[..n]);
+        acceptor.read_tls(&mut &chunk[..n])?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                return Ok(hello.server_name().map(str::to_ascii_lowercase));
+            }
+            Ok(None) => continue,
+            Err((e, _)) => return Err(std::io::Error::other(e)),
+        }
     }
 }
 

@@ -4,5 +4,6 @@
 pub(crate) mod acceptor;
 pub mod certs;
 pub(crate) mod client_auth;
+pub(crate) mod passthrough;
 
 pub use certs::{provider, self_signed_localhost, CertStore, LoadedCert, TlsError};

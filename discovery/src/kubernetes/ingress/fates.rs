@@ -208,10 +208,7 @@ pub const FATES: &[(&str, Fate)] = &[
         "ssl-ciphers",
         Ignored("TLS ciphers: rustls's safe defaults, TLS 1.2 and 1.3"),
     ),
-    (
-        "ssl-passthrough",
-        Refused("TLS would pass to the pod unterminated"),
-    ),
+    ("ssl-passthrough", Built),
     (
         "ssl-prefer-server-ciphers",
         Ignored("TLS ciphers: rustls's safe defaults, TLS 1.2 and 1.3"),
