@@ -210,7 +210,7 @@ async fn serve_maybe_tls<IO>(
                 .tls_handshakes
                 .with_label_values(&["success"])
                 .inc();
-            serve(shared, stream, info).await
+            serve(shared, *stream, info).await
         }
         Err((result, why)) => {
             live.metrics

@@ -28,7 +28,7 @@ const MAX_ASKING: usize = 256;
 /// What became of a TLS connection's start.
 pub(crate) enum Accepted<IO> {
     /// Terminated here, with the client-certificate policy of its host, if any.
-    Terminated(TlsStream<Replay<IO>>, Option<Arc<ClientAuth>>),
+    Terminated(Box<TlsStream<Replay<IO>>>, Option<Arc<ClientAuth>>),
     /// For a passthrough host: the ClientHello read, the connection, the route and service.
     Passthrough {
         hello: Vec<u8>,
