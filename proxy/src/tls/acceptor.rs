@@ -95,7 +95,7 @@ impl TlsServer {
             _ => self.plain.clone(),
         };
         Ok(Accepted::Terminated(
-            start.into_stream(config).await?,
+            Box::new(start.into_stream(config).await?),
             policy,
         ))
     }
