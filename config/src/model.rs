@@ -112,10 +112,7 @@ impl Config {
         let upstream_authorities = self
             .services
             .iter()
-            .filter_map(|s| match &s.protocol {
-                UpstreamProtocol::Https(tls) => Some(tls),
-                UpstreamProtocol::Http1 => None,
-            })
+            .filter_map(|s| s.protocol.tls())
             .flat_map(|tls| {
                 let identity = tls.client_cert.as_ref();
                 [
@@ -745,6 +742,25 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/1.1 over TLS.
     Https(UpstreamTls),
+    /// HTTP/2 in the clear, prior knowledge (`h2c`, gRPC without TLS).
+    H2c,
+    /// HTTP/2 over TLS, ALPN `h2` (`h2`, gRPC over TLS).
+    H2(UpstreamTls),
+}
+
+impl UpstreamProtocol {
+    /// The TLS settings, when the endpoints are reached over TLS.
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        match self {
+            UpstreamProtocol::Https(tls) | UpstreamProtocol::H2(tls) => Some(tls),
+            UpstreamProtocol::Http1 | UpstreamProtocol::H2c => None,
+        }
+    }
+
+    /// Whether requests go over HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, UpstreamProtocol::H2c | UpstreamProtocol::H2(_))
+    }
 }
 
 /// TLS to a service's endpoints (nginx's `proxy_ssl_*`).

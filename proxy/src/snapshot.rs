@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use gatehouse_config::{Config, HostPattern, Location, RoutingTable, UpstreamProtocol};
+use gatehouse_config::{Config, HostPattern, Location, RoutingTable};
 use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
@@ -117,10 +117,8 @@ fn transports(
         .services
         .iter()
         .map(|s| {
-            let UpstreamProtocol::Https(tls) = &s.protocol else {
-                return None;
-            };
-            match UpstreamConnector::load(tls) {
+            let tls = s.protocol.tls()?;
+            match UpstreamConnector::load(tls, s.protocol.is_h2()) {
                 Ok(fresh) => Some(
                     kept.get(&fresh.digest)
                         .map_or_else(|| Arc::new(fresh), |k| Arc::clone(k)),
@@ -227,11 +225,11 @@ impl Snapshot {
         }
         // Endpoints carry over by address and transport: a pooled plaintext connection
         // never serves a service that now wants TLS, nor the reverse.
-        let known: HashMap<(SocketAddr, u64), Arc<Endpoint>> = previous
+        let known: HashMap<(SocketAddr, (u64, bool)), Arc<Endpoint>> = previous
             .into_iter()
             .flat_map(|p| p.upstreams.iter())
             .flat_map(|u| u.endpoints().iter().cloned().collect::<Vec<_>>())
-            .map(|e| ((e.addr(), e.transport_digest()), e))
+            .map(|e| ((e.addr(), e.transport_key()), e))
             .collect();
         let transports = transports(&config, previous).map_err(SnapshotError::Auth)?;
         let previous_upstream = |name: &str| previous.and_then(|p| p.upstream(name));
@@ -240,13 +238,15 @@ impl Snapshot {
             .iter()
             .zip(transports)
             .map(|(s, transport)| {
-                let digest = transport.as_ref().map_or(0, |t| t.digest);
-                let known = |addr: SocketAddr| known.get(&(addr, digest)).cloned();
+                let h2 = s.protocol.is_h2();
+                let key = (transport.as_ref().map_or(0, |t| t.digest), h2);
+                let known = |addr: SocketAddr| known.get(&(addr, key)).cloned();
                 let fixed = s
                     .endpoints
                     .iter()
                     .map(|a| {
-                        known(*a).unwrap_or_else(|| Arc::new(Endpoint::over(*a, transport.clone())))
+                        known(*a)
+                            .unwrap_or_else(|| Arc::new(Endpoint::over(*a, transport.clone(), h2)))
                     })
                     .collect();
                 // Resolving a labelled metric hashes its labels: reuse the handle.

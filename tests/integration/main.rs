@@ -27,4 +27,5 @@ mod retries;
 mod streaming;
 mod timeouts;
 mod tls;
+mod upstream_h2;
 mod upstream_tls;

@@ -196,7 +196,7 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             .url
             .to_ascii_lowercase()
             .starts_with("https://");
-        let tls_service = matches!(service.protocol, UpstreamProtocol::Https(_));
+        let tls_service = service.protocol.tls().is_some();
         if tls_url != tls_service {
             r.error(
                 node.span,

@@ -56,19 +56,21 @@ pub(super) fn read_services<'n, 'i>(
         let protocol = match f.get("protocol") {
             None => None,
             Some(n) => r.parsed(n, &format!("{what} protocol"), |s| match s {
-                "http1" | "https" => Ok(s.to_owned()),
-                "h2" | "h2c" | "grpc" | "grpcs" => Err(format!(
-                    "`{s}` upstreams are not supported yet; `http1` and `https` are"
+                "http1" | "https" | "h2c" | "h2" | "grpc" | "grpcs" => Ok(s.to_owned()),
+                s => Err(format!(
+                    "`{s}` is not one of `http1`, `https`, `h2c`, `h2`, `grpc`, `grpcs`"
                 )),
-                s => Err(format!("`{s}` is not one of `http1`, `https`")),
             }),
         };
         let protocol = match (protocol.as_deref(), tls) {
             (Some("https"), tls) => UpstreamProtocol::Https(tls.unwrap_or_default()),
+            // gRPC is HTTP/2: grpc in the clear, grpcs over TLS.
+            (Some("h2" | "grpcs"), tls) => UpstreamProtocol::H2(tls.unwrap_or_default()),
+            (Some("h2c" | "grpc"), None) => UpstreamProtocol::H2c,
             (_, Some(_)) => {
                 r.error(
                     body.span,
-                    format!("{what} has `tls` but not `protocol: https`; add it, or drop `tls`"),
+                    format!("{what} has `tls` but its protocol is not over TLS; use `protocol: https`, `h2` or `grpcs`, or drop `tls`"),
                 );
                 UpstreamProtocol::Http1
             }

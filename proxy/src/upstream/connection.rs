@@ -4,8 +4,8 @@
 use std::{io, sync::Arc, time::Duration};
 
 use gatehouse_config::ConnectionLimits;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, time::Instant};
 
 use super::{Endpoint, Sender};
@@ -39,6 +39,12 @@ pub(crate) async fn connection(
 ) -> Result<(Sender, Option<Duration>), NoConnection> {
     let deadline = Instant::now() + waits.connect;
     let mut waiting = None;
+    if endpoint.is_h2() && !fresh_only {
+        // One connection carries every request at once; it counts as reused.
+        if let Some(shared) = endpoint.shared_h2() {
+            return Ok((shared, Some(Duration::ZERO)));
+        }
+    }
     loop {
         if !fresh_only {
             while let Some((mut sender, idle_for)) = endpoint.checkout(waits.pool_idle) {
@@ -97,11 +103,40 @@ async fn open(endpoint: &Arc<Endpoint>, connect: Duration) -> io::Result<Sender>
     let stream = tokio::time::timeout(connect, connected)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    let sender = match stream {
-        Either::Left(plain) => handshake(endpoint, plain).await?,
-        Either::Right(tls) => handshake(endpoint, tls).await?,
+    let sender = match (stream, endpoint.is_h2()) {
+        (Either::Left(plain), false) => handshake(endpoint, plain).await?,
+        (Either::Right(tls), false) => handshake(endpoint, tls).await?,
+        (Either::Left(plain), true) => handshake_h2(endpoint, plain, false).await?,
+        (Either::Right(tls), true) => handshake_h2(endpoint, tls, true).await?,
     };
     endpoint.connect_succeeded();
+    Ok(sender)
+}
+
+/// HTTP/2 over `io`, made the endpoint's shared connection. Pings keep it known alive
+/// (and find a dead one) while idle; flow-control windows adapt to the bandwidth-delay
+/// product, so one slow stream does not hold back the others.
+async fn handshake_h2<IO>(endpoint: &Arc<Endpoint>, io: IO, tls: bool) -> io::Result<Sender>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .adaptive_window(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(io::Error::other)?;
+    let closes = endpoint.clone();
+    tokio::spawn(async move {
+        // GOAWAY and errors surface to requests through their handles.
+        let _ = conn.await;
+        closes.connection_closed();
+    });
+    let sender = Sender::h2(sender, tls);
+    endpoint.share_h2(&sender);
     Ok(sender)
 }
 
@@ -126,5 +161,5 @@ where
         let _ = conn.with_upgrades().await;
         closes.connection_closed();
     });
-    Ok(Sender::new(sender))
+    Ok(Sender::h1(sender))
 }

@@ -10,41 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper::client::conn::http1::SendRequest;
-
-use super::{latency::Latency, tls::UpstreamConnector};
-use crate::request_body::RequestBody;
+use super::{latency::Latency, sender::Sender, tls::UpstreamConnector};
 
 /// Consecutive connect failures after which an endpoint is ejected.
 const EJECT_AFTER: u32 = 3;
 /// Longest ejection; doubles from one second per further failure.
 const MAX_EJECTION: Duration = Duration::from_secs(30);
-/// An HTTP/1.1 connection to an endpoint, ready for a request, with how many requests it
-/// carried (for `upstream_keepalive.requests`).
-pub(crate) struct Sender {
-    inner: SendRequest<RequestBody>,
-    served: u32,
-}
-
-impl Sender {
-    pub(crate) fn new(inner: SendRequest<RequestBody>) -> Self {
-        Sender { inner, served: 0 }
-    }
-}
-
-impl std::ops::Deref for Sender {
-    type Target = SendRequest<RequestBody>;
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
-}
-
-impl std::ops::DerefMut for Sender {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
-    }
-}
-
 struct IdleConn {
     sender: Sender,
     since: Instant,
@@ -71,6 +42,10 @@ pub struct Endpoint {
     latency: Latency,
     /// TLS around its connections, for a service that wants it.
     transport: Option<Arc<UpstreamConnector>>,
+    /// Requests go over HTTP/2, all on one shared connection.
+    h2: bool,
+    /// That connection, while it is open.
+    shared: Mutex<Option<Sender>>,
     /// Active health: out of rotation since it failed its checks `fall` times in a row.
     checked_down: AtomicBool,
     /// Checks in a row whose result disagrees with `checked_down`.
@@ -106,13 +81,19 @@ fn now_ms() -> u64 {
 impl Endpoint {
     #[cfg(test)]
     pub(crate) fn new(addr: SocketAddr) -> Self {
-        Self::over(addr, None)
+        Self::over(addr, None, false)
     }
 
     /// An endpoint whose connections are wrapped by `transport` (TLS), if any.
-    pub(crate) fn over(addr: SocketAddr, transport: Option<Arc<UpstreamConnector>>) -> Self {
+    pub(crate) fn over(
+        addr: SocketAddr,
+        transport: Option<Arc<UpstreamConnector>>,
+        h2: bool,
+    ) -> Self {
         Endpoint {
             transport,
+            h2,
+            shared: Mutex::new(None),
             checked_down: AtomicBool::new(false),
             streak: AtomicU32::new(0),
             next_check: AtomicU64::new(0),
@@ -135,9 +116,32 @@ impl Endpoint {
         self.transport.as_ref()
     }
 
-    /// What tells its transport apart (0: plain TCP).
-    pub(crate) fn transport_digest(&self) -> u64 {
-        self.transport.as_ref().map_or(0, |t| t.digest)
+    /// What tells its transport apart: TLS settings (0: plain TCP), HTTP/2.
+    pub(crate) fn transport_key(&self) -> (u64, bool) {
+        (self.transport.as_ref().map_or(0, |t| t.digest), self.h2)
+    }
+
+    /// Whether requests go over HTTP/2.
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2
+    }
+
+    /// A handle on the shared HTTP/2 connection, while it is open.
+    pub(crate) fn shared_h2(&self) -> Option<Sender> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match shared.as_ref() {
+            Some(s) if !s.is_closed() => s.share(),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Makes `sender` the shared HTTP/2 connection (a newer one replaces a closed one).
+    pub(crate) fn share_h2(&self, sender: &Sender) {
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = sender.share();
     }
 
     /// Counts a new connection about to be opened, if fewer than `max` are open.
@@ -295,6 +299,10 @@ impl Endpoint {
     /// Returns a connection whose response was read completely; one that carried
     /// `max_requests` is closed instead (nginx's `keepalive_requests`).
     pub(crate) fn release(&self, mut sender: Sender) {
+        if sender.is_multiplexed() {
+            // The HTTP/2 connection stays shared by the endpoint; this was a handle on it.
+            return;
+        }
         sender.served += 1;
         let max_requests = self.max_requests.load(Ordering::Relaxed);
         if max_requests != 0 && sender.served >= max_requests {

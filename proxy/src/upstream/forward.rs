@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{
     attempts::{Attempts, Failure},
     connection::{connection, NoConnection, Waits},
+    sender::ResponseFuture,
     Endpoint, EndpointSet, Lease, Preference, Sender, Upstream,
 };
 use crate::{
@@ -182,7 +183,7 @@ pub(crate) async fn forward(
         };
         let started = Instant::now();
         let upload = req.body_mut().watch_progress();
-        let response: ResponseFuture = Box::pin(sender.try_send_request(req));
+        let response: ResponseFuture = sender.try_send_request(req);
         let mut in_flight = InFlight {
             see_through: upload.is_none(),
             response: Some(response),
@@ -337,17 +338,6 @@ struct InFlight {
     see_through: bool,
     limits: ForwardLimits,
 }
-
-type ResponseFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<
-                    Response<Incoming>,
-                    hyper::client::conn::TrySendError<Request<RequestBody>>,
-                >,
-            > + Send,
-    >,
->;
 
 /// The most of an abandoned response read to keep its connection.
 const SEE_THROUGH_MAX_BODY: u64 = 64 * 1024;

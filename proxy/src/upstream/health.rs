@@ -9,15 +9,15 @@ use std::{sync::Arc, time::Duration};
 
 use gatehouse_config::{HealthCheck, Probe};
 use http::{header, Request};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Endpoint, Upstream};
+use super::{Endpoint, Sender, Upstream};
 use crate::{request_body::RequestBody, state::Live};
 
 /// How often due checks are looked for (the finest interval that means anything).
@@ -112,24 +112,50 @@ where
     let Probe::Http { path, host, expect } = probe else {
         return Ok(());
     };
-    let (mut sender, conn) = http1::handshake(TokioIo::new(io))
+    if endpoint.is_h2() {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP/2: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let tls = endpoint.transport().is_some();
+        let result = ask(Sender::h2(sender, tls), endpoint, path, host, *expect).await;
+        conn.abort();
+        return result;
+    }
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     let conn = tokio::spawn(conn);
+    let result = ask(Sender::h1(sender), endpoint, path, host, *expect).await;
+    conn.abort();
+    result
+}
+
+/// `GET path` on `sender`; passes when the status is within `expect`.
+async fn ask(
+    mut sender: Sender,
+    endpoint: &Endpoint,
+    path: &str,
+    host: &Option<String>,
+    expect: (u16, u16),
+) -> Result<(), String> {
     let host = host.clone().unwrap_or_else(|| endpoint.addr().to_string());
-    let req = Request::get(path.as_str())
+    let mut req = Request::get(path)
         .header(header::HOST, host)
         .header(header::USER_AGENT, "gatehouse-health-check")
-        .header(header::CONNECTION, "close")
         .body(RequestBody::empty())
         .map_err(|e| format!("request: {e}"))?;
+    if !sender.is_multiplexed() {
+        req.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     let status = sender
-        .send_request(req)
+        .try_send_request(req)
         .await
-        .map_err(|e| format!("HTTP: {e}"))?
+        .map_err(|e| format!("HTTP: {}", e.into_error()))?
         .status()
         .as_u16();
-    conn.abort();
     match (expect.0..=expect.1).contains(&status) {
         true => Ok(()),
         false => Err(format!("GET {path} answered {status}")),

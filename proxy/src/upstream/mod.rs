@@ -7,6 +7,7 @@ pub(crate) mod forward;
 pub(crate) mod health;
 mod latency;
 mod ring;
+mod sender;
 mod set;
 pub(crate) mod tls;
 
@@ -24,8 +25,8 @@ use gatehouse_config::{Affinity, Balance, ConnectionLimits, Service};
 use crate::warnings::RateLimited;
 
 pub use endpoint::Endpoint;
-pub(crate) use endpoint::Sender;
 pub(crate) use ring::key_hash;
+pub(crate) use sender::Sender;
 pub use set::EndpointSet;
 pub(crate) use set::Token;
 #[cfg(test)]
@@ -53,6 +54,8 @@ pub struct Upstream {
     pub(crate) health: Option<gatehouse_config::HealthCheck>,
     /// How its endpoints keep idle connections.
     keepalive: gatehouse_config::UpstreamKeepalive,
+    /// Requests go over HTTP/2.
+    h2: bool,
 }
 
 /// Whether a connect failed for want of local file descriptors (EMFILE, ENFILE): the
@@ -91,7 +94,8 @@ impl Upstream {
         transport: Option<Arc<tls::UpstreamConnector>>,
         keepalive: gatehouse_config::UpstreamKeepalive,
     ) -> Self {
-        let all = merge(&fixed, discovered, known, &transport);
+        let h2 = service.protocol.is_h2();
+        let all = merge(&fixed, discovered, known, &transport, h2);
         for endpoint in &all {
             endpoint.set_keepalive(&keepalive);
         }
@@ -115,6 +119,7 @@ impl Upstream {
             transport,
             health: service.health.clone(),
             keepalive,
+            h2,
         }
     }
 
@@ -173,7 +178,7 @@ impl Upstream {
     pub(crate) fn set_discovered(&self, discovered: &[SocketAddr]) {
         let current = self.endpoints.load();
         let known = |addr: SocketAddr| current.iter().find(|e| e.addr() == addr).cloned();
-        let all = merge(&self.fixed, discovered, &known, &self.transport);
+        let all = merge(&self.fixed, discovered, &known, &self.transport, self.h2);
         for endpoint in &all {
             endpoint.set_keepalive(&self.keepalive);
         }
@@ -297,12 +302,14 @@ fn merge(
     discovered: &[SocketAddr],
     known: &dyn Fn(SocketAddr) -> Option<Arc<Endpoint>>,
     transport: &Option<Arc<tls::UpstreamConnector>>,
+    h2: bool,
 ) -> Vec<Arc<Endpoint>> {
     let mut all = fixed.to_vec();
     for addr in discovered {
         if !all.iter().any(|e| e.addr() == *addr) {
             all.push(
-                known(*addr).unwrap_or_else(|| Arc::new(Endpoint::over(*addr, transport.clone()))),
+                known(*addr)
+                    .unwrap_or_else(|| Arc::new(Endpoint::over(*addr, transport.clone(), h2))),
             );
         }
     }

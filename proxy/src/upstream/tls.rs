@@ -33,8 +33,8 @@ pub struct UpstreamConnector {
 
 impl UpstreamConnector {
     /// The connector for `tls`; the authorities it names must load.
-    pub(crate) fn load(tls: &UpstreamTls) -> Result<Self, String> {
-        let digest = digest(tls);
+    pub(crate) fn load(tls: &UpstreamTls, h2: bool) -> Result<Self, String> {
+        let digest = digest(&(tls, h2));
         let server_name = tls
             .server_name
             .as_deref()
@@ -68,7 +68,11 @@ impl UpstreamConnector {
                     .map_err(|e| format!("{key_name} does not go with {cert_name}: {e}"))?
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![if h2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
         config.enable_sni = tls.sni && server_name.is_some();
         Ok(UpstreamConnector {
             digest,

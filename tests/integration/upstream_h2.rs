@@ -1,0 +1,235 @@
+//! HTTP/2 to upstreams through the binary: h2c (prior knowledge) and h2 over TLS (ALPN),
+//! requests multiplexed on one connection, trailers passed on, and a GOAWAY drained
+//! without losing a request.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering::SeqCst},
+        Arc,
+    },
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::{binary::*, tls::*, *};
+
+/// What an HTTP/2 upstream saw.
+#[derive(Clone, Default)]
+struct Seen {
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+type Frames =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+/// `h2-up <version> <path>`, then a trailer `x-trailer: done`.
+async fn answer(
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Frames>, Infallible> {
+    let text = format!("h2-up {:?} {}", req.version(), req.uri().path());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-trailer", "done".parse().unwrap());
+    let frames = vec![
+        Ok(Frame::data(Bytes::from(text))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    Ok(http::Response::new(StreamBody::new(
+        futures_util::stream::iter(frames),
+    )))
+}
+
+/// Serves one HTTP/2 connection; after `goaway_after` requests it sends GOAWAY and
+/// finishes the requests it has.
+async fn serve_h2<IO>(io: IO, seen: Seen, goaway_after: Option<usize>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let served = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (s, d) = (served.clone(), done.clone());
+    let service = hyper::service::service_fn(move |req| {
+        seen.requests.fetch_add(1, SeqCst);
+        if Some(s.fetch_add(1, SeqCst) + 1) == goaway_after {
+            d.notify_one();
+        }
+        answer(req)
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = done.notified() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// An HTTP/2-only upstream, over TLS with ALPN h2 when given a certificate.
+async fn h2_upstream(tls: Option<(&str, &str)>, goaway_after: Option<usize>) -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(|(cert, key)| {
+        use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    let seen = Seen::default();
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            keep.connections.fetch_add(1, SeqCst);
+            let (acceptor, seen) = (acceptor.clone(), keep.clone());
+            tokio::spawn(async move {
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(stream) = a.accept(tcp).await {
+                            serve_h2(stream, seen, goaway_after).await
+                        }
+                    }
+                    None => serve_h2(tcp, seen, goaway_after).await,
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The binary serving `a.test` from service `up` (`up` inside its braces).
+async fn proxy_to(name: &str, up: &str) -> Running {
+    start_ready(
+        name,
+        &format!(
+            "listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nshutdown: {{ drain_delay: 0s }}\naccess_log: off\nservices: {{ up: {{ {up} }} }}\nroutes:\n  - {{ host: a.test, paths: [{{ path: /, service: up }}] }}\n"
+        ),
+    )
+    .await
+}
+
+/// A GET for `a.test` over HTTP/2 (prior knowledge) to the proxy: status, body, trailers.
+async fn h2_get(proxy: SocketAddr, path: &str) -> (u16, String, Option<http::HeaderMap>) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://a.test{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (
+        status,
+        String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        trailers,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstreams_multiplex_pass_trailers_and_drain_a_goaway() {
+    let (up, seen) = h2_upstream(None, None).await;
+    let running = proxy_to(
+        "upstream-h2c",
+        &format!("endpoints: [\"{up}\"], protocol: h2c"),
+    )
+    .await;
+    let (status, body, trailers) = h2_get(running.http, "/one").await;
+    assert_eq!((status, body.as_str()), (200, "h2-up HTTP/2.0 /one"));
+    assert_eq!(trailers.expect("trailers")["x-trailer"], "done");
+    // Twenty requests at once share the one connection.
+    let all = (0..20).map(|i| {
+        let http = running.http;
+        tokio::spawn(async move {
+            send(&client(), get_req_at(http, "a.test", &format!("/{i}"), &[])).await
+        })
+    });
+    for got in futures_util::future::join_all(all).await {
+        let got = got.unwrap();
+        assert_eq!(got.status, 200);
+        assert!(String::from_utf8_lossy(&got.body).starts_with("h2-up HTTP/2.0"));
+    }
+    assert_eq!(
+        seen.connections.load(SeqCst),
+        1,
+        "one connection, multiplexed"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+
+    // An upstream that says GOAWAY every 3 requests: every request is still answered.
+    let (up, seen) = h2_upstream(None, Some(3)).await;
+    let running = proxy_to(
+        "upstream-h2c-goaway",
+        &format!("endpoints: [\"{up}\"], protocol: grpc"),
+    )
+    .await;
+    for i in 0..12 {
+        let got = send(
+            &client(),
+            get_req_at(running.http, "a.test", &format!("/{i}"), &[]),
+        )
+        .await;
+        assert_eq!(
+            got.status,
+            200,
+            "request {i}: {:?}",
+            String::from_utf8_lossy(&got.body)
+        );
+    }
+    assert_eq!(seen.requests.load(SeqCst), 12);
+    assert!(
+        seen.connections.load(SeqCst) >= 4,
+        "a new connection after each GOAWAY"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_upstreams_negotiate_h2_by_alpn() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["h2.internal"], (-1, 30));
+    let (up, seen) = h2_upstream(Some((&cert, &key)), None).await;
+    let dir = temp_dir("upstream-h2-tls-ca");
+    write(&dir, "ca.pem", &ca.pem);
+    let running = proxy_to(
+        "upstream-h2-tls",
+        &format!(
+            "endpoints: [\"{up}\"], protocol: h2, tls: {{ server_name: h2.internal, ca: \"{}\" }}",
+            dir.join("ca.pem").display()
+        ),
+    )
+    .await;
+    for _ in 0..3 {
+        let got = send(&client(), get_req_at(running.http, "a.test", "/x", &[])).await;
+        assert_eq!(
+            (
+                got.status.as_u16(),
+                String::from_utf8_lossy(&got.body).into_owned()
+            ),
+            (200, "h2-up HTTP/2.0 /x".to_owned())
+        );
+    }
+    assert_eq!(seen.connections.load(SeqCst), 1);
+    assert_eq!(running.terminate().await, Some(0));
+}
