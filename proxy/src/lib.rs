@@ -15,6 +15,7 @@ mod completion;
 mod conn;
 pub mod demo;
 mod error;
+mod grpc;
 mod h2_guard;
 mod headers;
 mod l4;

@@ -682,9 +682,6 @@ async fn annotations_not_built_yet_fail_closed_and_the_built_ones_work_end_to_en
     // Each changes who may reach what or where a request goes: served without it, the
     // Ingress would silently lose a policy, so it answers 503 instead.
     let refused: &[(&str, &str)] = &[
-        ("backend-protocol", "GRPC"),
-        ("backend-protocol", "GRPCS"),
-        ("backend-protocol", "H2C"),
         ("backend-protocol", "FCGI"),
         ("auth-type", "basic"),
         ("auth-type", "digest"),

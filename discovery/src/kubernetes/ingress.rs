@@ -121,8 +121,10 @@ pub struct Policy {
     pub basic_auth: Option<BasicAuthRef>,
     /// `ssl-passthrough`: TLS for the hosts goes unterminated to the `/` path's pods.
     pub passthrough: bool,
-    /// `backend-protocol: HTTPS` with its `proxy-ssl-*`.
+    /// `backend-protocol: HTTPS` or `GRPCS` with its `proxy-ssl-*`.
     pub backend_tls: Option<BackendTls>,
+    /// `backend-protocol: GRPC`, `GRPCS` or `H2C`: HTTP/2 to the pods.
+    pub h2: bool,
     /// `auth-tls-secret` with its `auth-tls-*`: client certificates for the Ingress's hosts.
     pub client_certs: Option<ClientCertRef>,
     /// `custom-http-errors` (unless `disable-proxy-intercept-errors`) with `default-backend`.
@@ -502,11 +504,17 @@ fn annotations(
                 }
             }
             "backend-protocol" if value.trim().eq_ignore_ascii_case("HTTP") => {}
-            "backend-protocol" if value.trim().eq_ignore_ascii_case("HTTPS") => {
-                policy.backend_tls = Some(backend_tls::backend_tls(&found, ingress, problems, source)?);
-            }
             "backend-protocol" => {
-                return Err(format!("annotation {name}: `{value}` upstreams are not supported yet (HTTP and HTTPS are)"))
+                let protocol = value.trim().to_ascii_uppercase();
+                // gRPC is HTTP/2: GRPC and H2C in the clear, GRPCS over TLS.
+                policy.h2 = matches!(protocol.as_str(), "GRPC" | "GRPCS" | "H2C");
+                match protocol.as_str() {
+                    "HTTP" | "GRPC" | "H2C" => {}
+                    "HTTPS" | "GRPCS" => {
+                        policy.backend_tls = Some(backend_tls::backend_tls(&found, ingress, problems, source)?);
+                    }
+                    _ => return Err(format!("annotation {name}: `{value}` upstreams are not supported (HTTP, HTTPS, GRPC, GRPCS and H2C are)")),
+                }
             }
             "ssl-redirect" | "force-ssl-redirect" | "use-regex" | "preserve-trailing-slash" => {}
             "response-headers" if gatehouse_only.contains(name) => {

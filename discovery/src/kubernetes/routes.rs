@@ -153,9 +153,15 @@ pub fn merge(
             ));
             continue;
         }
-        let protocol = match &p.policy.backend_tls {
-            None => Ok(UpstreamProtocol::Http1),
-            Some(spec) => backend_tls::protocol(spec, &p.backend, auth_secret),
+        let protocol = match (&p.policy.backend_tls, p.policy.h2) {
+            (None, false) => Ok(UpstreamProtocol::Http1),
+            (None, true) => Ok(UpstreamProtocol::H2c),
+            (Some(spec), h2) => backend_tls::protocol(spec, &p.backend, auth_secret).map(
+                |protocol| match (protocol, h2) {
+                    (UpstreamProtocol::Https(tls), true) => UpstreamProtocol::H2(tls),
+                    (protocol, _) => protocol,
+                },
+            ),
         };
         let (protocol, tls_broken) = match protocol {
             Ok(protocol) => (protocol, None),
@@ -416,8 +422,11 @@ fn service_over(
     if let Some(label) = balancing.label() {
         name.push_str(&format!(" ({label})"));
     }
-    if let UpstreamProtocol::Https(_) = protocol {
-        name.push_str(" (https)");
+    match protocol {
+        UpstreamProtocol::Http1 => {}
+        UpstreamProtocol::Https(_) => name.push_str(" (https)"),
+        UpstreamProtocol::H2c => name.push_str(" (h2c)"),
+        UpstreamProtocol::H2(_) => name.push_str(" (h2)"),
     }
     if services.file_names.contains(&name) {
         // The file uses the same name for its own service; keep both apart.

@@ -29,7 +29,7 @@ use crate::{
     completion::{Completion, Pending, CLIENT_CLOSED_REQUEST},
     conn::ConnInfo,
     error::ProxyError,
-    path,
+    grpc, path,
     policy::{client_cert, cors, error_pages, response_headers},
     response_body::ResponseBody,
     snapshot::Snapshot,
@@ -61,6 +61,8 @@ pub(crate) async fn handle(
     let version = req.version();
     // For the CORS headers of an error answer, once the request is gone.
     let origin = req.headers().get(http::header::ORIGIN).cloned();
+    // A gRPC client gets Gatehouse's own answers as gRPC statuses.
+    let grpc = grpc::is_grpc(req.headers());
     let mut pending = Pending::new(Completion {
         snapshot: snapshot.clone(),
         stats: snapshot.none_stats(),
@@ -96,7 +98,14 @@ pub(crate) async fn handle(
         }
         Err(Refused { error, stats }) => {
             warn_operator(&error);
-            let mut response = error_response(&error);
+            let redirect = matches!(
+                error,
+                ProxyError::Redirect { .. } | ProxyError::RedirectToHttps { .. }
+            );
+            let mut response = match grpc && !redirect {
+                true => grpc::error_response(&error),
+                false => error_response(&error),
+            };
             // The route's snippet headers go on its errors too (add_header: with `always`),
             // and so do its CORS headers, as with ingress-nginx's more_set_headers.
             if let Some(route) = snapshot.config.routes.get(stats) {
@@ -269,6 +278,10 @@ async fn serve(
         .and_then(|(route, _)| route.error_pages.as_ref());
     let original =
         pages.map(|_| error_pages::Original::of(&req, &resolved.host_header, &client.ip_header));
+    // A gRPC call's own deadline bounds the wait for its answer.
+    let deadline = grpc::is_grpc(req.headers())
+        .then(|| grpc::timeout(req.headers()))
+        .flatten();
     let (plan, target) = rewrite::Plan::new(resolved, &req);
     let (mut upstream_req, client_upgrade) = rewrite::rewrite(plan, normalized, req, conn, client);
     for (name, value) in from_auth {
@@ -283,10 +296,13 @@ async fn serve(
     {
         client_cert::upstream_headers(policy, conn, upstream_req.headers_mut());
     }
-    let limits = match target.route {
+    let mut limits = match target.route {
         Some((route, _)) => snapshot.limits.for_route(route),
         None => snapshot.limits,
     };
+    if let Some(deadline) = deadline {
+        limits.response = limits.response.min(deadline);
+    }
     let (set, preference) = (&choice.set, choice.preference);
     let no_endpoints = set.is_empty();
     let forwarded = match (pages, &original) {

@@ -416,7 +416,7 @@ fn annotation_values_and_prefixes() {
     let cases = [
         (a(&[(N, "backend-protocol", "HTTP")]), true),
         (a(&[(N, "backend-protocol", "http")]), true),
-        (a(&[(N, "backend-protocol", "GRPC")]), false),
+        (a(&[(N, "backend-protocol", "GRPC")]), true),
         (a(&[(G, "backend-protocol", "HTTPS")]), true),
         (a(&[(G, "backend-protocol", "FCGI")]), false),
         (a(&[(N, "ssl-redirect", "maybe")]), false),
