@@ -111,15 +111,26 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
             .collect()
     }
 
     #[test]
     fn grpc_calls_are_told_by_their_content_type() {
         assert!(is_grpc(&headers(&[("content-type", "application/grpc")])));
-        assert!(is_grpc(&headers(&[("content-type", "application/grpc+proto")])));
-        assert!(!is_grpc(&headers(&[("content-type", "application/grpc-web")])));
+        assert!(is_grpc(&headers(&[(
+            "content-type",
+            "application/grpc+proto"
+        )])));
+        assert!(!is_grpc(&headers(&[(
+            "content-type",
+            "application/grpc-web"
+        )])));
         assert!(!is_grpc(&headers(&[("content-type", "application/json")])));
         assert!(!is_grpc(&headers(&[])));
     }
@@ -138,12 +149,17 @@ mod tests {
 
     #[test]
     fn own_errors_map_to_the_statuses_a_grpc_client_expects() {
-        let no_endpoint = ProxyError::NoEndpoint { service: "s".into() };
+        let no_endpoint = ProxyError::NoEndpoint {
+            service: "s".into(),
+        };
         let resp = error_response(&no_endpoint);
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["grpc-status"], "14");
         assert_eq!(resp.headers()["content-type"], "application/grpc");
-        assert!(resp.headers()["grpc-message"].to_str().unwrap().contains("has no endpoint"));
+        assert!(resp.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("has no endpoint"));
         let timeout = ProxyError::UpstreamTimeout {
             service: "s".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
@@ -155,6 +171,9 @@ mod tests {
             route: "r".into(),
         };
         assert_eq!(code(&denied), Code::PermissionDenied);
-        assert_eq!(code(&ProxyError::NoRoute { host: "h".into() }), Code::Unimplemented);
+        assert_eq!(
+            code(&ProxyError::NoRoute { host: "h".into() }),
+            Code::Unimplemented
+        );
     }
 }

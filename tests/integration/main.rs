@@ -12,6 +12,7 @@ mod cli;
 mod deploy;
 mod endpoints;
 mod failures;
+mod grpc;
 mod h2;
 mod health;
 mod ingress;

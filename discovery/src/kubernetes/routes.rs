@@ -156,12 +156,14 @@ pub fn merge(
         let protocol = match (&p.policy.backend_tls, p.policy.h2) {
             (None, false) => Ok(UpstreamProtocol::Http1),
             (None, true) => Ok(UpstreamProtocol::H2c),
-            (Some(spec), h2) => backend_tls::protocol(spec, &p.backend, auth_secret).map(
-                |protocol| match (protocol, h2) {
-                    (UpstreamProtocol::Https(tls), true) => UpstreamProtocol::H2(tls),
-                    (protocol, _) => protocol,
-                },
-            ),
+            (Some(spec), h2) => {
+                backend_tls::protocol(spec, &p.backend, auth_secret).map(|protocol| {
+                    match (protocol, h2) {
+                        (UpstreamProtocol::Https(tls), true) => UpstreamProtocol::H2(tls),
+                        (protocol, _) => protocol,
+                    }
+                })
+            }
         };
         let (protocol, tls_broken) = match protocol {
             Ok(protocol) => (protocol, None),
