@@ -15,6 +15,11 @@
 #   cookie affinity, `affinity: {}`) and ng-sticky (nginx `hash $cookie_INGRESSCOOKIE
 #   consistent`, the nearest open-source nginx has); every request carries the cookie, as a
 #   returning client's does, so the plain targets parse the same header.
+#   UPSTREAM_TLS=1: two more targets (http only), gh-tlsup (Gatehouse, `protocol: https`)
+#   and ng-tlsup (nginx `proxy_pass https://` with its session reuse), both to the same
+#   upstream over TLS with a warm keep-alive pool, certificates not verified (both defaults).
+#   H2UP=1: one more target (http only), gh-h2up: Gatehouse speaking HTTP/2 (h2c) to the
+#   upstream, against the plain Gatehouse speaking HTTP/1.1 to it, for the same client load.
 #
 # Scenarios: http (keep-alive, wrk), https (keep-alive over TLS, wrk), tls-handshake (a new
 # connection and full TLS handshake per request: wrk with Connection: close), h2 (HTTP/2
@@ -36,6 +41,12 @@ if [ "${AFFINITY:-0}" = 1 ]; then
   targets+=(gh-sticky ng-sticky)
   COOKIE=(-H "Cookie: INGRESSCOOKIE=5f3a9c0e7d21b846")
 fi
+if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+  targets+=(gh-tlsup ng-tlsup)
+fi
+if [ "${H2UP:-0}" = 1 ]; then
+  targets+=(gh-h2up)
+fi
 if [ "${AUTH:-0}" = 1 ]; then
   targets+=(gh-auth ng-auth)
   COOKIE+=(-H "Authorization: Basic $(printf 'bench:bench-password' | base64)")
@@ -43,8 +54,8 @@ fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 work=$(mktemp -d /tmp/gatehouse-load.XXXXXX)
-UP=18080
-declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083 [gh-sticky]=18084 [ng-sticky]=18085 [gh-auth]=18086 [ng-auth]=18087)
+UP=18080 UP_TLS=18090 UP_H2=18091
+declare -A PORT=([direct]=18080 [gatehouse]=18081 [nginx]=18082 [haproxy]=18083 [gh-sticky]=18084 [ng-sticky]=18085 [gh-auth]=18086 [ng-auth]=18087 [gh-tlsup]=18088 [ng-tlsup]=18089 [gh-h2up]=18092)
 declare -A TLSPORT=([gatehouse]=18441 [nginx]=18442 [haproxy]=18443)
 VHOST=bench.example.com
 pids=()
@@ -70,7 +81,9 @@ cat > "$work/up/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/up/nginx.pid; error_log $work/up/error.log;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$UP; location / { return 200 "$(printf 'x%.0s' $(seq 1 100))"; } } }
+  ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_session_cache shared:UP:10m;
+  server { listen 127.0.0.1:$UP; listen 127.0.0.1:$UP_TLS ssl; listen 127.0.0.1:$UP_H2 http2;
+    location / { return 200 "$(printf 'x%.0s' $(seq 1 100))"; } } }
 CONF
 taskset -c 1 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
@@ -186,7 +199,34 @@ CONF
   NA_PID=$(nginx_variant na ng-auth -e "s#location / {#location / { auth_basic bench; auth_basic_user_file $work/htpasswd;#")
   pids+=("$NA_PID")
 fi
-declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID [gh-sticky]=$GS_PID [ng-sticky]=$NS_PID [gh-auth]=$GA_PID [ng-auth]=$NA_PID)
+GT_PID="" NT_PID="" G2_PID=""
+# A Gatehouse like the plain one on target T's port, its service `up` given SETTINGS
+# (inside its braces); prints its pid.
+gatehouse_variant() {
+  local t=$1 settings=$2
+  cat > "$work/$t.yaml" <<CONF
+listen: { http: "127.0.0.1:${PORT[$t]}" }
+access_log: off
+workers: 1
+timeouts: { idle: 300s }
+services: { up: { $settings } }
+default_service: up
+routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
+CONF
+  taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/$t.yaml" 2>"$work/$t.log" &
+  echo $!
+}
+if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+  GT_PID=$(gatehouse_variant gh-tlsup "endpoints: [\"127.0.0.1:$UP_TLS\"], protocol: https")
+  pids+=("$GT_PID")
+  NT_PID=$(nginx_variant nt ng-tlsup -e "s#server 127.0.0.1:$UP;#server 127.0.0.1:$UP_TLS;#" -e "s#proxy_pass http://up;#proxy_pass https://up; proxy_ssl_session_reuse on;#")
+  pids+=("$NT_PID")
+fi
+if [ "${H2UP:-0}" = 1 ]; then
+  G2_PID=$(gatehouse_variant gh-h2up "endpoints: [\"127.0.0.1:$UP_H2\"], protocol: h2c")
+  pids+=("$G2_PID")
+fi
+declare -A PID=([direct]="" [gatehouse]=$GH_PID [nginx]=$NG_PID [haproxy]=$HA_PID [gh-sticky]=$GS_PID [ng-sticky]=$NS_PID [gh-auth]=$GA_PID [ng-auth]=$NA_PID [gh-tlsup]=$GT_PID [ng-tlsup]=$NT_PID [gh-h2up]=$G2_PID)
 
 for t in "${targets[@]}"; do wait_port "${PORT[$t]}"; done
 for p in "${TLSPORT[@]}"; do wait_port "$p"; done
@@ -225,12 +265,12 @@ load() {
   echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") $(wrk_errors <<<"$out")"
 }
 
-applies() { case $2 in direct | gh-sticky | ng-sticky | gh-auth | ng-auth) [ "$1" = http ] ;; *) true ;; esac; }
+applies() { case $2 in direct | gh-sticky | ng-sticky | gh-auth | ng-auth | gh-tlsup | ng-tlsup | gh-h2up) [ "$1" = http ] ;; *) true ;; esac; }
 
 # Idle connections first, on fresh processes: RSS growth per held keep-alive connection.
 declare -A IDLE_KIB
 for t in "${targets[@]}"; do
-  case $t in direct | gh-sticky | ng-sticky | gh-auth | ng-auth) continue ;; esac
+  case $t in direct | gh-sticky | ng-sticky | gh-auth | ng-auth | gh-tlsup | ng-tlsup | gh-h2up) continue ;; esac
   before=$(rss_kib "${PID[$t]}")
   coproc HOLD { taskset -c 1 python3 "$here/load/idle_conns.py" 127.0.0.1 "${PORT[$t]}" "$IDLE" "$VHOST"; }
   read -r _ n <&"${HOLD[0]}"
@@ -275,6 +315,14 @@ done
 if [ "${AUTH:-0}" = 1 ]; then
   echo
   echo "Basic auth on vs off, CPU us/req (medians, http): Gatehouse $(col http gh-auth 5) vs $(col http gatehouse 5) = $(ratio "$(col http gh-auth 5)" "$(col http gatehouse 5)"); nginx $(col http ng-auth 5) vs $(col http nginx 5) = $(ratio "$(col http ng-auth 5)" "$(col http nginx 5)"); Gatehouse auth / nginx auth = $(ratio "$(col http gh-auth 5)" "$(col http ng-auth 5)")"
+fi
+if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+  echo
+  echo "TLS to the upstream vs plain, CPU us/req (medians, http, warm pools): Gatehouse $(col http gh-tlsup 5) vs $(col http gatehouse 5) = $(ratio "$(col http gh-tlsup 5)" "$(col http gatehouse 5)"); nginx $(col http ng-tlsup 5) vs $(col http nginx 5) = $(ratio "$(col http ng-tlsup 5)" "$(col http nginx 5)"); Gatehouse / nginx over TLS = $(ratio "$(col http gh-tlsup 5)" "$(col http ng-tlsup 5)")"
+fi
+if [ "${H2UP:-0}" = 1 ]; then
+  echo
+  echo "HTTP/2 vs HTTP/1.1 to the upstream (Gatehouse, medians, http): req/s $(col http gh-h2up 3) vs $(col http gatehouse 3) = $(ratio "$(col http gh-h2up 3)" "$(col http gatehouse 3)"); CPU us/req $(col http gh-h2up 5) vs $(col http gatehouse 5) = $(ratio "$(col http gh-h2up 5)" "$(col http gatehouse 5)")"
 fi
 if [ "${AFFINITY:-0}" = 1 ]; then
   echo
