@@ -213,7 +213,7 @@ services: { up: { $settings } }
 default_service: up
 routes: [{ host: $VHOST, paths: [{ path: /, service: up }] }]
 CONF
-  taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/$t.yaml" 2>"$work/$t.log" &
+  taskset -c 0 "${GATEHOUSE_BIN:-$root/target/release/gatehouse}" run --config "$work/$t.yaml" 2>"$work/$t.log" >/dev/null &
   echo $!
 }
 if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
