@@ -233,3 +233,71 @@ async fn h2_over_tls_upstreams_negotiate_h2_by_alpn() {
     assert_eq!(seen.connections.load(SeqCst), 1);
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// An HTTP/2 upstream (the h2 crate, to refuse streams at will) that resets every
+/// `refuse_every`-th stream with REFUSED_STREAM, unprocessed, and answers the others.
+async fn refusing_upstream(refuse_every: usize) -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            keep.connections.fetch_add(1, SeqCst);
+            let seen = keep.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let n = seen.requests.fetch_add(1, SeqCst) + 1;
+                    if n % refuse_every == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let body = format!("answered {} {}", req.method(), req.uri().path());
+                    let resp = http::Response::new(());
+                    if let Ok(mut stream) = respond.send_response(resp, false) {
+                        let _ = stream.send_data(Bytes::from(body), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_upstream_refused_is_sent_again_whatever_its_method() {
+    let (up, seen) = refusing_upstream(3).await;
+    let running = proxy_to(
+        "upstream-h2-refused",
+        &format!("endpoints: [\"{up}\"], protocol: h2c"),
+    )
+    .await;
+    for (i, method) in ["GET", "POST", "DELETE", "POST", "GET", "POST"]
+        .iter()
+        .enumerate()
+    {
+        let req = http::Request::builder()
+            .method(*method)
+            .uri(format!("http://{}/{i}", running.http))
+            .header("host", "a.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let got = send(&client(), req).await;
+        assert_eq!(
+            (
+                got.status.as_u16(),
+                String::from_utf8_lossy(&got.body).into_owned()
+            ),
+            (200, format!("answered {method} /{i}")),
+            "request {i}"
+        );
+    }
+    assert!(
+        seen.requests.load(SeqCst) >= 8,
+        "refused streams were sent again"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}

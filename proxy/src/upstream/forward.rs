@@ -181,6 +181,12 @@ pub(crate) async fn forward(
         } else {
             None
         };
+        // HTTP/2: a stream the upstream refuses, or opened as it says GOAWAY, never reached
+        // it; a bodiless request on it may go again whatever its method.
+        let unprocessed_replay = match (endpoint.is_h2(), &replay) {
+            (true, None) => replay_of(&req, true),
+            _ => None,
+        };
         let started = Instant::now();
         let upload = req.body_mut().watch_progress();
         let response: ResponseFuture = sender.try_send_request(req);
@@ -275,6 +281,14 @@ pub(crate) async fn forward(
                     continue;
                 }
                 let error = e.into_error();
+                if stale_retry_left && unprocessed(&error) {
+                    if let Some(again) = replay.clone().or(unprocessed_replay) {
+                        stale_retry_left = false;
+                        again_on = Some(idx);
+                        req = again.into_request();
+                        continue;
+                    }
+                }
                 if let Some(too_large) = find_cause::<BodyTooLarge>(&error) {
                     return Err(ProxyError::BodyTooLarge {
                         limit: too_large.limit,
@@ -438,6 +452,14 @@ async fn head_within<F: std::future::Future>(
             }
         }
     }
+}
+
+/// Whether an HTTP/2 stream failed without the upstream processing it: refused
+/// (REFUSED_STREAM), or above the last stream a GOAWAY said it would handle.
+fn unprocessed(error: &hyper::Error) -> bool {
+    find_cause::<h2::Error>(error).is_some_and(|e| {
+        (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM)
+    })
 }
 
 fn find_cause<'a, E: std::error::Error + 'static>(
