@@ -132,6 +132,27 @@ async fn grpc_server() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     (addr, stop)
 }
 
+/// An HTTP/2 upstream that takes every call and never answers (nor enforces its
+/// deadline, as a tonic server would): only Gatehouse can end the wait.
+async fn silent_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok(call)) = conn.accept().await {
+                    held.push(call);
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A client to Gatehouse: over h2c to `http`, or over TLS (ALPN h2) to `https`.
 async fn client_to(addr: SocketAddr, tls: Option<&TestCa>) -> Grpc<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_static("http://grpc.test");
@@ -166,7 +187,7 @@ async fn client_to(addr: SocketAddr, tls: Option<&TestCa>) -> Grpc<tonic::transp
 
 /// A unary Say over plain HTTP/2 with `grpc-timeout: timeout`: the `grpc-status` and
 /// `grpc-message` of the answer (headers of a trailers-only answer, else trailers).
-async fn raw_call(proxy: SocketAddr, timeout: &str, message: Echo) -> (String, String) {
+async fn raw_call(proxy: SocketAddr, host: &str, timeout: &str, message: Echo) -> (String, String) {
     use http_body_util::BodyExt;
     use prost::Message;
     let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
@@ -181,7 +202,7 @@ async fn raw_call(proxy: SocketAddr, timeout: &str, message: Echo) -> (String, S
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
     framed.extend_from_slice(&encoded);
-    let req = http::Request::post("http://grpc.test/test.Echo/Say")
+    let req = http::Request::post(format!("http://{host}/test.Echo/Say"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("grpc-timeout", timeout)
@@ -279,6 +300,7 @@ async fn every_kind_of_call(client: &mut Grpc<tonic::transport::Channel>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_of_every_kind_over_h2c_and_tls_with_gatehouse_statuses() {
     let (pod, server) = grpc_server().await;
+    let silent = silent_upstream().await;
     let ca = TestCa::new();
     let (cert, key) = ca.leaf(&["grpc.test"], (-1, 30));
     let dir = temp_dir("grpc-certs");
@@ -292,9 +314,10 @@ shutdown: {{ drain_delay: 0s }}
 access_log: off
 tls:
   - {{ cert: "{}", key: "{}" }}
-services: {{ echo: {{ endpoints: ["{pod}"], protocol: grpc }} }}
+services: {{ echo: {{ endpoints: ["{pod}"], protocol: grpc }}, silent: {{ endpoints: ["{silent}"], protocol: grpc }} }}
 routes:
   - {{ host: grpc.test, paths: [{{ path: /, service: echo }}] }}
+  - {{ host: silent.test, paths: [{{ path: /, service: silent }}] }}
   - {{ host: closed.test, allow: "10.0.0.0/8", paths: [{{ path: /, service: echo }}] }}
 "#,
             dir.join("grpc.crt").display(),
@@ -307,18 +330,11 @@ routes:
     let mut tls = client_to(running.https.unwrap(), Some(&ca)).await;
     every_kind_of_call(&mut tls).await;
 
-    // A deadline the pod misses: Gatehouse answers DEADLINE_EXCEEDED when it runs out
-    // (a raw HTTP/2 call, so no client-side timer races it).
+    // A deadline the upstream never meets: Gatehouse answers DEADLINE_EXCEEDED when it
+    // runs out (a raw HTTP/2 call, so no client-side timer races it, to an upstream that
+    // does not enforce deadlines, so only Gatehouse can).
     let started = std::time::Instant::now();
-    let (status, message) = raw_call(
-        running.http,
-        "200m",
-        Echo {
-            text: "late".into(),
-            delay_ms: 3000,
-        },
-    )
-    .await;
+    let (status, message) = raw_call(running.http, "silent.test", "200m", echo("late")).await;
     assert_eq!(status, "4", "{message}");
     assert!(
         message.contains("sent%20no%20response%20head%20within")
