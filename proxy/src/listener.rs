@@ -145,15 +145,16 @@ async fn pass_through<IO>(
     let (connect, access_log) = (snapshot.limits.connect, snapshot.config.access_log);
     // A passthrough connection may last for days: it must not keep this snapshot alive.
     drop(snapshot);
-    l4::tcp::pass_through(
-        &server.l4,
-        &server.passthrough_stats,
-        upstream,
-        hello,
-        io,
-        SocketAddr::new(info.peer_ip, 0),
-        connect,
-        access_log,
+    server.passthrough_stats.connections.inc();
+    let first = l4::tcp::First {
+        bytes: hello,
+        from_client: true,
+    };
+    let times = (connect, gatehouse_config::DEFAULT_TCP_IDLE);
+    let stats = &server.passthrough_stats;
+    let peer = SocketAddr::new(info.peer_ip, 0);
+    l4::tcp::relay_to(
+        &server.l4, stats, upstream, first, io, peer, times, access_log,
     )
     .await;
 }

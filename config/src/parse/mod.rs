@@ -614,6 +614,25 @@ fn tls_host(text: &str) -> Result<HostPattern, String> {
     }
 }
 
+/// A PEM file named under `key` of a section, relative to the configuration file.
+fn pem_file(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str, key: &str) -> Option<PemSource> {
+    f.get(key)
+        .and_then(|n| r.string(n, &format!("{what} {key}")))
+        .map(|name| PemSource::File(file_dir(r.file()).join(name)))
+}
+
+/// A certificate chain depth under `depth` (1 to 100; nginx's default 1).
+fn chain_depth(r: &mut Reader<'_>, f: &Fields<'_, '_>, what: &str) -> u32 {
+    f.get("depth")
+        .and_then(|n| {
+            r.parsed(n, &format!("{what} depth"), |s| match s.parse::<u32>() {
+                Ok(d @ 1..=100) => Ok(d),
+                _ => Err(format!("`{s}` is not a depth from 1 to 100")),
+            })
+        })
+        .unwrap_or(1)
+}
+
 fn file_dir(file: &str) -> PathBuf {
     Path::new(file)
         .parent()

@@ -203,11 +203,7 @@ fn read_client_certs(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> O
         "match_cn",
     ];
     let c = r.section(node, &what, &keys, &[])?;
-    let file = |r: &mut Reader<'_>, key: &str| {
-        c.get(key)
-            .and_then(|n| r.string(n, &format!("{what} {key}")))
-            .map(|f| PemSource::File(file_dir(r.file()).join(f)))
-    };
+    let file = |r: &mut Reader<'_>, key: &str| pem_file(r, &c, &what, key);
     let Some(ca) = file(r, "ca") else {
         r.error(
             c.span,
@@ -220,15 +216,7 @@ fn read_client_certs(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> O
         .get("verify")
         .and_then(|n| r.parsed(n, &format!("{what} verify"), VerifyClient::parse))
         .unwrap_or(VerifyClient::On);
-    let depth = c
-        .get("depth")
-        .and_then(|n| {
-            r.parsed(n, &format!("{what} depth"), |s| match s.parse::<u32>() {
-                Ok(d @ 1..=100) => Ok(d),
-                _ => Err(format!("`{s}` is not a depth from 1 to 100")),
-            })
-        })
-        .unwrap_or(1);
+    let depth = chain_depth(r, &c, &what);
     let pass_to_upstream = c
         .get("pass_to_upstream")
         .and_then(|n| r.boolean(n, &format!("{what} pass_to_upstream")))

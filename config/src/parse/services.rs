@@ -337,11 +337,7 @@ fn read_upstream_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> O
     let server_name = t
         .get("server_name")
         .and_then(|n| r.string(n, &format!("{what} server_name")));
-    let file = |r: &mut Reader<'_>, key: &str| {
-        t.get(key)
-            .and_then(|n| r.string(n, &format!("{what} {key}")))
-            .map(|f| PemSource::File(file_dir(r.file()).join(f)))
-    };
+    let file = |r: &mut Reader<'_>, key: &str| pem_file(r, &t, &what, key);
     let verify = file(r, "ca");
     if verify.is_some() && server_name.is_none() {
         r.error(
@@ -354,15 +350,7 @@ fn read_upstream_tls(r: &mut Reader<'_>, node: &MarkedYaml<'_>, what: &str) -> O
         .get("sni")
         .and_then(|n| r.boolean(n, &format!("{what} sni")))
         .unwrap_or(server_name.is_some());
-    let depth = t
-        .get("depth")
-        .and_then(|n| {
-            r.parsed(n, &format!("{what} depth"), |s| match s.parse::<u32>() {
-                Ok(d @ 1..=100) => Ok(d),
-                _ => Err(format!("`{s}` is not a depth from 1 to 100")),
-            })
-        })
-        .unwrap_or(1);
+    let depth = chain_depth(r, &t, &what);
     let client_cert = match (file(r, "cert"), file(r, "key")) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,

@@ -160,17 +160,55 @@ async fn forward<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Local,
 {
-    let started = SystemTime::now();
-    let clock = Instant::now();
     let Some(entry) = snapshot.l4_entry(&key) else {
         return;
     };
     let upstream = snapshot.upstreams[entry.service.0].clone();
     let (idle, send_proxy, listen) = (entry.idle, entry.proxy_protocol_upstream, entry.listen);
-    let (connect_timeout, access_log) = (snapshot.limits.connect, snapshot.config.access_log);
+    let (connect, access_log) = (snapshot.limits.connect, snapshot.config.access_log);
     // A connection may last for days: it must not keep this snapshot (every route and
     // certificate of it) alive through later reloads.
     drop(snapshot);
+    let header = send_proxy
+        .then(|| proxy_v2(peer, client.local().unwrap_or(listen)))
+        .flatten()
+        .unwrap_or_default();
+    let first = First {
+        bytes: header,
+        from_client: false,
+    };
+    let times = (connect, idle);
+    relay_to(
+        shared, stats, upstream, first, client, peer, times, access_log,
+    )
+    .await;
+}
+
+/// What goes to the endpoint before the client's bytes: a PROXY header, or a ClientHello
+/// already read from the client (counted as its bytes).
+pub(crate) struct First {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) from_client: bool,
+}
+
+/// Connects to one of `upstream`'s endpoints, sends `first`, then copies both ways until
+/// the connection ends; writes its access-log line. `times` are the connect timeout and the
+/// idle bound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn relay_to<S>(
+    shared: &L4Shared,
+    stats: &L4Stats,
+    upstream: Arc<Upstream>,
+    first: First,
+    client: S,
+    peer: SocketAddr,
+    (connect_timeout, idle): (Duration, Duration),
+    access_log: gatehouse_config::AccessLog,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = SystemTime::now();
+    let clock = Instant::now();
     let mut record = L4Record {
         started,
         listener: &stats.label,
@@ -184,18 +222,16 @@ async fn forward<S>(
     match connect(shared, &upstream, connect_timeout, peer).await {
         Some((mut server, lease)) => {
             record.upstream = Some(lease.addr());
-            let header = send_proxy
-                .then(|| proxy_v2(peer, client.local().unwrap_or(listen)))
-                .flatten();
-            let sent = match header {
-                Some(h) => server.write_all(&h).await,
-                None => Ok(()),
-            };
-            record.end = match sent {
+            record.end = match server.write_all(&first.bytes).await {
                 Ok(()) => {
                     let (end, bytes_in, bytes_out) =
                         relay(shared, stats, client, server, idle).await;
-                    record.bytes_in = bytes_in;
+                    let sent_first = if first.from_client {
+                        first.bytes.len()
+                    } else {
+                        0
+                    };
+                    record.bytes_in = bytes_in + sent_first as u64;
                     record.bytes_out = bytes_out;
                     end
                 }
@@ -207,61 +243,6 @@ async fn forward<S>(
             listener = stats.label,
             service = upstream.name(),
             "no endpoint of the service accepted a connection; closing the client's"
-        ),
-    }
-    record.duration = clock.elapsed();
-    record.write(access_log);
-}
-
-/// A TLS connection for a passthrough host, sent on unterminated: the ClientHello
-/// already read goes first, then bytes both ways as on any TCP listener (the caller has
-/// checked the allow-list).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn pass_through<S>(
-    shared: &L4Shared,
-    stats: &L4Stats,
-    upstream: Arc<Upstream>,
-    hello: Vec<u8>,
-    client: S,
-    peer: SocketAddr,
-    connect_timeout: Duration,
-    access_log: gatehouse_config::AccessLog,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    stats.connections.inc();
-    let started = SystemTime::now();
-    let clock = Instant::now();
-    let mut record = L4Record {
-        started,
-        listener: &stats.label,
-        client: peer,
-        upstream: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration: Duration::ZERO,
-        end: End::NoUpstream,
-    };
-    match connect(shared, &upstream, connect_timeout, peer).await {
-        Some((mut server, lease)) => {
-            record.upstream = Some(lease.addr());
-            record.end = match server.write_all(&hello).await {
-                Ok(()) => {
-                    let idle = gatehouse_config::DEFAULT_TCP_IDLE;
-                    let (end, bytes_in, bytes_out) =
-                        relay(shared, stats, client, server, idle).await;
-                    record.bytes_in = bytes_in + hello.len() as u64;
-                    record.bytes_out = bytes_out;
-                    end
-                }
-                Err(_) => End::Error,
-            };
-            drop(lease);
-        }
-        None => tracing::warn!(
-            listener = stats.label,
-            service = upstream.name(),
-            "no endpoint of the service accepted a passthrough TLS connection; closing the client's"
         ),
     }
     record.duration = clock.elapsed();
