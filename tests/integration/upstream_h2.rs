@@ -301,3 +301,199 @@ async fn a_stream_the_upstream_refused_is_sent_again_whatever_its_method() {
     );
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// What the upstream of the stream tests saw and did.
+#[derive(Clone, Default)]
+struct Streams {
+    connections: Arc<AtomicUsize>,
+    /// `/together` requests being answered now.
+    together: Arc<AtomicUsize>,
+    /// Bytes of `/big` the proxy took (sent within its flow-control windows).
+    big_sent: Arc<AtomicUsize>,
+}
+
+/// How many `/together` requests must be open at once before any is answered.
+const TOGETHER: usize = 6;
+
+/// An HTTP/2 upstream (the h2 crate, for its stream limit and explicit flow control)
+/// allowing `max_streams` streams per connection. `/together` answers "together" once
+/// `TOGETHER` such requests are open at once (or "alone" after 5 s); `/big` streams 64 MiB
+/// as fast as the proxy's windows allow; anything else answers "small".
+async fn stream_upstream(max_streams: u32) -> (SocketAddr, Streams) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Streams::default();
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            keep.connections.fetch_add(1, SeqCst);
+            let seen = keep.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::Builder::new()
+                    .max_concurrent_streams(max_streams)
+                    .handshake::<_, Bytes>(tcp)
+                    .await
+                else {
+                    return;
+                };
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    tokio::spawn(answer_stream(
+                        req.uri().path().to_owned(),
+                        respond,
+                        seen.clone(),
+                    ));
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn answer_stream(path: String, mut respond: h2::server::SendResponse<Bytes>, seen: Streams) {
+    let Ok(mut stream) = respond.send_response(http::Response::new(()), false) else {
+        return;
+    };
+    match path.as_str() {
+        "/together" => {
+            seen.together.fetch_add(1, SeqCst);
+            let end = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut word = "alone";
+            while tokio::time::Instant::now() < end {
+                if seen.together.load(SeqCst) >= TOGETHER {
+                    word = "together";
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let _ = stream.send_data(Bytes::from(word), true);
+        }
+        "/big" => {
+            const CHUNK: usize = 64 * 1024;
+            let mut left = 64 * 1024 * 1024;
+            while left > 0 {
+                stream.reserve_capacity(left.min(CHUNK));
+                let granted =
+                    match futures_util::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+                        Some(Ok(n)) => n.min(left),
+                        _ => return,
+                    };
+                if granted == 0 {
+                    continue;
+                }
+                if stream
+                    .send_data(Bytes::from(vec![b'x'; granted]), false)
+                    .is_err()
+                {
+                    return;
+                }
+                left -= granted;
+                seen.big_sent.fetch_add(granted, SeqCst);
+            }
+            let _ = stream.send_data(Bytes::new(), true);
+        }
+        _ => {
+            let _ = stream.send_data(Bytes::from("small"), true);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_upstreams_limit_go_on_another_connection() {
+    let (up, seen) = stream_upstream(2).await;
+    let running = proxy_to(
+        "upstream-h2-streams",
+        &format!("endpoints: [\"{up}\"], protocol: h2c"),
+    )
+    .await;
+    // The first request opens a connection and learns the upstream's limit of 2 streams.
+    let got = send(&client(), get_req_at(running.http, "a.test", "/", &[])).await;
+    assert_eq!(got.status, 200);
+    // Six requests that the upstream answers only when all six are open at once: queued
+    // behind the limit on one connection, they would wait for each other in vain.
+    let all = (0..TOGETHER).map(|_| {
+        let http = running.http;
+        tokio::spawn(
+            async move { send(&client(), get_req_at(http, "a.test", "/together", &[])).await },
+        )
+    });
+    for got in futures_util::future::join_all(all).await {
+        let got = got.unwrap();
+        assert_eq!(
+            (
+                got.status.as_u16(),
+                String::from_utf8_lossy(&got.body).into_owned()
+            ),
+            (200, "together".to_owned())
+        );
+    }
+    let connections = seen.connections.load(SeqCst);
+    assert!(
+        (3..=1 + TOGETHER).contains(&connections),
+        "2 streams per connection: 6 at once need 3 connections or more, got {connections}"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_stall_the_other_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, seen) = stream_upstream(100).await;
+    let running = proxy_to(
+        "upstream-h2-slow",
+        &format!("endpoints: [\"{up}\"], protocol: h2c"),
+    )
+    .await;
+    let got = send(&client(), get_req_at(running.http, "a.test", "/", &[])).await;
+    assert_eq!(got.status, 200);
+    // A client asks for 64 MiB, reads the head and stops reading, with a small receive
+    // buffer: its stream on the shared upstream connection stops where the windows stop it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(running.http).await.unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = slow.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    // Wait until the upstream can send no more of it.
+    let mut last = usize::MAX;
+    eventually_async(
+        "the slow stream stalls",
+        std::time::Duration::from_secs(20),
+        || {
+            let now = seen.big_sent.load(SeqCst);
+            let stalled = now == last && now > 0;
+            last = now;
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                stalled
+            }
+        },
+    )
+    .await;
+    assert!(
+        seen.big_sent.load(SeqCst) < 64 * 1024 * 1024,
+        "the proxy's windows bound what it takes of a stream nobody reads"
+    );
+    // Meanwhile the other streams on that connection flow.
+    for i in 0..10 {
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            send(
+                &client(),
+                get_req_at(running.http, "a.test", &format!("/{i}"), &[]),
+            ),
+        )
+        .await
+        .expect("another stream answered while one is stalled");
+        assert_eq!(String::from_utf8_lossy(&got.body), "small");
+    }
+    assert_eq!(
+        seen.connections.load(SeqCst),
+        1,
+        "all on the one connection"
+    );
+    drop(slow);
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -8,7 +8,10 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, time::Instant};
 
-use super::{Endpoint, Sender};
+use super::{
+    h2::{self, H2Conn},
+    Endpoint, Sender,
+};
 
 /// How long getting a connection may take.
 #[derive(Clone, Copy, Debug)]
@@ -40,8 +43,8 @@ pub(crate) async fn connection(
     let deadline = Instant::now() + waits.connect;
     let mut waiting = None;
     if endpoint.is_h2() && !fresh_only {
-        // One connection carries every request at once; it counts as reused.
-        if let Some(shared) = endpoint.shared_h2() {
+        // A stream on an open connection counts as reused.
+        if let Some(shared) = endpoint.shared_h2(connections.max_connections) {
             return Ok((shared, Some(Duration::ZERO)));
         }
     }
@@ -113,30 +116,39 @@ async fn open(endpoint: &Arc<Endpoint>, connect: Duration) -> io::Result<Sender>
     Ok(sender)
 }
 
-/// HTTP/2 over `io`, made the endpoint's shared connection. Pings keep it known alive
-/// (and find a dead one) while idle; flow-control windows adapt to the bandwidth-delay
-/// product, so one slow stream does not hold back the others.
+/// HTTP/2 over `io`, shared by the endpoint from now on (see [`super::h2`] for its
+/// stream limit and windows). Pings keep it known alive (and find a dead one) while idle.
 async fn handshake_h2<IO>(endpoint: &Arc<Endpoint>, io: IO, tls: bool) -> io::Result<Sender>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+    let (send, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
-        .adaptive_window(true)
+        .initial_stream_window_size(h2::STREAM_WINDOW)
+        .initial_connection_window_size(h2::CONNECTION_WINDOW)
         .handshake(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
+    let (shared, max_streams) = H2Conn::new(send, tls);
     let closes = endpoint.clone();
     tokio::spawn(async move {
-        // GOAWAY and errors surface to requests through their handles.
-        let _ = conn.await;
+        // GOAWAY and errors surface to requests through their handles. The stream limit
+        // follows the upstream's SETTINGS as they come.
+        let mut conn = std::pin::pin!(conn);
+        let _ = std::future::poll_fn(|cx| {
+            let polled = std::future::Future::poll(conn.as_mut(), cx);
+            let allowed = H2Conn::allowed(conn.current_max_send_streams());
+            max_streams.store(allowed, std::sync::atomic::Ordering::Release);
+            polled
+        })
+        .await;
         closes.connection_closed();
     });
-    let sender = Sender::h2(sender, tls);
-    endpoint.share_h2(&sender);
+    let sender = shared.stream();
+    endpoint.share_h2(shared);
     Ok(sender)
 }
 

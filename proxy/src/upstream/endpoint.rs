@@ -10,7 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{latency::Latency, sender::Sender, tls::UpstreamConnector};
+use super::{
+    h2::{H2Conn, SharedH2},
+    latency::Latency,
+    sender::Sender,
+    tls::UpstreamConnector,
+};
 
 /// Consecutive connect failures after which an endpoint is ejected.
 const EJECT_AFTER: u32 = 3;
@@ -42,10 +47,10 @@ pub struct Endpoint {
     latency: Latency,
     /// TLS around its connections, for a service that wants it.
     transport: Option<Arc<UpstreamConnector>>,
-    /// Requests go over HTTP/2, all on one shared connection.
+    /// Requests go over HTTP/2, on shared connections.
     h2: bool,
-    /// That connection, while it is open.
-    shared: Mutex<Option<Sender>>,
+    /// Those connections, while they are open.
+    shared: SharedH2,
     /// Active health: out of rotation since it failed its checks `fall` times in a row.
     checked_down: AtomicBool,
     /// Checks in a row whose result disagrees with `checked_down`.
@@ -93,7 +98,7 @@ impl Endpoint {
         Endpoint {
             transport,
             h2,
-            shared: Mutex::new(None),
+            shared: SharedH2::default(),
             checked_down: AtomicBool::new(false),
             streak: AtomicU32::new(0),
             next_check: AtomicU64::new(0),
@@ -126,22 +131,17 @@ impl Endpoint {
         self.h2
     }
 
-    /// A handle on the shared HTTP/2 connection, while it is open.
-    pub(crate) fn shared_h2(&self) -> Option<Sender> {
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        match shared.as_ref() {
-            Some(s) if !s.is_closed() => s.share(),
-            Some(_) => {
-                *shared = None;
-                None
-            }
-            None => None,
-        }
+    /// A stream on a shared HTTP/2 connection with room for it; when all are full, `None`
+    /// while fewer than `max_connections` are open (open another), else a stream on the
+    /// least loaded one.
+    pub(crate) fn shared_h2(&self, max_connections: usize) -> Option<Sender> {
+        self.shared
+            .stream(self.open_connections() < max_connections)
     }
 
-    /// Makes `sender` the shared HTTP/2 connection (a newer one replaces a closed one).
-    pub(crate) fn share_h2(&self, sender: &Sender) {
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = sender.share();
+    /// A new HTTP/2 connection is shared from now on.
+    pub(crate) fn share_h2(&self, conn: Arc<H2Conn>) {
+        self.shared.add(conn);
     }
 
     /// Counts a new connection about to be opened, if fewer than `max` are open.
@@ -326,6 +326,7 @@ impl Endpoint {
     pub(crate) fn evict_idle(&self, max_idle: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < max_idle);
+        self.shared.shrink();
     }
 
     /// Number of idle pooled connections (for tests and debugging).

@@ -17,7 +17,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Endpoint, Sender, Upstream};
+use super::{h2::H2Conn, Endpoint, Sender, Upstream};
 use crate::{request_body::RequestBody, state::Live};
 
 /// How often due checks are looked for (the finest interval that means anything).
@@ -118,8 +118,8 @@ where
             .await
             .map_err(|e| format!("HTTP/2: {e}"))?;
         let conn = tokio::spawn(conn);
-        let tls = endpoint.transport().is_some();
-        let result = ask(Sender::h2(sender, tls), endpoint, path, host, *expect).await;
+        let (probe_conn, _) = H2Conn::new(sender, endpoint.transport().is_some());
+        let result = ask(probe_conn.stream(), endpoint, path, host, *expect).await;
         conn.abort();
         return result;
     }

@@ -4,6 +4,7 @@ mod attempts;
 mod connection;
 mod endpoint;
 pub(crate) mod forward;
+mod h2;
 pub(crate) mod health;
 mod latency;
 mod ring;

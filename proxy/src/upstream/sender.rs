@@ -1,7 +1,7 @@
 //! A connection to an endpoint, ready for a request: HTTP/1.1 (one request at a time,
-//! pooled between requests) or HTTP/2 (one connection shared by many requests at once).
+//! pooled between requests) or HTTP/2 (a stream on a connection shared by many requests).
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::{header, Request, Response, Uri, Version};
 use hyper::{
@@ -9,6 +9,7 @@ use hyper::{
     client::conn::{http1, http2, TrySendError},
 };
 
+use super::h2::H2Conn;
 use crate::request_body::RequestBody;
 
 /// The answer to a request sent on a [`Sender`], or the request back when it was never
@@ -19,8 +20,8 @@ pub(crate) type ResponseFuture = Pin<
 
 enum Link {
     H1(http1::SendRequest<RequestBody>),
-    /// With the scheme its requests carry (`https` over TLS).
-    H2(http2::SendRequest<RequestBody>, &'static str),
+    /// One stream on a shared connection, counted there until this handle is dropped.
+    H2(http2::SendRequest<RequestBody>, Arc<H2Conn>),
 }
 
 /// A connection ready for a request, with how many requests it carried (for
@@ -38,22 +39,11 @@ impl Sender {
         }
     }
 
-    pub(crate) fn h2(inner: http2::SendRequest<RequestBody>, tls: bool) -> Self {
+    /// A stream on `conn` (see [`H2Conn::stream`]).
+    pub(crate) fn h2(inner: http2::SendRequest<RequestBody>, conn: Arc<H2Conn>) -> Self {
         Sender {
-            link: Link::H2(inner, if tls { "https" } else { "http" }),
+            link: Link::H2(inner, conn),
             served: 0,
-        }
-    }
-
-    /// Another handle on the same HTTP/2 connection (`None` for HTTP/1.1, which carries
-    /// one request at a time).
-    pub(crate) fn share(&self) -> Option<Sender> {
-        match &self.link {
-            Link::H1(_) => None,
-            Link::H2(s, scheme) => Some(Sender {
-                link: Link::H2(s.clone(), scheme),
-                served: 0,
-            }),
         }
     }
 
@@ -87,7 +77,15 @@ impl Sender {
     pub(crate) fn try_send_request(&mut self, req: Request<RequestBody>) -> ResponseFuture {
         match &mut self.link {
             Link::H1(s) => Box::pin(s.try_send_request(req)),
-            Link::H2(s, scheme) => Box::pin(s.try_send_request(for_h2(req, scheme))),
+            Link::H2(s, conn) => Box::pin(s.try_send_request(for_h2(req, conn.scheme()))),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Link::H2(_, conn) = &self.link {
+            conn.stream_ended();
         }
     }
 }
