@@ -96,19 +96,20 @@ pub(crate) async fn authenticate(
         return Ok(Vec::new());
     };
     if let Some(creds) = &r.snapshot.basic_auth[m.route] {
-        basic_auth::check(creds, vars.headers, &route.host).await?;
+        Box::pin(basic_auth::check(creds, vars.headers, &route.host)).await?;
     }
     match &route.external_auth {
         Some(auth) => {
             let service = &r.snapshot.upstreams[auth.service.0];
-            external_auth::check(
+            // Boxed: its subrequest's state would otherwise enlarge every request's.
+            Box::pin(external_auth::check(
                 &auth.request,
                 service,
                 r.snapshot.auth_answers[m.route].as_deref(),
                 vars,
                 &r.snapshot.limits,
                 &live.metrics,
-            )
+            ))
             .await
         }
         None => Ok(Vec::new()),

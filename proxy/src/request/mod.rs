@@ -234,14 +234,15 @@ async fn error_page(
 ) -> Result<Forwarded, ProxyError> {
     let req = error_pages::request(pages, code, original);
     let service = &snapshot.upstreams[pages.service.0];
-    forward(
+    // Boxed: a rare second forward would otherwise double every request's state.
+    Box::pin(forward(
         service,
         &service.endpoints(),
         Preference::None,
         req,
         limits,
         metrics,
-    )
+    ))
     .await
 }
 

@@ -62,7 +62,8 @@ pub(crate) async fn connection(
             }
         }
         if endpoint.reserve_connection(connections.max_connections) {
-            return open(endpoint, waits.connect)
+            // Boxed: a handshake's state is large, and most requests find a connection.
+            return Box::pin(open(endpoint, waits.connect))
                 .await
                 .map(|sender| (sender, None))
                 .map_err(|e| {
