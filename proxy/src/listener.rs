@@ -233,7 +233,12 @@ where
     let io = TokioIo::new(CountingIo::new(stream, info.clone()));
     let (svc_live, svc_drain, svc_info) = (live.clone(), drain.clone(), info.clone());
     let service = hyper::service::service_fn(move |req| {
-        request::handle(svc_live.clone(), svc_drain.clone(), svc_info.clone(), req)
+        Box::pin(request::handle(
+            svc_live.clone(),
+            svc_drain.clone(),
+            svc_info.clone(),
+            req,
+        ))
     });
     let conn = snapshot
         .server
