@@ -12,6 +12,7 @@ use std::{
 use gatehouse_config::{Config, L4Protocol, Service, ServicePort};
 use gatehouse_discovery::kubernetes::{
     self,
+    audit::PASSTHROUGH_NEEDS_FLAG,
     ingress::{translate, ClassSelection},
     l4::mappings,
     routes::{self, secret_data, secret_pem},
@@ -273,10 +274,7 @@ fn port_ref(port: &ServicePort) -> PortRef {
 fn refuse_passthrough(config: &mut gatehouse_config::Config, problems: &mut Vec<String>) {
     for route in &mut config.routes {
         if route.passthrough && route.location.is_object() {
-            let why = format!(
-                "{}: ssl-passthrough needs --enable-ssl-passthrough; its paths answer 503 until it is set",
-                route.location
-            );
+            let why = format!("{}: {PASSTHROUGH_NEEDS_FLAG}", route.location);
             problems.push(why.clone());
             route.passthrough = false;
             route.unavailable.get_or_insert(why);

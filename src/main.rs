@@ -60,6 +60,34 @@ enum Command {
         )]
         enable_ssl_passthrough: bool,
     },
+    /// Judge Ingresses before moving them from ingress-nginx: for each, `ok` (served as
+    /// ingress-nginx serves it), `differs` (served, each difference named) or `refused`
+    /// (answers 503, and why). Exits 1 when any is refused, 2 when the input is unreadable.
+    Audit {
+        /// Ingresses: `kubectl get ingress -A -o json` output, or YAML documents (v1, or
+        /// the old v1beta1 forms); `-` reads standard input.
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        ingresses: Option<PathBuf>,
+        /// Read the Ingresses of a live cluster instead.
+        #[arg(long)]
+        kubernetes: bool,
+        /// The cluster's kubeconfig (default: in-cluster credentials).
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// Judge only Ingresses of this class (as `run --ingress-class`); default: all.
+        #[arg(long)]
+        ingress_class: Option<String>,
+        /// Judge as `run --enable-ssl-passthrough` would serve.
+        #[arg(long)]
+        enable_ssl_passthrough: bool,
+        /// `table` (default) or `json`: [{namespace, name, verdict, notes}].
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
     /// Validate a configuration file and exit: 0 and `ok`, or 2 and every error.
     Check {
         /// The configuration file (YAML).
@@ -108,6 +136,43 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Audit {
+            ingresses,
+            kubernetes,
+            kubeconfig,
+            ingress_class,
+            enable_ssl_passthrough,
+            output,
+        } => {
+            let options = gatehouse::audit::AuditOptions {
+                ingresses: ingresses.as_deref(),
+                kubeconfig: kubeconfig.as_deref(),
+                live: kubernetes,
+                class: ingress_class.as_deref(),
+                ssl_passthrough: enable_ssl_passthrough,
+                json: output == "json",
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("gatehouse: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            match runtime.block_on(gatehouse::audit::run(&options)) {
+                Ok((text, refused)) => {
+                    print!("{text}");
+                    ExitCode::from(u8::from(refused))
+                }
+                Err(e) => {
+                    eprintln!("gatehouse audit: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
         Command::Run {
             config: path,
             kubernetes,

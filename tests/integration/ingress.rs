@@ -82,7 +82,7 @@ pub(crate) fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Value {
 pub(crate) struct Cluster {
     pub(crate) api: KubeApi,
     pub(crate) running: Running,
-    _dir: std::path::PathBuf,
+    pub(crate) _dir: std::path::PathBuf,
 }
 
 /// The test API server and the binary watching it, ready.
@@ -152,7 +152,7 @@ pub(crate) async fn run_on_with(
 }
 
 /// Status and answering upstream of a GET from 127.0.0.1.
-async fn fetch(cluster: &Cluster, host: &str, path: &str) -> (u16, String) {
+pub(crate) async fn fetch(cluster: &Cluster, host: &str, path: &str) -> (u16, String) {
     fetch_from(cluster, "127.0.0.1", host, path).await
 }
 
@@ -172,7 +172,13 @@ async fn fetch_from(cluster: &Cluster, from: &str, host: &str, path: &str) -> (u
     (got.status.as_u16(), upstream)
 }
 
-async fn until(cluster: &Cluster, what: &str, host: &str, path: &str, want: (u16, &str)) {
+pub(crate) async fn until(
+    cluster: &Cluster,
+    what: &str,
+    host: &str,
+    path: &str,
+    want: (u16, &str),
+) {
     eventually_async(what, WAIT, || async {
         let (status, upstream) = fetch(cluster, host, path).await;
         status == want.0 && upstream == want.1

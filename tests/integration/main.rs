@@ -5,6 +5,7 @@
 
 mod support;
 
+mod audit;
 mod auth;
 mod balancing;
 mod canary;

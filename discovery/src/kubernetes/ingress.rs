@@ -221,6 +221,8 @@ pub struct Translation {
     pub default_backend: Option<(Backend, String)>,
     /// For the operator's log: conflicts lost, annotations refused or ignored.
     pub problems: Vec<String>,
+    /// How each of our Ingresses is served, oldest first (what `gatehouse audit` prints).
+    pub verdicts: Vec<Verdict>,
 }
 
 /// Translates Ingresses (all of them; `classes` picks ours).
@@ -244,6 +246,15 @@ pub fn translate<'a>(
         )
     });
     let mut out = Translation::default();
+    let sources: Vec<(String, String)> = ours
+        .iter()
+        .map(|i| {
+            let namespace = i.metadata.namespace.clone().unwrap_or_default();
+            let name = i.metadata.name.clone().unwrap_or_default();
+            (namespace, name)
+        })
+        .collect();
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
     let mut taken: BTreeMap<(Option<String>, String, PathKind), String> = BTreeMap::new();
     for ingress in ours {
         let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
@@ -257,6 +268,7 @@ pub fn translate<'a>(
                 out.problems.push(format!(
                     "Ingress {source}: {why}; its paths answer 503 until it is fixed"
                 ));
+                refused.insert(source.clone(), why.clone());
                 (Policy::default(), false, Some(why))
             }
         };
@@ -346,6 +358,10 @@ pub fn translate<'a>(
             }
         }
     }
+    out.verdicts = sources
+        .into_iter()
+        .map(|(namespace, name)| verdict::judge(namespace, name, &out.problems, &mut refused))
+        .collect();
     out
 }
 
@@ -714,9 +730,12 @@ mod access;
 mod backend_tls;
 mod balancing;
 mod fates;
+pub mod legacy;
 mod redirects;
 mod snippet;
+mod verdict;
 pub use fates::{Fate, FATES};
+pub use verdict::{Verdict, VerdictKind};
 
 #[cfg(test)]
 mod tests;

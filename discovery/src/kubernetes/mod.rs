@@ -1,6 +1,7 @@
 //! Kubernetes discovery: EndpointSlices, Services, Ingresses, IngressClasses and TLS Secrets
 //! turned into what the data plane serves.
 
+pub mod audit;
 pub mod endpoints;
 #[cfg(test)]
 mod fixtures;
