@@ -2007,3 +2007,69 @@ async fn custom_http_errors_are_answered_by_the_default_backend() {
     assert_eq!(dead.json()["headers"]["x-service-name"], "dead");
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+/// A change made while the API server is away is served soon after it answers again: the
+/// watches retry within a second, whatever the outage's length (kube-rs's default back-off
+/// grows to 30 s and left such a change waiting 6-8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_during_an_api_outage_is_served_within_a_second_of_its_end() {
+    let cluster = start("ingress-outage", false).await;
+    let api = &cluster.api;
+    let (v1, v2) = (
+        TestUpstream::start("v1").await,
+        TestUpstream::start("v2").await,
+    );
+    service(api, "shop", "v1", &v1);
+    service(api, "shop", "v2", &v2);
+    let app = |to: &str| {
+        plain(
+            "shop",
+            "app",
+            "app.example.com",
+            json!([path("/", "Prefix", to)]),
+        )
+    };
+    api.apply(INGRESSES, app("v1"));
+    until(
+        &cluster,
+        "served by v1",
+        "app.example.com",
+        "/",
+        (200, "v1"),
+    )
+    .await;
+
+    let failed = "Kubernetes watch of";
+    let before = cluster.running.logged(failed);
+    api.set_down(true);
+    eventually("the watches notice the outage", WAIT, || {
+        cluster.running.logged(failed) > before
+    })
+    .await;
+    // An outage of some seconds: long enough for an exponential back-off to reach 3-6 s.
+    api.apply(INGRESSES, app("v2"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fetch(&cluster, "app.example.com", "/").await,
+        (200, "v1".to_owned()),
+        "the last known routes serve through the outage"
+    );
+    api.set_down(false);
+    let back = std::time::Instant::now();
+    until(
+        &cluster,
+        "served by v2 after the outage",
+        "app.example.com",
+        "/",
+        (200, "v2"),
+    )
+    .await;
+    let took = back.elapsed();
+    eprintln!(
+        "change served {} ms after the API answered again",
+        took.as_millis()
+    );
+    // 0.8 s at most by the back-off; the margin is for a loaded CI machine.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

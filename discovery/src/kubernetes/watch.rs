@@ -10,6 +10,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use futures_util::StreamExt;
@@ -21,6 +22,7 @@ use k8s_openapi::api::{
 use kube::{
     runtime::{
         reflector::{self, ObjectRef, Store},
+        utils::ResetTimerBackoff,
         watcher, WatchStreamExt,
     },
     Api, Client,
@@ -466,6 +468,22 @@ impl Reporter {
     }
 }
 
+/// How long a watch waits before it tries again after an error: 200 ms, doubling up to
+/// 600 ms, plus up to 200 ms of jitter, so a change made while the API server was away is
+/// served within 0.8 s of its answering again. client-go's default (and kube-rs's) grows to
+/// 30 s, which left such changes waiting 6-8 s after short outages; a handful of watches
+/// per replica retrying about once a second is a light load for an API server, and the
+/// jitter spreads the replicas of a DaemonSet.
+fn retry_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_millis(600))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(builder.into(), Duration::from_secs(120))
+}
+
 async fn watch_slices(
     api: Api<EndpointSlice>,
     store: Arc<Mutex<SliceStore>>,
@@ -473,7 +491,7 @@ async fn watch_slices(
     stop: CancellationToken,
 ) {
     let events = watcher(api, watcher::Config::default().labels(SERVICE_NAME_LABEL))
-        .default_backoff()
+        .backoff(retry_backoff())
         .modify(slim);
     let mut events = std::pin::pin!(events);
     loop {
@@ -517,7 +535,10 @@ async fn reflect<K>(
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    let events = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim));
+    let events = reflector::reflector(
+        writer,
+        watcher(api, config).backoff(retry_backoff()).modify(slim),
+    );
     let mut events = std::pin::pin!(events);
     loop {
         let event = tokio::select! {
