@@ -469,15 +469,15 @@ impl Reporter {
 }
 
 /// How long a watch waits before it tries again after an error: 200 ms, doubling up to
-/// 600 ms, plus up to 200 ms of jitter, so a change made while the API server was away is
-/// served within 0.8 s of its answering again. client-go's default (and kube-rs's) grows to
-/// 30 s, which left such changes waiting 6-8 s after short outages; a handful of watches
-/// per replica retrying about once a second is a light load for an API server, and the
-/// jitter spreads the replicas of a DaemonSet.
+/// 500 ms, plus up to 200 ms of jitter, so a change made while the API server was away is
+/// served within 0.7 s (and its processing) of its answering again. client-go's default
+/// (and kube-rs's) grows to 30 s, which left such changes waiting 6-8 s after short
+/// outages; a handful of watches per replica retrying about twice a second is a light load
+/// for an API server, and the jitter spreads the replicas of a DaemonSet.
 fn retry_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     let builder = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_millis(600))
+        .with_max_delay(Duration::from_millis(500))
         .with_factor(2.0)
         .with_jitter()
         .without_max_times();
