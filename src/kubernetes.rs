@@ -15,10 +15,13 @@ use gatehouse_discovery::kubernetes::{
     audit::PASSTHROUGH_NEEDS_FLAG,
     ingress::{translate, ClassSelection},
     l4::mappings,
+    lease::{self, Election},
     routes::{self, secret_data, secret_pem},
+    status::{self, Address, StatusWrite},
     ConfigMapRef, Discovery, DiscoveryEvents, PortRef, ServiceKey,
 };
 use gatehouse_proxy::{ApplyError, Gatehouse};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// `--kubernetes` and its flags.
@@ -33,6 +36,48 @@ pub struct KubeOptions {
     pub udp_services: Option<ConfigMapRef>,
     /// `--enable-ssl-passthrough`: Ingresses may ask for TLS passthrough.
     pub ssl_passthrough: bool,
+    /// Where Ingress status comes from, when Gatehouse writes it.
+    pub status: Option<StatusOptions>,
+}
+
+/// `--publish-service` or `--publish-status-address`, and the election of the writer.
+pub struct StatusOptions {
+    pub publish_service: Option<ConfigMapRef>,
+    pub publish_addresses: Vec<String>,
+    pub election: Election,
+}
+
+/// Writes Ingress status while this replica leads.
+pub struct StatusPublisher {
+    leading: watch::Receiver<bool>,
+    writer: mpsc::Sender<Vec<StatusWrite>>,
+    publish_service: Option<ConfigMapRef>,
+    publish_addresses: Vec<Address>,
+    class_flag: Option<String>,
+}
+
+impl StatusPublisher {
+    /// Sends the status writes the watched Ingresses need, if this replica leads.
+    pub fn sync(&self, discovery: &Discovery) {
+        if !*self.leading.borrow() {
+            return;
+        }
+        let addresses = match &self.publish_service {
+            Some(s) => match discovery.service(&s.namespace, &s.name) {
+                Some(service) => status::addresses_of(&service),
+                None => Vec::new(),
+            },
+            None => self.publish_addresses.clone(),
+        };
+        let classes = discovery.classes();
+        let selection =
+            ClassSelection::from_classes(classes.iter().map(|c| &**c), self.class_flag.as_deref());
+        let writes = status::writes(&discovery.primary_ingresses(), &selection, &addresses);
+        if !writes.is_empty() {
+            // Full: the writer is busy; the next sync asks again for what is still needed.
+            let _ = self.writer.try_send(writes);
+        }
+    }
 }
 
 /// Reads `NAMESPACE/NAME`.
@@ -74,7 +119,7 @@ pub async fn start(
     options: &KubeOptions,
     gatehouse: &Gatehouse,
     stop: CancellationToken,
-) -> Result<(Discovery, DiscoveryEvents), kubernetes::ClientError> {
+) -> Result<(Discovery, DiscoveryEvents, Option<StatusPublisher>), kubernetes::ClientError> {
     let mut clients = Vec::new();
     if options.kubeconfigs.is_empty() {
         clients.push(kubernetes::client(None).await?);
@@ -88,13 +133,24 @@ pub async fn start(
         .flatten()
         .cloned()
         .collect();
-    Ok(Discovery::spawn(
+    let publisher = match (&options.status, clients.first()) {
+        (Some(status), Some(client)) => Some(StatusPublisher {
+            leading: lease::spawn(client.clone(), status.election.clone(), stop.clone()),
+            writer: status::spawn_writer(client.clone(), stop.clone()),
+            publish_service: status.publish_service.clone(),
+            publish_addresses: status::addresses_from(&status.publish_addresses),
+            class_flag: options.ingress_class.clone(),
+        }),
+        _ => None,
+    };
+    let (discovery, events) = Discovery::spawn(
         clients,
         &options.namespaces,
         &maps,
         Arc::new(move |kind| metrics.kubernetes_event(kind)),
         stop,
-    ))
+    );
+    Ok((discovery, events, publisher))
 }
 
 /// The Kubernetes side of what is served: builds configurations from the file and the

@@ -59,6 +59,29 @@ enum Command {
             requires = "kubernetes"
         )]
         enable_ssl_passthrough: bool,
+        /// Write this Service's load-balancer addresses (NAMESPACE/NAME) into the status of
+        /// every Ingress of our class.
+        #[arg(long, env = "GATEHOUSE_PUBLISH_SERVICE", value_parser = kube::config_map_ref, requires = "kubernetes", conflicts_with = "publish_status_address")]
+        publish_service: Option<ConfigMapRef>,
+        /// Write these addresses (IPs or host names, comma-separated: the ones DNS points
+        /// at) into the status of every Ingress of our class.
+        #[arg(
+            long,
+            env = "GATEHOUSE_PUBLISH_STATUS_ADDRESS",
+            value_delimiter = ',',
+            requires = "kubernetes"
+        )]
+        publish_status_address: Vec<String>,
+        /// The Lease (in POD_NAMESPACE) whose holder writes Ingress status.
+        #[arg(
+            long,
+            env = "GATEHOUSE_ELECTION_ID",
+            default_value = "gatehouse-leader"
+        )]
+        election_id: String,
+        /// How long a leader that stopped renewing keeps the Lease (e.g. 15s).
+        #[arg(long, env = "GATEHOUSE_ELECTION_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+        election_ttl: std::time::Duration,
     },
     /// Judge Ingresses before moving them from ingress-nginx: for each, `ok` (served as
     /// ingress-nginx serves it), `differs` (served, each difference named) or `refused`
@@ -182,7 +205,25 @@ fn main() -> ExitCode {
             tcp_services_configmap,
             udp_services_configmap,
             enable_ssl_passthrough,
+            publish_service,
+            publish_status_address,
+            election_id,
+            election_ttl,
         } => {
+            let status =
+                (publish_service.is_some() || !publish_status_address.is_empty()).then(|| {
+                    kube::StatusOptions {
+                        publish_service,
+                        publish_addresses: publish_status_address,
+                        election: gatehouse_discovery::kubernetes::lease::Election {
+                            namespace: std::env::var("POD_NAMESPACE")
+                                .unwrap_or_else(|_| "gatehouse".to_owned()),
+                            name: election_id,
+                            identity: replica_identity(),
+                            duration: election_ttl,
+                        },
+                    }
+                });
             // The watcher notes the file before it is loaded, so no change slips between.
             let watcher = path.as_ref().map(FileWatcher::new);
             let config = match &path {
@@ -211,6 +252,7 @@ fn main() -> ExitCode {
                 tcp_services: tcp_services_configmap,
                 udp_services: udp_services_configmap,
                 ssl_passthrough: enable_ssl_passthrough,
+                status,
             });
             if let Some(c) = &config {
                 if let Err(e) = kube::check(c, kube.is_some()) {
@@ -220,6 +262,21 @@ fn main() -> ExitCode {
             }
             runtime.block_on(run(config, watcher, kube))
         }
+    }
+}
+
+/// This replica's name in the leader election: the pod's (POD_NAME), else the host's, with
+/// the process id so two on one host differ.
+fn replica_identity() -> String {
+    let host = std::env::var("POD_NAME").ok().or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+    });
+    match host {
+        Some(h) if std::env::var("POD_NAME").is_ok() => h,
+        Some(h) => format!("{h}-{}", std::process::id()),
+        None => format!("gatehouse-{}", std::process::id()),
     }
 }
 

@@ -41,13 +41,23 @@ pub async fn reconcile(
 ) -> Result<(), ReconcileError> {
     // Discovery tasks stop with the loop, whichever way it ends.
     let _stop_discovery = stop.clone().drop_guard();
-    let (discovery, mut changes, mut synced_rx) = match &sources.kubernetes {
+    let (discovery, mut changes, mut synced_rx, publisher) = match &sources.kubernetes {
         Some(options) => {
-            let (d, events) = kubernetes::start(options, gatehouse, stop.clone()).await?;
-            (Some(d), Some(events.changes), Some(events.synced))
+            let (d, events, publisher) =
+                kubernetes::start(options, gatehouse, stop.clone()).await?;
+            (
+                Some(d),
+                Some(events.changes),
+                Some(events.synced),
+                publisher,
+            )
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
+    // Ingress status follows the watched objects within a second; the check is cheap and
+    // writes only what differs.
+    let mut status_ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    status_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kube_routes = sources.kubernetes.as_ref().map(KubeRoutes::new);
     // What the file (or the demo) says; with Kubernetes, the served configuration is this
     // plus our Ingresses.
@@ -63,6 +73,12 @@ pub async fn reconcile(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            _ = status_ticks.tick(), if synced && publisher.is_some() => {
+                if let (Some(p), Some(d)) = (&publisher, &discovery) {
+                    p.sync(d);
+                }
+                continue;
+            }
             Some(r) = resolved.recv() => {
                 gatehouse.publish_endpoints(&r.service, r.addrs).await;
                 continue;

@@ -1016,6 +1016,7 @@ async fn the_reconcile_loop_runs_in_process_and_stops_when_told() {
             tcp_services: None,
             udp_services: None,
             ssl_passthrough: false,
+            status: None,
         }),
     };
     let stop = CancellationToken::new();

@@ -26,6 +26,7 @@ mod policy;
 mod proxy;
 mod reload;
 mod retries;
+mod status;
 mod streaming;
 mod timeouts;
 mod tls;

@@ -7,7 +7,9 @@ pub mod endpoints;
 mod fixtures;
 pub mod ingress;
 pub mod l4;
+pub mod lease;
 pub mod routes;
+pub mod status;
 mod watch;
 
 pub use endpoints::{EndpointSet, PortRef, ServiceKey, SliceStore};

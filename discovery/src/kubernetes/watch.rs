@@ -279,6 +279,15 @@ impl Discovery {
         out
     }
 
+    /// The Ingresses of the first cluster (whose API Gatehouse writes status to).
+    pub fn primary_ingresses(&self) -> Vec<Arc<Ingress>> {
+        let mut out = Vec::new();
+        for scope in self.clusters.iter().take(1).flat_map(|c| c.scopes.iter()) {
+            out.extend(scope.ingresses.state());
+        }
+        out
+    }
+
     /// Every IngressClass of every cluster.
     pub fn classes(&self) -> Vec<Arc<IngressClass>> {
         self.clusters
