@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
-use crate::support::{binary::*, kube_api::*};
+use crate::support::{binary::*, eventually, kube_api::*};
 use saphyr::{LoadableYamlNode, Yaml};
 use serde_json::json;
 
@@ -29,6 +29,10 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
         INGRESS_CLASSES,
         json!({ "metadata": { "name": "gatehouse" }, "spec": { "controller": "gatehouse.io/ingress" } }),
     );
+    api.apply(
+        INGRESSES,
+        json!({ "metadata": { "namespace": "shop", "name": "web" }, "spec": { "ingressClassName": "gatehouse" } }),
+    );
     let dir = std::env::temp_dir().join(format!("gatehouse-rbac-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("gatehouse.yaml");
@@ -46,18 +50,27 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
             kubeconfig.to_str().unwrap(),
             "--tcp-services-configmap=gatehouse/tcp-services",
             "--udp-services-configmap=gatehouse/udp-services",
+            "--publish-status-address=192.0.2.10",
+            "--election-ttl=1s",
         ],
         std::process::Stdio::null(),
     )
     .await;
     wait_ready(&running).await;
+    // Leading (a Lease created, then renewed) and writing an Ingress's status.
+    eventually(
+        "the Lease renewed and a status written",
+        Duration::from_secs(20),
+        || api.count("update", "leases") >= 1 && api.count("patch", "ingresses/status") >= 1,
+    )
+    .await;
     // Every request the binary made, with its method: a get, a write or an Event would show.
+    assert_eq!(running.terminate().await, Some(0));
     let requested: BTreeSet<(&str, String, String)> = api
         .seen()
         .into_iter()
         .map(|s| (s.group, s.resource, s.verb.to_owned()))
         .collect();
-    assert_eq!(running.terminate().await, Some(0));
 
     // What deploy/base/rbac.yaml grants: (group, resource, verb), and where.
     let mut cluster_wide = BTreeSet::new();
@@ -88,11 +101,17 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
         granted, requested,
         "RBAC must grant what the watchers request, nothing more"
     );
+    let own = |r: &str| r == "configmaps" || r == "leases";
     assert!(
-        in_namespace.iter().all(|(_, r, _)| r == "configmaps")
-            && cluster_wide.iter().all(|(_, r, _)| r != "configmaps"),
-        "ConfigMaps only in Gatehouse's own namespace"
+        in_namespace.iter().all(|(_, r, _)| own(r)) && cluster_wide.iter().all(|(_, r, _)| !own(r)),
+        "ConfigMaps and the Lease only in Gatehouse's own namespace"
     );
+    // Every Lease request went to that namespace.
+    assert!(api
+        .seen()
+        .iter()
+        .filter(|s| s.resource == "leases")
+        .all(|s| s.namespace.as_deref() == Some("gatehouse")));
     // The DaemonSet names ConfigMaps in that namespace.
     let daemonset = &docs("deploy/base/daemonset.yaml")[0];
     let args = strs(&daemonset["spec"]["template"]["spec"]["containers"][0]["args"]);
