@@ -13,7 +13,8 @@ use gatehouse_config::{Config, L4Protocol, Service, ServicePort};
 use gatehouse_discovery::kubernetes::{
     self,
     audit::PASSTHROUGH_NEEDS_FLAG,
-    ingress::{translate, ClassSelection},
+    events::{self, Notice, Refusals},
+    ingress::{translate, ClassSelection, VerdictKind},
     l4::mappings,
     lease::{self, Election},
     routes::{self, secret_data, secret_pem},
@@ -38,36 +39,53 @@ pub struct KubeOptions {
     pub ssl_passthrough: bool,
     /// Where Ingress status comes from, when Gatehouse writes it.
     pub status: Option<StatusOptions>,
-}
-
-/// `--publish-service` or `--publish-status-address`, and the election of the writer.
-pub struct StatusOptions {
-    pub publish_service: Option<ConfigMapRef>,
-    pub publish_addresses: Vec<String>,
+    /// The Lease whose holder writes status and Events for all replicas.
     pub election: Election,
 }
 
-/// Writes Ingress status while this replica leads.
-pub struct StatusPublisher {
+/// `--publish-service` or `--publish-status-address`.
+pub struct StatusOptions {
+    pub publish_service: Option<ConfigMapRef>,
+    pub publish_addresses: Vec<String>,
+}
+
+/// What this replica writes to the cluster while it leads: Ingress status (when asked
+/// for) and Events on refused Ingresses.
+pub struct Publisher {
     leading: watch::Receiver<bool>,
-    writer: mpsc::Sender<Vec<StatusWrite>>,
-    publish_service: Option<ConfigMapRef>,
-    publish_addresses: Vec<Address>,
+    status: Option<StatusWriter>,
+    events: mpsc::UnboundedSender<Notice>,
+    /// What the Events said so far, while leading.
+    told: Refusals,
     class_flag: Option<String>,
 }
 
-impl StatusPublisher {
-    /// Sends the status writes the watched Ingresses need, if this replica leads.
-    pub fn sync(&self, discovery: &Discovery) {
+struct StatusWriter {
+    writer: mpsc::Sender<Vec<StatusWrite>>,
+    publish_service: Option<ConfigMapRef>,
+    publish_addresses: Vec<Address>,
+}
+
+impl Publisher {
+    /// Sends the Events and status writes that the watched objects and the Ingresses
+    /// refused now call for, if this replica leads.
+    pub fn sync(&mut self, discovery: &Discovery, refused: &Refusals) {
         if !*self.leading.borrow() {
+            // A replica that leads again tells the refusals of that time afresh.
+            self.told.clear();
             return;
         }
-        let addresses = match &self.publish_service {
+        for notice in events::changes(&self.told, refused) {
+            let _ = self.events.send(notice);
+        }
+        self.told = refused.clone();
+        let Some(status) = &self.status else { return };
+        let addresses = match &status.publish_service {
             Some(s) => match discovery.service(&s.namespace, &s.name) {
                 Some(service) => status::addresses_of(&service),
                 None => Vec::new(),
             },
-            None => self.publish_addresses.clone(),
+            None => status.publish_addresses.clone(),
         };
         let classes = discovery.classes();
         let selection =
@@ -75,7 +93,7 @@ impl StatusPublisher {
         let writes = status::writes(&discovery.primary_ingresses(), &selection, &addresses);
         if !writes.is_empty() {
             // Full: the writer is busy; the next sync asks again for what is still needed.
-            let _ = self.writer.try_send(writes);
+            let _ = status.writer.try_send(writes);
         }
     }
 }
@@ -119,7 +137,7 @@ pub async fn start(
     options: &KubeOptions,
     gatehouse: &Gatehouse,
     stop: CancellationToken,
-) -> Result<(Discovery, DiscoveryEvents, Option<StatusPublisher>), kubernetes::ClientError> {
+) -> Result<(Discovery, DiscoveryEvents, Option<Publisher>), kubernetes::ClientError> {
     let mut clients = Vec::new();
     if options.kubeconfigs.is_empty() {
         clients.push(kubernetes::client(None).await?);
@@ -133,16 +151,21 @@ pub async fn start(
         .flatten()
         .cloned()
         .collect();
-    let publisher = match (&options.status, clients.first()) {
-        (Some(status), Some(client)) => Some(StatusPublisher {
-            leading: lease::spawn(client.clone(), status.election.clone(), stop.clone()),
+    let publisher = clients.first().map(|client| Publisher {
+        leading: lease::spawn(client.clone(), options.election.clone(), stop.clone()),
+        status: options.status.as_ref().map(|s| StatusWriter {
             writer: status::spawn_writer(client.clone(), stop.clone()),
-            publish_service: status.publish_service.clone(),
-            publish_addresses: status::addresses_from(&status.publish_addresses),
-            class_flag: options.ingress_class.clone(),
+            publish_service: s.publish_service.clone(),
+            publish_addresses: status::addresses_from(&s.publish_addresses),
         }),
-        _ => None,
-    };
+        events: events::spawn_writer(
+            client.clone(),
+            options.election.identity.clone(),
+            stop.clone(),
+        ),
+        told: Refusals::new(),
+        class_flag: options.ingress_class.clone(),
+    });
     let (discovery, events) = Discovery::spawn(
         clients,
         &options.namespaces,
@@ -161,11 +184,18 @@ pub struct KubeRoutes {
     l4_maps: Vec<(ConfigMapRef, L4Protocol)>,
     /// Problems reported last time, so each is logged when it appears, not on every rebuild.
     reported: BTreeSet<String>,
+    /// The Ingresses refused by the last build, and why (for Events).
+    refused: Refusals,
     /// Which served services take endpoints from which Service port.
     users: HashMap<ServiceKey, Vec<(String, PortRef)>>,
 }
 
 impl KubeRoutes {
+    /// The Ingresses refused by the last build, and why.
+    pub fn refused(&self) -> &Refusals {
+        &self.refused
+    }
+
     pub fn new(options: &KubeOptions) -> Self {
         let l4_maps = [
             (&options.tcp_services, L4Protocol::Tcp),
@@ -179,6 +209,7 @@ impl KubeRoutes {
             ssl_passthrough: options.ssl_passthrough,
             l4_maps,
             reported: BTreeSet::new(),
+            refused: Refusals::new(),
             users: HashMap::new(),
         }
     }
@@ -196,6 +227,15 @@ impl KubeRoutes {
             ClassSelection::from_classes(classes.iter().map(|c| &**c), self.class_flag.as_deref());
         let ingresses = discovery.ingresses();
         let translation = translate(ingresses.iter().map(|i| &**i), &selection);
+        self.refused = translation
+            .verdicts
+            .iter()
+            .filter(|v| v.kind == VerdictKind::Refused)
+            .map(|v| {
+                let why = v.notes.first().cloned().unwrap_or_default();
+                (format!("{}/{}", v.namespace, v.name), why)
+            })
+            .collect();
         let mut problems = Vec::new();
         let mut l4 = Vec::new();
         for (map, protocol) in &self.l4_maps {

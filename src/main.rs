@@ -210,20 +210,18 @@ fn main() -> ExitCode {
             election_id,
             election_ttl,
         } => {
-            let status =
-                (publish_service.is_some() || !publish_status_address.is_empty()).then(|| {
-                    kube::StatusOptions {
-                        publish_service,
-                        publish_addresses: publish_status_address,
-                        election: gatehouse_discovery::kubernetes::lease::Election {
-                            namespace: std::env::var("POD_NAMESPACE")
-                                .unwrap_or_else(|_| "gatehouse".to_owned()),
-                            name: election_id,
-                            identity: replica_identity(),
-                            duration: election_ttl,
-                        },
-                    }
+            let status = (publish_service.is_some() || !publish_status_address.is_empty())
+                .then_some(kube::StatusOptions {
+                    publish_service,
+                    publish_addresses: publish_status_address,
                 });
+            let election = gatehouse_discovery::kubernetes::lease::Election {
+                namespace: std::env::var("POD_NAMESPACE")
+                    .unwrap_or_else(|_| "gatehouse".to_owned()),
+                name: election_id,
+                identity: replica_identity(),
+                duration: election_ttl,
+            };
             // The watcher notes the file before it is loaded, so no change slips between.
             let watcher = path.as_ref().map(FileWatcher::new);
             let config = match &path {
@@ -253,6 +251,7 @@ fn main() -> ExitCode {
                 udp_services: udp_services_configmap,
                 ssl_passthrough: enable_ssl_passthrough,
                 status,
+                election,
             });
             if let Some(c) = &config {
                 if let Err(e) = kube::check(c, kube.is_some()) {

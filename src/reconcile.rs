@@ -41,7 +41,7 @@ pub async fn reconcile(
 ) -> Result<(), ReconcileError> {
     // Discovery tasks stop with the loop, whichever way it ends.
     let _stop_discovery = stop.clone().drop_guard();
-    let (discovery, mut changes, mut synced_rx, publisher) = match &sources.kubernetes {
+    let (discovery, mut changes, mut synced_rx, mut publisher) = match &sources.kubernetes {
         Some(options) => {
             let (d, events, publisher) =
                 kubernetes::start(options, gatehouse, stop.clone()).await?;
@@ -54,8 +54,8 @@ pub async fn reconcile(
         }
         None => (None, None, None, None),
     };
-    // Ingress status follows the watched objects within a second; the check is cheap and
-    // writes only what differs.
+    // Ingress status and Events follow the watched objects within a second; the check is
+    // cheap and writes only what differs.
     let mut status_ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     status_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kube_routes = sources.kubernetes.as_ref().map(KubeRoutes::new);
@@ -74,8 +74,8 @@ pub async fn reconcile(
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = status_ticks.tick(), if synced && publisher.is_some() => {
-                if let (Some(p), Some(d)) = (&publisher, &discovery) {
-                    p.sync(d);
+                if let (Some(p), Some(d), Some(k)) = (publisher.as_mut(), &discovery, &kube_routes) {
+                    p.sync(d, k.refused());
                 }
                 continue;
             }

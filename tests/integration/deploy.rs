@@ -33,6 +33,11 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
         INGRESSES,
         json!({ "metadata": { "namespace": "shop", "name": "web" }, "spec": { "ingressClassName": "gatehouse" } }),
     );
+    // A refused one, for its Event.
+    api.apply(
+        INGRESSES,
+        json!({ "metadata": { "namespace": "shop", "name": "typo", "annotations": { "nginx.ingress.kubernetes.io/whitelist-soruce-range": "10.0.0.0/8" } }, "spec": { "ingressClassName": "gatehouse" } }),
+    );
     let dir = std::env::temp_dir().join(format!("gatehouse-rbac-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("gatehouse.yaml");

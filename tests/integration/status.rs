@@ -139,3 +139,103 @@ async fn one_replica_writes_ingress_status_and_another_takes_over_when_it_dies()
     let lease = api.get(LEASES, "gatehouse", "edge").unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
 }
+
+/// Events on `shop/name`: (type, reason, note), oldest first.
+fn events_on(api: &KubeApi, name: &str) -> Vec<(String, String, String)> {
+    let mut all: Vec<(u64, (String, String, String))> = api
+        .objects(EVENTS)
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name && e["regarding"]["kind"] == "Ingress")
+        .map(|e| {
+            let rv = e["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (rv, (s("type"), s("reason"), s("note")))
+        })
+        .collect();
+    all.sort();
+    all.into_iter().map(|(_, e)| e).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_ingress_gets_one_warning_event_and_a_normal_one_when_served_again() {
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    crate::ingress::service(&api, "shop", "web", &web);
+    let typo = |annotations: Value| {
+        ingress(
+            "shop",
+            "admin",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            annotations,
+            "admin.example.com",
+            json!([path("/", "Prefix", "web")]),
+        )
+    };
+    let n = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    api.apply(
+        INGRESSES,
+        typo(json!({ n("whitelist-soruce-range"): "10.0.0.0/8" })),
+    );
+    let (running, _dir) = run_on_with(
+        "events",
+        &[&api],
+        "",
+        "",
+        &["--election-ttl=2s"],
+        Stdio::null(),
+    )
+    .await;
+    wait_ready(&running).await;
+    eventually("a Warning Event on the refused Ingress", WAIT, || {
+        !events_on(&api, "admin").is_empty()
+    })
+    .await;
+    let (kind, reason, note) = events_on(&api, "admin")[0].clone();
+    assert_eq!((kind.as_str(), reason.as_str()), ("Warning", "Refused"));
+    assert!(
+        note.contains("did you mean whitelist-source-range?"),
+        "{note}"
+    );
+    assert!(note.contains("answer 503"), "{note}");
+
+    // Other changes rebuild the routes; the refusal is not told again. Another refused
+    // Ingress's Event, written later, shows the syncs after those rebuilds have run.
+    api.apply(INGRESSES, app("shop", "gatehouse"));
+    let served = || async {
+        send(
+            &client(),
+            get_req_at(running.http, "shop.example.com", "/", &[]),
+        )
+        .await
+        .status
+            == 200
+    };
+    eventually_async("the other Ingress is served", WAIT, served).await;
+    let mut later = app("later", "gatehouse");
+    later["metadata"]["annotations"] = json!({ n("auth-snippet"): "return 200;" });
+    api.apply(INGRESSES, later);
+    eventually("the later refusal's Event", WAIT, || {
+        !events_on(&api, "later").is_empty()
+    })
+    .await;
+    assert_eq!(events_on(&api, "admin").len(), 1, "one Event per refusal");
+
+    // Fixed: a Normal Event says it is served again.
+    api.apply(
+        INGRESSES,
+        typo(json!({ n("whitelist-source-range"): "10.0.0.0/8" })),
+    );
+    eventually("a Normal Event when served again", WAIT, || {
+        events_on(&api, "admin").len() == 2
+    })
+    .await;
+    let (kind, reason, _) = events_on(&api, "admin")[1].clone();
+    assert_eq!((kind.as_str(), reason.as_str()), ("Normal", "Served"));
+    assert_eq!(running.terminate().await, Some(0));
+}

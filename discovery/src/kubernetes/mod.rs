@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod endpoints;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod ingress;
