@@ -101,7 +101,11 @@ async fn one_replica_writes_ingress_status_and_another_takes_over_when_it_dies()
         leader.logged(&format!("({holder})")) >= 1,
         "the Lease names the leader: {holder}"
     );
-    assert!(leader.logged("status set to") >= 2);
+    // (Its log lines may trail the writes the API server has.)
+    eventually("the leader logs its writes", WAIT, || {
+        leader.logged("status set to") >= 2
+    })
+    .await;
     assert_eq!(
         follower.logged("status set to"),
         0,
