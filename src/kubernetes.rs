@@ -43,10 +43,14 @@ pub struct KubeOptions {
     pub election: Election,
 }
 
-/// `--publish-service` or `--publish-status-address`.
-pub struct StatusOptions {
-    pub publish_service: Option<ConfigMapRef>,
-    pub publish_addresses: Vec<String>,
+/// Where the addresses in Ingress status come from.
+pub enum StatusOptions {
+    /// `--publish-service`: that Service's load-balancer addresses.
+    Service(ConfigMapRef),
+    /// `--publish-status-address`.
+    Addresses(Vec<String>),
+    /// Neither, in a pod (POD_NAME): the nodes its replicas run on.
+    Nodes { namespace: String, pod: String },
 }
 
 /// What this replica writes to the cluster while it leads: Ingress status (when asked
@@ -62,8 +66,59 @@ pub struct Publisher {
 
 struct StatusWriter {
     writer: mpsc::Sender<Vec<StatusWrite>>,
-    publish_service: Option<ConfigMapRef>,
-    publish_addresses: Vec<Address>,
+    source: AddressSource,
+}
+
+enum AddressSource {
+    Service(ConfigMapRef),
+    Fixed(Vec<Address>),
+    /// Refreshed by a task of its own (`None` until first read).
+    Nodes(watch::Receiver<Option<Vec<Address>>>),
+}
+
+/// How often the nodes' addresses are read again (pods come and go with nodes).
+const NODE_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps the addresses of our pods' nodes current while this replica leads.
+fn follow_nodes(
+    client: kubernetes::Client,
+    namespace: String,
+    pod: String,
+    mut leading: watch::Receiver<bool>,
+    stop: CancellationToken,
+) -> watch::Receiver<Option<Vec<Address>>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            if *leading.borrow_and_update() {
+                match status::node_addresses(&client, &namespace, &pod).await {
+                    Ok(addresses) => {
+                        failing = false;
+                        tx.send_if_modified(|old| {
+                            let new = Some(addresses);
+                            let changed = *old != new;
+                            *old = new;
+                            changed
+                        });
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(
+                            "cannot read the addresses of the nodes running pods like {namespace}/{pod} ({e}); Ingress status keeps its addresses (check RBAC: get and list pods in {namespace}, get nodes; or set --publish-status-address)"
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = leading.changed() => {}
+                _ = tokio::time::sleep(NODE_REFRESH) => {}
+            }
+        }
+    });
+    rx
 }
 
 impl Publisher {
@@ -80,12 +135,17 @@ impl Publisher {
         }
         self.told = refused.clone();
         let Some(status) = &self.status else { return };
-        let addresses = match &status.publish_service {
-            Some(s) => match discovery.service(&s.namespace, &s.name) {
+        let addresses = match &status.source {
+            AddressSource::Service(s) => match discovery.service(&s.namespace, &s.name) {
                 Some(service) => status::addresses_of(&service),
                 None => Vec::new(),
             },
-            None => status.publish_addresses.clone(),
+            AddressSource::Fixed(addresses) => addresses.clone(),
+            AddressSource::Nodes(nodes) => match nodes.borrow().clone() {
+                Some(addresses) => addresses,
+                // Not read yet: write nothing rather than clear every address.
+                None => return,
+            },
         };
         let classes = discovery.classes();
         let selection =
@@ -151,20 +211,35 @@ pub async fn start(
         .flatten()
         .cloned()
         .collect();
-    let publisher = clients.first().map(|client| Publisher {
-        leading: lease::spawn(client.clone(), options.election.clone(), stop.clone()),
-        status: options.status.as_ref().map(|s| StatusWriter {
+    let publisher = clients.first().map(|client| {
+        let leading = lease::spawn(client.clone(), options.election.clone(), stop.clone());
+        let status = options.status.as_ref().map(|s| StatusWriter {
             writer: status::spawn_writer(client.clone(), stop.clone()),
-            publish_service: s.publish_service.clone(),
-            publish_addresses: status::addresses_from(&s.publish_addresses),
-        }),
-        events: events::spawn_writer(
-            client.clone(),
-            options.election.identity.clone(),
-            stop.clone(),
-        ),
-        told: Refusals::new(),
-        class_flag: options.ingress_class.clone(),
+            source: match s {
+                StatusOptions::Service(service) => AddressSource::Service(service.clone()),
+                StatusOptions::Addresses(list) => {
+                    AddressSource::Fixed(status::addresses_from(list))
+                }
+                StatusOptions::Nodes { namespace, pod } => AddressSource::Nodes(follow_nodes(
+                    client.clone(),
+                    namespace.clone(),
+                    pod.clone(),
+                    leading.clone(),
+                    stop.clone(),
+                )),
+            },
+        });
+        Publisher {
+            leading,
+            status,
+            events: events::spawn_writer(
+                client.clone(),
+                options.election.identity.clone(),
+                stop.clone(),
+            ),
+            told: Refusals::new(),
+            class_flag: options.ingress_class.clone(),
+        }
     });
     let (discovery, events) = Discovery::spawn(
         clients,

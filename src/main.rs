@@ -212,11 +212,18 @@ fn main() -> ExitCode {
             election_id,
             election_ttl,
         } => {
-            let status = (publish_service.is_some() || !publish_status_address.is_empty())
-                .then_some(kube::StatusOptions {
-                    publish_service,
-                    publish_addresses: publish_status_address,
-                });
+            let pod = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
+            let namespace_of_pod =
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "gatehouse".to_owned());
+            let status = match (publish_service, publish_status_address.is_empty(), pod) {
+                (Some(service), _, _) => Some(kube::StatusOptions::Service(service)),
+                (None, false, _) => Some(kube::StatusOptions::Addresses(publish_status_address)),
+                (None, true, Some(pod)) => Some(kube::StatusOptions::Nodes {
+                    namespace: namespace_of_pod.clone(),
+                    pod,
+                }),
+                (None, true, None) => None,
+            };
             let election = gatehouse_discovery::kubernetes::lease::Election {
                 namespace: std::env::var("POD_NAMESPACE")
                     .unwrap_or_else(|_| "gatehouse".to_owned()),

@@ -33,6 +33,14 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
         INGRESSES,
         json!({ "metadata": { "namespace": "shop", "name": "web" }, "spec": { "ingressClassName": "gatehouse" } }),
     );
+    api.apply(
+        PODS,
+        json!({ "metadata": { "namespace": "gatehouse", "name": "gatehouse-x1", "labels": { "app.kubernetes.io/name": "gatehouse" } }, "spec": { "nodeName": "edge-1" }, "status": { "phase": "Running" } }),
+    );
+    api.apply(
+        NODES,
+        json!({ "metadata": { "name": "edge-1" }, "status": { "addresses": [{ "type": "ExternalIP", "address": "203.0.113.1" }] } }),
+    );
     // A refused one, for its Event.
     api.apply(
         INGRESSES,
@@ -47,7 +55,7 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
     )
     .unwrap();
     let kubeconfig = api.kubeconfig(&dir);
-    let running = run_with(
+    let running = run_with_env(
         &config,
         &[
             "--kubernetes",
@@ -55,9 +63,10 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
             kubeconfig.to_str().unwrap(),
             "--tcp-services-configmap=gatehouse/tcp-services",
             "--udp-services-configmap=gatehouse/udp-services",
-            "--publish-status-address=192.0.2.10",
             "--election-ttl=1s",
         ],
+        // As the DaemonSet's downward API sets them: status shows our pods' nodes.
+        &[("POD_NAME", "gatehouse-x1"), ("POD_NAMESPACE", "gatehouse")],
         std::process::Stdio::null(),
     )
     .await;
@@ -106,16 +115,16 @@ async fn rbac_grants_exactly_what_the_watchers_request() {
         granted, requested,
         "RBAC must grant what the watchers request, nothing more"
     );
-    let own = |r: &str| r == "configmaps" || r == "leases";
+    let own = |r: &str| ["configmaps", "leases", "pods"].contains(&r);
     assert!(
         in_namespace.iter().all(|(_, r, _)| own(r)) && cluster_wide.iter().all(|(_, r, _)| !own(r)),
-        "ConfigMaps and the Lease only in Gatehouse's own namespace"
+        "ConfigMaps, the Lease and pods only in Gatehouse's own namespace"
     );
     // Every Lease request went to that namespace.
     assert!(api
         .seen()
         .iter()
-        .filter(|s| s.resource == "leases")
+        .filter(|s| s.resource == "leases" || s.resource == "pods")
         .all(|s| s.namespace.as_deref() == Some("gatehouse")));
     // The DaemonSet names ConfigMaps in that namespace.
     let daemonset = &docs("deploy/base/daemonset.yaml")[0];

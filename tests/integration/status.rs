@@ -243,3 +243,95 @@ async fn a_refused_ingress_gets_one_warning_event_and_a_normal_one_when_served_a
     assert_eq!((kind.as_str(), reason.as_str()), ("Normal", "Served"));
     assert_eq!(running.terminate().await, Some(0));
 }
+
+fn pod(name: &str, labels: Value, node: &str, phase: &str) -> Value {
+    json!({
+        "metadata": { "namespace": "gatehouse", "name": name, "labels": labels },
+        "spec": { "nodeName": node },
+        "status": { "phase": phase },
+    })
+}
+
+fn node(name: &str, addresses: &[(&str, &str)]) -> Value {
+    let addresses: Vec<Value> = addresses
+        .iter()
+        .map(|(kind, address)| json!({ "type": kind, "address": address }))
+        .collect();
+    json!({ "metadata": { "name": name }, "status": { "addresses": addresses } })
+}
+
+/// Without a publish flag, in a pod: the addresses of the nodes its replicas run on, as
+/// ingress-nginx publishes them for a DaemonSet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_publish_flag_the_status_shows_the_nodes_the_replicas_run_on() {
+    let api = KubeApi::start().await;
+    classes(&api);
+    api.apply(INGRESSES, app("shop", "gatehouse"));
+    let ours = |revision: &str| json!({ "app.kubernetes.io/name": "gatehouse", "controller-revision-hash": revision });
+    api.apply(PODS, pod("gatehouse-a", ours("1"), "n1", "Running"));
+    // Another revision of the same DaemonSet, mid-rollout: still ours.
+    api.apply(PODS, pod("gatehouse-b", ours("2"), "n2", "Running"));
+    api.apply(PODS, pod("gatehouse-c", ours("2"), "n3", "Pending"));
+    api.apply(
+        PODS,
+        pod(
+            "other",
+            json!({ "app.kubernetes.io/name": "web" }),
+            "n4",
+            "Running",
+        ),
+    );
+    api.apply(
+        NODES,
+        node(
+            "n1",
+            &[("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")],
+        ),
+    );
+    api.apply(NODES, node("n2", &[("InternalIP", "10.0.0.2")]));
+    api.apply(NODES, node("n3", &[("ExternalIP", "203.0.113.3")]));
+    api.apply(NODES, node("n4", &[("ExternalIP", "203.0.113.4")]));
+
+    let dir = temp_dir("status-nodes");
+    let config = dir.join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        "listen: { http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\naccess_log: off\nshutdown: { drain_delay: 0s }\n",
+    )
+    .unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let running = run_with_env(
+        &config,
+        &["--kubernetes", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[("POD_NAME", "gatehouse-a"), ("POD_NAMESPACE", "gatehouse")],
+        Stdio::null(),
+    )
+    .await;
+    wait_ready(&running).await;
+    let want: BTreeSet<String> = ["203.0.113.1".into(), "10.0.0.2".into()].into();
+    eventually("the status shows our running pods' nodes", WAIT, || {
+        shown(&api, "shop") == want
+    })
+    .await;
+    // The Lease is named after the pod.
+    let lease = api
+        .get(LEASES, "gatehouse", "gatehouse-leader")
+        .expect("the Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "gatehouse-a");
+
+    // A replica starts on another node: its address joins.
+    api.apply(PODS, pod("gatehouse-c", ours("2"), "n3", "Running"));
+    let want: BTreeSet<String> = [
+        "203.0.113.1".into(),
+        "10.0.0.2".into(),
+        "203.0.113.3".into(),
+    ]
+    .into();
+    eventually(
+        "a new node's address joins",
+        Duration::from_secs(30),
+        || shown(&api, "shop") == want,
+    )
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}

@@ -14,6 +14,7 @@ pub mod status;
 mod watch;
 
 pub use endpoints::{EndpointSet, PortRef, ServiceKey, SliceStore};
+pub use kube::Client;
 pub use watch::{
     client, Change, Changed, ClientError, ConfigMapRef, Discovery, DiscoveryEvents, EventHook,
     TLS_SECRET_TYPE,

@@ -6,11 +6,11 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
-    core::v1::Service,
+    core::v1::{Node, Pod, Service},
     networking::v1::{Ingress, IngressLoadBalancerIngress},
 };
 use kube::{
-    api::{Api, Patch, PatchParams},
+    api::{Api, ListParams, Patch, PatchParams},
     Client,
 };
 use serde_json::json;
@@ -68,6 +68,59 @@ pub fn addresses_of(service: &Service) -> Vec<Address> {
     }
     normalize(&mut out);
     out
+}
+
+/// Labels that differ between pods of one DaemonSet or Deployment across rollouts.
+const REVISION_LABELS: [&str; 3] = [
+    "controller-revision-hash",
+    "pod-template-generation",
+    "pod-template-hash",
+];
+
+/// Without a publish flag, as ingress-nginx does for a DaemonSet: the addresses of the
+/// nodes that run pods like `pod` (same labels, revision labels aside) in `namespace` and
+/// are running; per node its ExternalIP, else its InternalIP.
+pub async fn node_addresses(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+) -> Result<Vec<Address>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let me = pods.get(pod).await?;
+    let selector = me
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !REVISION_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let siblings = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut names: Vec<String> = siblings
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.spec?.node_name)
+        .collect();
+    names.sort();
+    names.dedup();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut out = Vec::new();
+    for name in names {
+        let node = nodes.get(&name).await?;
+        let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+        let pick = |kind: &str| {
+            addresses
+                .iter()
+                .find(|a| a.type_ == kind)
+                .map(|a| a.address.clone())
+        };
+        if let Some(address) = pick("ExternalIP").or_else(|| pick("InternalIP")) {
+            out.push(address);
+        }
+    }
+    Ok(addresses_from(&out))
 }
 
 /// Sorted and without duplicates, so equal sets compare equal.

@@ -34,6 +34,19 @@ pub async fn run_with(config: &std::path::Path, extra: &[&str], stdout: Stdio) -
     start(command, stdout).await
 }
 
+/// The same, with environment variables set for it (POD_NAME and the like).
+pub async fn run_with_env(
+    config: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    stdout: Stdio,
+) -> Running {
+    let mut command = Command::new(BIN);
+    command.args(["run", "--config"]).arg(config).args(extra);
+    command.envs(env.iter().copied());
+    start(command, stdout).await
+}
+
 /// Starts the binary with at most `open_files` file descriptors (soft and hard limit).
 pub async fn run_limited(config: &std::path::Path, open_files: u64) -> Running {
     let mut command = Command::new("prlimit");

@@ -113,7 +113,25 @@ pub const LEASES: Kind = Kind {
     kind: "Lease",
 };
 
-const KINDS: [Kind; 9] = [
+/// Pods (for the nodes Gatehouse's own replicas run on) and Nodes (cluster-scoped).
+pub const PODS: Kind = Kind {
+    prefix: "/api/v1",
+    plural: "pods",
+    list_kind: "PodList",
+    api_version: "v1",
+    kind: "Pod",
+};
+pub const NODES: Kind = Kind {
+    prefix: "/api/v1",
+    plural: "nodes",
+    list_kind: "NodeList",
+    api_version: "v1",
+    kind: "Node",
+};
+
+const KINDS: [Kind; 11] = [
+    PODS,
+    NODES,
     ENDPOINT_SLICES,
     SERVICES,
     INGRESSES,
