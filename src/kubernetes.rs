@@ -13,6 +13,7 @@ use gatehouse_config::{Config, L4Protocol, Service, ServicePort};
 use gatehouse_discovery::kubernetes::{
     self,
     audit::PASSTHROUGH_NEEDS_FLAG,
+    controller_config,
     events::{self, Notice, Refusals},
     ingress::{translate, ClassSelection, VerdictKind},
     l4::mappings,
@@ -37,6 +38,8 @@ pub struct KubeOptions {
     pub udp_services: Option<ConfigMapRef>,
     /// `--enable-ssl-passthrough`: Ingresses may ask for TLS passthrough.
     pub ssl_passthrough: bool,
+    /// `--configmap`: the ingress-nginx controller ConfigMap whose global keys apply.
+    pub controller_config: Option<ConfigMapRef>,
     /// Where Ingress status comes from, when Gatehouse writes it.
     pub status: Option<StatusOptions>,
     /// The Lease whose holder writes status and Events for all replicas.
@@ -206,11 +209,15 @@ pub async fn start(
         clients.push(kubernetes::client(Some(path)).await?);
     }
     let metrics = gatehouse.metrics().clone();
-    let maps: Vec<ConfigMapRef> = [&options.tcp_services, &options.udp_services]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let maps: Vec<ConfigMapRef> = [
+        &options.tcp_services,
+        &options.udp_services,
+        &options.controller_config,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
     let publisher = clients.first().map(|client| {
         let leading = lease::spawn(client.clone(), options.election.clone(), stop.clone());
         let status = options.status.as_ref().map(|s| StatusWriter {
@@ -257,6 +264,7 @@ pub struct KubeRoutes {
     class_flag: Option<String>,
     ssl_passthrough: bool,
     l4_maps: Vec<(ConfigMapRef, L4Protocol)>,
+    controller_config: Option<ConfigMapRef>,
     /// Problems reported last time, so each is logged when it appears, not on every rebuild.
     reported: BTreeSet<String>,
     /// The Ingresses refused by the last build, and why (for Events).
@@ -283,6 +291,7 @@ impl KubeRoutes {
             class_flag: options.ingress_class.clone(),
             ssl_passthrough: options.ssl_passthrough,
             l4_maps,
+            controller_config: options.controller_config.clone(),
             reported: BTreeSet::new(),
             refused: Refusals::new(),
             users: HashMap::new(),
@@ -322,8 +331,25 @@ impl KubeRoutes {
                 )),
             }
         }
+        // The controller ConfigMap's global keys, over the file's.
+        let mut file = file.clone();
+        let mut fail_closed = None;
+        if let Some(map) = &self.controller_config {
+            let source = format!("{}/{}", map.namespace, map.name);
+            match discovery.config_map(map) {
+                Some(m) => {
+                    let data = m.data.clone().unwrap_or_default();
+                    let applied = controller_config::apply(&data, &mut file, &source);
+                    problems.extend(applied.problems);
+                    fail_closed = applied.fail_closed;
+                }
+                None => problems.push(format!(
+                    "ConfigMap {source} (--configmap) does not exist; its settings are not applied until it is created"
+                )),
+            }
+        }
         let (config, merge_problems) = routes::merge(
-            file,
+            &file,
             &translation,
             &l4,
             &|ns, name| discovery.secret(ns, name).map(|s| secret_pem(&s)),
@@ -345,6 +371,12 @@ impl KubeRoutes {
         let mut config = config;
         if !self.ssl_passthrough {
             refuse_passthrough(&mut config, &mut problems);
+        }
+        if let Some(why) = fail_closed {
+            for route in config.routes.iter_mut().filter(|r| r.location.is_object()) {
+                route.unavailable.get_or_insert_with(|| why.clone());
+            }
+            problems.push(why);
         }
         let problems: BTreeSet<String> = problems.into_iter().collect();
         for problem in problems.difference(&self.reported) {

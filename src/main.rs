@@ -61,6 +61,11 @@ enum Command {
             requires = "kubernetes"
         )]
         enable_ssl_passthrough: bool,
+        /// The ingress-nginx controller ConfigMap (NAMESPACE/NAME) whose global keys apply:
+        /// hsts*, proxy-*-timeout, keep-alive, upstream-keepalive-*, limit-*-status-code,
+        /// use-forwarded-headers with proxy-real-ip-cidr; other keys are reported.
+        #[arg(long, env = "GATEHOUSE_CONFIGMAP", value_parser = kube::config_map_ref, requires = "kubernetes")]
+        configmap: Option<ConfigMapRef>,
         /// Write this Service's load-balancer addresses (NAMESPACE/NAME) into the status of
         /// every Ingress of our class.
         #[arg(long, env = "GATEHOUSE_PUBLISH_SERVICE", value_parser = kube::config_map_ref, requires = "kubernetes", conflicts_with = "publish_status_address")]
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             tcp_services_configmap,
             udp_services_configmap,
             enable_ssl_passthrough,
+            configmap,
             publish_service,
             publish_status_address,
             election_id,
@@ -261,6 +267,7 @@ fn main() -> ExitCode {
                 ssl_passthrough: enable_ssl_passthrough,
                 status,
                 election,
+                controller_config: configmap,
             });
             if let Some(c) = &config {
                 if let Err(e) = kube::check(c, kube.is_some()) {

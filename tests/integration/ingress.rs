@@ -1023,6 +1023,7 @@ async fn the_reconcile_loop_runs_in_process_and_stops_when_told() {
             udp_services: None,
             ssl_passthrough: false,
             status: None,
+            controller_config: None,
             election: gatehouse_discovery::kubernetes::lease::Election {
                 namespace: "gatehouse".to_owned(),
                 name: "in-process".to_owned(),

@@ -335,3 +335,92 @@ async fn without_a_publish_flag_the_status_shows_the_nodes_the_replicas_run_on()
     .await;
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// The controller ConfigMap (`--configmap`): global keys apply live, a key deciding who may
+/// reach what that is not built makes Ingress paths answer 503, others are reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_configmap_applies_live_and_fails_closed_on_access_keys() {
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    crate::ingress::service(&api, "shop", "web", &web);
+    api.apply(INGRESSES, app("shop", "gatehouse"));
+    let map = |data: Value| json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": data });
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({
+            "use-forwarded-headers": "true",
+            "proxy-real-ip-cidr": "127.0.0.2/32",
+            "enable-brotli": "true",
+        })),
+    );
+    let (running, _dir) = run_on_with(
+        "configmap",
+        &[&api],
+        "",
+        "",
+        &["--configmap=gatehouse/controller"],
+        Stdio::null(),
+    )
+    .await;
+    wait_ready(&running).await;
+    let client_seen = |from: &'static str| {
+        let http = running.http;
+        async move {
+            let req = get_req(
+                "shop.example.com",
+                "/",
+                &[("x-forwarded-for", "203.0.113.9")],
+            );
+            let got = request_from(from, http, b"", req).await.expect("an answer");
+            let echoed: Value = serde_json::from_slice(&got.body).unwrap_or(Value::Null);
+            (
+                got.status.as_u16(),
+                echoed["headers"]["x-real-ip"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        }
+    };
+    // Believed from the listed proxy only.
+    assert_eq!(
+        client_seen("127.0.0.2").await,
+        (200, "203.0.113.9".to_owned())
+    );
+    assert_eq!(
+        client_seen("127.0.0.3").await,
+        (200, "127.0.0.3".to_owned())
+    );
+    eventually("the key Gatehouse does not apply is reported", WAIT, || {
+        running.logged("key enable-brotli: is not applied") == 1
+    })
+    .await;
+
+    // block-cidrs is not built: every Ingress path answers 503 while it is set.
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({ "block-cidrs": "192.0.2.0/24", "enable-brotli": "true" })),
+    );
+    eventually_async("Ingress paths fail closed", WAIT, || async {
+        client_seen("127.0.0.3").await.0 == 503
+    })
+    .await;
+    assert!(running.logged("block-cidrs decides who may reach every Ingress") >= 1);
+    api.apply(CONFIG_MAPS, map(json!({ "enable-brotli": "true" })));
+    eventually_async("served again without it", WAIT, || async {
+        client_seen("127.0.0.3").await.0 == 200
+    })
+    .await;
+    // Forwarded headers are no longer believed once the key is gone.
+    assert_eq!(
+        client_seen("127.0.0.2").await,
+        (200, "127.0.0.2".to_owned())
+    );
+    assert_eq!(
+        running.logged("key enable-brotli: is not applied"),
+        1,
+        "reported once"
+    );
+    assert_eq!(running.terminate().await, Some(0));
+}

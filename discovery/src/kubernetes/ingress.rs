@@ -365,6 +365,15 @@ pub fn translate<'a>(
     out
 }
 
+/// A boolean as ingress-nginx reads one (Go's strconv.ParseBool).
+pub fn go_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 fn backend(namespace: &str, b: &IngressBackend) -> Option<Backend> {
     let service = b.service.as_ref()?;
     let port = service.port.as_ref()?;
@@ -400,13 +409,12 @@ fn annotations(
             }
         }
     }
-    // Booleans as ingress-nginx reads them (Go's strconv.ParseBool).
     let flag = |name: &str| -> Result<Option<bool>, String> {
-        match found.get(name).map(|v| v.trim()) {
+        match found.get(name) {
             None => Ok(None),
-            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
-            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
-            Some(v) => Err(format!("annotation {name}: `{v}` is not true or false")),
+            Some(v) => go_bool(v)
+                .map(Some)
+                .ok_or_else(|| format!("annotation {name}: `{}` is not true or false", v.trim())),
         }
     };
     let mut policy = Policy::default();

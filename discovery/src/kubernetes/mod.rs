@@ -2,6 +2,7 @@
 //! turned into what the data plane serves.
 
 pub mod audit;
+pub mod controller_config;
 pub mod endpoints;
 pub mod events;
 #[cfg(test)]
