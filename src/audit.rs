@@ -5,7 +5,7 @@ use std::{io::Read, path::Path};
 
 use gatehouse_discovery::kubernetes::{
     self,
-    audit::{judge, live, read, Input},
+    audit::{judge, judge_config_map, live, read, read_config_map, Input},
     ingress::{Verdict, VerdictKind},
 };
 
@@ -19,6 +19,8 @@ pub struct AuditOptions<'a> {
     pub class: Option<&'a str>,
     pub ssl_passthrough: bool,
     pub json: bool,
+    /// The controller ConfigMap, as `kubectl get configmap -o yaml` prints it.
+    pub configmap: Option<&'a Path>,
 }
 
 /// What went wrong before any verdict: the operator's words.
@@ -43,11 +45,32 @@ pub async fn run(options: &AuditOptions<'_>) -> Result<(String, bool), String> {
     for skipped in &input.skipped {
         eprintln!("skipped: {skipped}");
     }
-    let verdicts = judge(&input.ingresses, options.class, options.ssl_passthrough);
+    let mut verdicts = judge(&input.ingresses, options.class, options.ssl_passthrough);
+    let mut map_notes = Vec::new();
+    if let Some(path) = options.configmap {
+        let (name, data) = read_config_map(&read_text(path)?)
+            .map_err(|e| format!("cannot read the ConfigMap in {}: {e}", path.display()))?;
+        map_notes = judge_config_map(&name, &data, &mut verdicts);
+    }
     let refused = verdicts.iter().any(|v| v.kind == VerdictKind::Refused);
     let text = match options.json {
-        true => json(&verdicts),
-        false => table(&verdicts),
+        true => {
+            // The JSON keeps its one shape; the ConfigMap's notes go to stderr.
+            for note in &map_notes {
+                eprintln!("{note}");
+            }
+            json(&verdicts)
+        }
+        false => {
+            let mut text = table(&verdicts);
+            if !map_notes.is_empty() {
+                text += "\nThe controller ConfigMap:\n";
+                for note in &map_notes {
+                    text += &format!("  - {note}\n");
+                }
+            }
+            text
+        }
     };
     Ok((text, refused))
 }

@@ -114,6 +114,11 @@ enum Command {
         /// Judge as `run --enable-ssl-passthrough` would serve.
         #[arg(long)]
         enable_ssl_passthrough: bool,
+        /// The controller ConfigMap (`kubectl get configmap -n ingress-nginx
+        /// ingress-nginx-controller -o yaml`): its keys Gatehouse does not apply are listed,
+        /// and one that makes every Ingress fail closed refuses them all.
+        #[arg(long)]
+        configmap: Option<PathBuf>,
         /// `table` (default) or `json`: [{namespace, name, verdict, notes}].
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         output: String,
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
             kubeconfig,
             ingress_class,
             enable_ssl_passthrough,
+            configmap,
             output,
         } => {
             let options = gatehouse::audit::AuditOptions {
@@ -181,6 +187,7 @@ fn main() -> ExitCode {
                 class: ingress_class.as_deref(),
                 ssl_passthrough: enable_ssl_passthrough,
                 json: output == "json",
+                configmap: configmap.as_deref(),
             };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

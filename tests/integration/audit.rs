@@ -142,6 +142,52 @@ async fn audit_judges_a_file_of_ingresses_of_every_version() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(verdicts(&out)["shop/vault"].0, "ok");
 
+    // With the controller ConfigMap: its keys Gatehouse does not apply are listed; one that
+    // would make every Ingress fail closed refuses them all.
+    let dir = temp_dir("audit-configmap");
+    let map = |data: &str| {
+        let path = dir.join("controller.yaml");
+        std::fs::write(&path, format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: ingress-nginx-controller, namespace: ingress-nginx }}\ndata:\n{data}")).unwrap();
+        path
+    };
+    let tuned = map("  hsts-max-age: \"600\"\n  enable-brotli: \"true\"\n");
+    let (_, table, _) = audit(
+        &[
+            "--ingresses",
+            FIXTURE,
+            "--ingress-class",
+            "nginx",
+            "--configmap",
+            tuned.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert!(table.contains("The controller ConfigMap:\n  - ConfigMap ingress-nginx/ingress-nginx-controller: key enable-brotli: is not applied"), "{table}");
+    assert!(!table.contains("hsts-max-age"), "{table}");
+    let blocking = map("  block-cidrs: 192.0.2.0/24\n");
+    let (code, out, _) = audit(
+        &[
+            "--ingresses",
+            FIXTURE,
+            "--ingress-class",
+            "nginx",
+            "--output",
+            "json",
+            "--configmap",
+            blocking.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 1);
+    let all = verdicts(&out);
+    assert!(
+        all.values()
+            .all(|(v, notes)| v == "refused" && notes[0].contains("block-cidrs")),
+        "{all:?}"
+    );
+
     // Unreadable input: exit 2, naming where.
     let (code, _, err) = audit(&["--ingresses", "-"], Some("{\"items\": [")).await;
     assert_eq!(code, 2);

@@ -5,7 +5,12 @@ use k8s_openapi::api::networking::v1::Ingress;
 use saphyr::{LoadableYamlNode, Scalar, Yaml};
 use serde_json::{Map, Value};
 
-use super::ingress::{legacy, translate, ClassSelection, Verdict, VerdictKind};
+use std::collections::BTreeMap;
+
+use super::{
+    controller_config,
+    ingress::{legacy, translate, ClassSelection, Verdict, VerdictKind},
+};
 
 /// Without `--enable-ssl-passthrough`, why an Ingress asking for passthrough is refused
 /// (the run glue refuses its routes with the same words).
@@ -22,15 +27,7 @@ pub struct Input {
 
 /// Reads a JSON document (one object, a `List` or an array) or YAML documents.
 pub fn read(text: &str) -> Result<Input, String> {
-    let documents = match text.trim_start().chars().next() {
-        Some('{') | Some('[') => vec![serde_json::from_str::<Value>(text)
-            .map_err(|e| format!("not JSON: {e} (line {}, column {})", e.line(), e.column()))?],
-        _ => Yaml::load_from_str(text)
-            .map_err(|e| format!("not YAML: {e}"))?
-            .iter()
-            .map(to_json)
-            .collect(),
-    };
+    let documents = documents(text)?;
     let mut input = Input::default();
     for object in documents.into_iter().flat_map(items) {
         let kind = object["kind"].as_str().unwrap_or("").to_owned();
@@ -62,6 +59,70 @@ pub fn read(text: &str) -> Result<Input, String> {
         }
     }
     Ok(input)
+}
+
+/// A JSON document, or YAML documents, as JSON values.
+fn documents(text: &str) -> Result<Vec<Value>, String> {
+    Ok(match text.trim_start().chars().next() {
+        Some('{') | Some('[') => vec![serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("not JSON: {e} (line {}, column {})", e.line(), e.column()))?],
+        _ => Yaml::load_from_str(text)
+            .map_err(|e| format!("not YAML: {e}"))?
+            .iter()
+            .map(to_json)
+            .collect(),
+    })
+}
+
+/// The controller ConfigMap's data (`kubectl get configmap -o yaml` or JSON), and its
+/// `namespace/name`.
+pub fn read_config_map(text: &str) -> Result<(String, BTreeMap<String, String>), String> {
+    let object = documents(text)?
+        .into_iter()
+        .flat_map(items)
+        .find(|o| o["kind"] == "ConfigMap")
+        .ok_or("no ConfigMap in it")?;
+    let name = format!(
+        "{}/{}",
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default"),
+        object["metadata"]["name"].as_str().unwrap_or("?")
+    );
+    let data = object["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
+        .collect();
+    Ok((name, data))
+}
+
+/// What the controller ConfigMap means for an audit: its keys Gatehouse does not apply,
+/// and, when a key makes every Ingress path fail closed, every verdict refused.
+pub fn judge_config_map(
+    name: &str,
+    data: &BTreeMap<String, String>,
+    verdicts: &mut [Verdict],
+) -> Vec<String> {
+    // Only what the keys say matters here, not what they change.
+    let Ok(mut scratch) = gatehouse_config::parse("listen: { http: \"127.0.0.1:0\" }\n", "audit")
+    else {
+        return Vec::new();
+    };
+    let applied = controller_config::apply(data, &mut scratch, name);
+    if let Some(why) = &applied.fail_closed {
+        for v in verdicts.iter_mut() {
+            v.kind = VerdictKind::Refused;
+            v.notes.insert(0, why.clone());
+        }
+    }
+    applied.problems
 }
 
 /// The objects of a document: a List's (or an array's) items, or the object itself.
@@ -225,6 +286,27 @@ spec:
             kinds.contains(&("default", "snippet", VerdictKind::Refused)),
             "{verdicts:?}"
         );
+    }
+
+    #[test]
+    fn a_config_map_reports_its_keys_and_an_access_key_refuses_every_ingress() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: controller, namespace: ingress-nginx }\ndata:\n  hsts-max-age: \"600\"\n  enable-brotli: \"true\"\n";
+        let (name, data) = read_config_map(text).unwrap();
+        assert_eq!(name, "ingress-nginx/controller");
+        let input = read(YAML).unwrap();
+        let mut verdicts = judge(&input.ingresses, Some("nginx"), true);
+        let problems = judge_config_map(&name, &data, &mut verdicts);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("enable-brotli"));
+        let ok = verdicts
+            .iter()
+            .filter(|v| v.kind == VerdictKind::Ok)
+            .count();
+        let mut data = data;
+        data.insert("block-cidrs".into(), "192.0.2.0/24".into());
+        judge_config_map(&name, &data, &mut verdicts);
+        assert!(ok > 0 && verdicts.iter().all(|v| v.kind == VerdictKind::Refused));
+        assert!(verdicts[0].notes[0].contains("block-cidrs"));
     }
 
     #[test]
