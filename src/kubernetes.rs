@@ -311,8 +311,15 @@ impl KubeRoutes {
             ClassSelection::from_classes(classes.iter().map(|c| &**c), self.class_flag.as_deref());
         let ingresses = discovery.ingresses();
         let translation = translate(ingresses.iter().map(|i| &**i), &selection);
-        self.refused = translation
-            .verdicts
+        // As `gatehouse audit` judges them, passthrough refusals included.
+        let verdicts = kubernetes::audit::verdicts(&translation, self.ssl_passthrough);
+        let count = |k| verdicts.iter().filter(|v| v.kind == k).count();
+        gatehouse.metrics().set_ingress_verdicts(&[
+            ("ok", count(VerdictKind::Ok)),
+            ("differs", count(VerdictKind::Differs)),
+            ("refused", count(VerdictKind::Refused)),
+        ]);
+        self.refused = verdicts
             .iter()
             .filter(|v| v.kind == VerdictKind::Refused)
             .map(|v| {

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub(crate) l4_connections: IntCounterVec,
     pub(crate) l4_bytes: IntCounterVec,
     pub(crate) l4_active: IntGaugeVec,
+    ingresses: IntGaugeVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -67,7 +68,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        Metrics {
+        let metrics = Metrics {
             requests: counters(
                 "http_requests_total",
                 "HTTP requests by route and status code",
@@ -154,7 +155,33 @@ impl Metrics {
                 "Open TCP connections and live UDP sessions, by L4 listener",
                 &["listener"],
             ),
+            ingresses: gauges(
+                "ingresses",
+                "Ingresses of our class by verdict: ok (served as ingress-nginx serves them), differs, refused (answering 503)",
+                &["verdict"],
+            ),
             registry,
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1; the version of the running binary"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        register(&metrics.registry, build);
+        #[cfg(target_os = "linux")]
+        {
+            // CPU seconds, resident memory, open files and threads of this process.
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = metrics.registry.register(Box::new(process));
+        }
+        metrics
+    }
+
+    /// How many Ingresses of our class have each verdict (`ok`, `differs`, `refused`).
+    pub fn set_ingress_verdicts(&self, counts: &[(&str, usize)]) {
+        for (verdict, n) in counts {
+            self.ingresses.with_label_values(&[verdict]).set(*n as i64);
         }
     }
 

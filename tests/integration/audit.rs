@@ -283,5 +283,23 @@ async fn audit_of_a_live_cluster_agrees_with_what_run_serves() {
             "{ingress}"
         );
     }
+    // The verdicts as metrics, beside the build and the process.
+    for (verdict, n) in [("ok", 3.0), ("differs", 1.0), ("refused", 2.0)] {
+        let series = format!("gatehouse_ingresses{{verdict=\"{verdict}\"}}");
+        assert_eq!(cluster.running.metric(&series).await, Some(n), "{series}");
+    }
+    let version = format!(
+        "gatehouse_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(cluster.running.metric(&version).await, Some(1.0));
+    assert!(
+        cluster
+            .running
+            .metric("gatehouse_process_resident_memory_bytes")
+            .await
+            .unwrap_or(0.0)
+            > 1e6
+    );
     assert_eq!(cluster.running.terminate().await, Some(0));
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::{
     controller_config,
-    ingress::{legacy, translate, ClassSelection, Verdict, VerdictKind},
+    ingress::{legacy, translate, ClassSelection, Translation, Verdict, VerdictKind},
 };
 
 /// Without `--enable-ssl-passthrough`, why an Ingress asking for passthrough is refused
@@ -179,8 +179,13 @@ pub fn judge(ingresses: &[Ingress], class: Option<&str>, ssl_passthrough: bool) 
             default: true,
         },
     };
-    let translation = translate(ingresses, &selection);
-    let mut verdicts = translation.verdicts;
+    verdicts(&translate(ingresses, &selection), ssl_passthrough)
+}
+
+/// The verdicts of a translation as `run` serves it: an Ingress asking for passthrough is
+/// refused without `--enable-ssl-passthrough`.
+pub fn verdicts(translation: &Translation, ssl_passthrough: bool) -> Vec<Verdict> {
+    let mut verdicts = translation.verdicts.clone();
     if !ssl_passthrough {
         for path in translation.paths.iter().filter(|p| p.policy.passthrough) {
             let Some(v) = verdicts
