@@ -60,6 +60,8 @@ pub enum StatusOptions {
 /// for) and Events on refused Ingresses.
 pub struct Publisher {
     leading: watch::Receiver<bool>,
+    /// The election, which gives the Lease up when stopped.
+    election: tokio::task::JoinHandle<()>,
     status: Option<StatusWriter>,
     events: mpsc::UnboundedSender<Notice>,
     /// What the Events said so far, while leading.
@@ -125,6 +127,12 @@ fn follow_nodes(
 }
 
 impl Publisher {
+    /// Once stopped: waits (briefly) for a leader to give its Lease up, so another replica
+    /// takes over at once rather than after the Lease's duration.
+    pub async fn finish(self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.election).await;
+    }
+
     /// Sends the Events and status writes that the watched objects and the Ingresses
     /// refused now call for, if this replica leads.
     pub fn sync(&mut self, discovery: &Discovery, refused: &Refusals) {
@@ -219,7 +227,8 @@ pub async fn start(
     .cloned()
     .collect();
     let publisher = clients.first().map(|client| {
-        let leading = lease::spawn(client.clone(), options.election.clone(), stop.clone());
+        let (leading, election) =
+            lease::spawn(client.clone(), options.election.clone(), stop.clone());
         let status = options.status.as_ref().map(|s| StatusWriter {
             writer: status::spawn_writer(client.clone(), stop.clone()),
             source: match s {
@@ -238,6 +247,7 @@ pub async fn start(
         });
         Publisher {
             leading,
+            election,
             status,
             events: events::spawn_writer(
                 client.clone(),

@@ -72,7 +72,7 @@ pub async fn reconcile(
     names.follow(gatehouse.snapshot().config());
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => break,
             _ = status_ticks.tick(), if synced && publisher.is_some() => {
                 if let (Some(p), Some(d), Some(k)) = (publisher.as_mut(), &discovery, &kube_routes) {
                     p.sync(d, k.refused());
@@ -132,6 +132,10 @@ pub async fn reconcile(
         }
         names.follow(gatehouse.snapshot().config());
     }
+    if let Some(p) = publisher {
+        p.finish().await;
+    }
+    Ok(())
 }
 
 /// A burst of watch changes, merged.

@@ -76,11 +76,16 @@ fn decide(lease: &Lease, me: &str, observed: &mut Observed, now: Instant) -> Ste
 }
 
 /// Runs the election until `stop`; the receiver says whether this replica leads. On stop,
-/// a leader gives the Lease up, so another takes over at once.
-pub fn spawn(client: Client, election: Election, stop: CancellationToken) -> watch::Receiver<bool> {
+/// a leader gives the Lease up, so another takes over at once: await the handle before the
+/// process exits.
+pub fn spawn(
+    client: Client,
+    election: Election,
+    stop: CancellationToken,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(run(client, election, tx, stop));
-    rx
+    let task = tokio::spawn(run(client, election, tx, stop));
+    (rx, task)
 }
 
 async fn run(
