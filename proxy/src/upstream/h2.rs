@@ -15,7 +15,7 @@ use std::sync::{
 
 use hyper::client::conn::http2;
 
-use super::sender::Sender;
+use super::sender::{Sender, StreamSlot};
 use crate::request_body::RequestBody;
 
 /// The most streams Gatehouse opens at once on one connection (nginx's
@@ -32,7 +32,8 @@ pub(crate) struct H2Conn {
     send: http2::SendRequest<RequestBody>,
     /// The scheme its requests carry (`https` over TLS).
     scheme: &'static str,
-    streams: AtomicUsize,
+    /// Streams open on it now (one per [`StreamSlot`]).
+    streams: Arc<AtomicUsize>,
     /// What the upstream allows now, capped by ours; kept current by the connection task.
     max_streams: Arc<AtomicUsize>,
 }
@@ -47,7 +48,7 @@ impl H2Conn {
         let conn = H2Conn {
             send,
             scheme: if tls { "https" } else { "http" },
-            streams: AtomicUsize::new(0),
+            streams: Arc::new(AtomicUsize::new(0)),
             max_streams: max_streams.clone(),
         };
         (Arc::new(conn), max_streams)
@@ -59,18 +60,11 @@ impl H2Conn {
     }
 
     /// A handle for one more stream, counted until the handle is dropped.
-    pub(crate) fn stream(self: &Arc<Self>) -> Sender {
-        self.streams.fetch_add(1, Ordering::AcqRel);
-        Sender::h2(self.send.clone(), self.clone())
-    }
-
-    /// A stream's handle was dropped.
-    pub(crate) fn stream_ended(&self) {
-        self.streams.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn scheme(&self) -> &'static str {
-        self.scheme
+    pub(crate) fn stream(&self) -> Sender {
+        Sender::h2(
+            self.send.clone(),
+            StreamSlot::take(&self.streams, self.scheme),
+        )
     }
 
     fn load(&self) -> usize {

@@ -1,7 +1,14 @@
 //! A connection to an endpoint, ready for a request: HTTP/1.1 (one request at a time,
 //! pooled between requests) or HTTP/2 (a stream on a connection shared by many requests).
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use http::{header, Request, Response, Uri, Version};
 use hyper::{
@@ -9,7 +16,6 @@ use hyper::{
     client::conn::{http1, http2, TrySendError},
 };
 
-use super::h2::H2Conn;
 use crate::request_body::RequestBody;
 
 /// The answer to a request sent on a [`Sender`], or the request back when it was never
@@ -21,7 +27,7 @@ pub(crate) type ResponseFuture = Pin<
 enum Link {
     H1(http1::SendRequest<RequestBody>),
     /// One stream on a shared connection, counted there until this handle is dropped.
-    H2(http2::SendRequest<RequestBody>, Arc<H2Conn>),
+    H2(http2::SendRequest<RequestBody>, StreamSlot),
 }
 
 /// A connection ready for a request, with how many requests it carried (for
@@ -39,10 +45,10 @@ impl Sender {
         }
     }
 
-    /// A stream on `conn` (see [`H2Conn::stream`]).
-    pub(crate) fn h2(inner: http2::SendRequest<RequestBody>, conn: Arc<H2Conn>) -> Self {
+    /// A stream on a shared HTTP/2 connection, holding its place there.
+    pub(crate) fn h2(inner: http2::SendRequest<RequestBody>, slot: StreamSlot) -> Self {
         Sender {
-            link: Link::H2(inner, conn),
+            link: Link::H2(inner, slot),
             served: 0,
         }
     }
@@ -77,16 +83,32 @@ impl Sender {
     pub(crate) fn try_send_request(&mut self, req: Request<RequestBody>) -> ResponseFuture {
         match &mut self.link {
             Link::H1(s) => Box::pin(s.try_send_request(req)),
-            Link::H2(s, conn) => Box::pin(s.try_send_request(for_h2(req, conn.scheme()))),
+            Link::H2(s, slot) => Box::pin(s.try_send_request(for_h2(req, slot.scheme))),
         }
     }
 }
 
-impl Drop for Sender {
-    fn drop(&mut self) {
-        if let Link::H2(_, conn) = &self.link {
-            conn.stream_ended();
+/// A stream's place on a shared HTTP/2 connection: counted in the connection's streams
+/// until dropped.
+pub(crate) struct StreamSlot {
+    streams: Arc<AtomicUsize>,
+    /// The scheme the connection's requests carry (`https` over TLS).
+    scheme: &'static str,
+}
+
+impl StreamSlot {
+    pub(crate) fn take(streams: &Arc<AtomicUsize>, scheme: &'static str) -> Self {
+        streams.fetch_add(1, Ordering::AcqRel);
+        StreamSlot {
+            streams: streams.clone(),
+            scheme,
         }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
