@@ -141,10 +141,13 @@ impl Publisher {
             self.told.clear();
             return;
         }
-        for notice in events::changes(&self.told, refused) {
-            let _ = self.events.send(notice);
+        let notices = events::changes(&self.told, refused);
+        if !notices.is_empty() {
+            for notice in notices {
+                let _ = self.events.send(notice);
+            }
+            self.told = refused.clone();
         }
-        self.told = refused.clone();
         let Some(status) = &self.status else { return };
         let addresses = match &status.source {
             AddressSource::Service(s) => match discovery.service(&s.namespace, &s.name) {

@@ -397,17 +397,20 @@ async fn answer_stream(path: String, mut respond: h2::server::SendResponse<Bytes
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_beyond_the_upstreams_limit_go_on_another_connection() {
-    let (up, seen) = stream_upstream(2).await;
-    let running = proxy_to(
-        "upstream-h2-streams",
-        &format!("endpoints: [\"{up}\"], protocol: h2c"),
-    )
-    .await;
-    // The first request opens a connection and learns the upstream's limit of 2 streams.
+/// The binary in front of a [`stream_upstream`] over h2c, one request through already
+/// (the connection open, the upstream's SETTINGS read).
+async fn proxied_stream_upstream(name: &str, max_streams: u32) -> (Running, Streams) {
+    let (up, seen) = stream_upstream(max_streams).await;
+    let running = proxy_to(name, &format!("endpoints: [\"{up}\"], protocol: h2c")).await;
     let got = send(&client(), get_req_at(running.http, "a.test", "/", &[])).await;
     assert_eq!(got.status, 200);
+    (running, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_upstreams_limit_go_on_another_connection() {
+    // The first request opens a connection and learns the upstream's limit of 2 streams.
+    let (running, seen) = proxied_stream_upstream("upstream-h2-streams", 2).await;
     // Six requests that the upstream answers only when all six are open at once: queued
     // behind the limit on one connection, they would wait for each other in vain.
     let all = (0..TOGETHER).map(|_| {
@@ -437,14 +440,7 @@ async fn streams_beyond_the_upstreams_limit_go_on_another_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_does_not_stall_the_other_streams() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (up, seen) = stream_upstream(100).await;
-    let running = proxy_to(
-        "upstream-h2-slow",
-        &format!("endpoints: [\"{up}\"], protocol: h2c"),
-    )
-    .await;
-    let got = send(&client(), get_req_at(running.http, "a.test", "/", &[])).await;
-    assert_eq!(got.status, 200);
+    let (running, seen) = proxied_stream_upstream("upstream-h2-slow", 100).await;
     // A client asks for 64 MiB, reads the head and stops reading, with a small receive
     // buffer: its stream on the shared upstream connection stops where the windows stop it.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -101,10 +101,25 @@ async fn run(
     loop {
         let now = Instant::now();
         let took = match api.get_opt(&election.name).await {
-            Ok(None) => api
+            Ok(None) => match api
                 .create(&PostParams::default(), &record(&election, None, 0))
                 .await
-                .is_ok(),
+            {
+                Ok(_) => true,
+                // Another replica created it first: it leads.
+                Err(kube::Error::Api(e)) if e.code == 409 => false,
+                Err(e) => {
+                    if !reported_error {
+                        tracing::warn!(
+                            "cannot create the leader election Lease {}/{}: {e}; no replica writes Ingress status or Events until it can (does the namespace exist? POD_NAMESPACE names it; RBAC: create leases)",
+                            election.namespace,
+                            election.name
+                        );
+                        reported_error = true;
+                    }
+                    false
+                }
+            },
             Ok(Some(lease)) => match decide(&lease, &election.identity, &mut observed, now) {
                 Step::Take => {
                     let spec = lease.spec.clone().unwrap_or_default();
