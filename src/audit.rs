@@ -86,8 +86,8 @@ fn read_text(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// `[{namespace, name, verdict, notes}]`.
-fn json(verdicts: &[Verdict]) -> String {
+/// `[{namespace, name, verdict, notes}]` (also the admin's /ingresses view).
+pub(crate) fn json(verdicts: &[Verdict]) -> String {
     let all: Vec<serde_json::Value> = verdicts
         .iter()
         .map(|v| {

@@ -326,6 +326,7 @@ impl KubeRoutes {
         let translation = translate(ingresses.iter().map(|i| &**i), &selection);
         // As `gatehouse audit` judges them, passthrough refusals included.
         let verdicts = kubernetes::audit::verdicts(&translation, self.ssl_passthrough);
+        gatehouse.set_ingresses_view(crate::audit::json(&verdicts));
         let count = |k| verdicts.iter().filter(|v| v.kind == k).count();
         gatehouse.metrics().set_ingress_verdicts(&[
             ("ok", count(VerdictKind::Ok)),

@@ -1,4 +1,5 @@
-//! The admin listener: /healthz, /readyz and /metrics.
+//! The admin listener: /healthz, /readyz, /metrics, and JSON views of what is served
+//! (/routes, /certificates, /ingresses).
 
 use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc};
 
@@ -10,11 +11,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{metrics::Metrics, state::Drain};
+use crate::{
+    admin_views,
+    state::{Drain, Live},
+};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    metrics: Metrics,
+    live: Arc<Live>,
     drain: Arc<Drain>,
     stop: CancellationToken,
 ) {
@@ -30,10 +34,10 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let (metrics, drain) = (metrics.clone(), drain.clone());
+        let (live, drain) = (live.clone(), drain.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = respond(&metrics, &drain, &req);
+                let response = respond(&live, &drain, &req);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
@@ -44,7 +48,7 @@ pub(crate) async fn accept_loop(
     }
 }
 
-fn respond(metrics: &Metrics, drain: &Drain, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(live: &Live, drain: &Drain, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
@@ -57,14 +61,42 @@ fn respond(metrics: &Metrics, drain: &Drain, req: &Request<Incoming>) -> Respons
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if drain.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/routes" => json(&admin_views::routes(&live.snapshot.load())),
+        "/certificates" => json(&admin_views::certificates(
+            &live.snapshot.load(),
+            std::time::SystemTime::now(),
+        )),
+        "/ingresses" => match live.ingresses_view.load_full() {
+            Some(view) => json_text(view.as_str().to_owned()),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no Ingresses: Gatehouse runs without --kubernetes\n",
+            ),
+        },
         "/metrics" => {
-            let (content_type, body) = metrics.encode();
+            let (content_type, body) = live.metrics.encode();
             let mut r = Response::new(Full::new(Bytes::from(body)));
             if let Ok(v) = content_type.parse() {
                 r.headers_mut().insert(header::CONTENT_TYPE, v);
             }
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "try /healthz, /readyz or /metrics\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "try /healthz, /readyz, /metrics, /routes, /certificates or /ingresses\n",
+        ),
     }
+}
+
+fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    json_text(serde_json::to_string_pretty(value).unwrap_or_default() + "\n")
+}
+
+fn json_text(body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }

@@ -96,6 +96,7 @@ impl Gatehouse {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             https_port: AtomicU16::new(0),
+            ingresses_view: arc_swap::ArcSwapOption::empty(),
         });
         let l4 = Arc::new(L4Shared {
             live: live.clone(),
@@ -151,6 +152,11 @@ impl Gatehouse {
     }
 
     /// The metrics registry.
+    /// The admin's /ingresses view: JSON rendered by whoever judges the Ingresses.
+    pub fn set_ingresses_view(&self, json: String) {
+        self.live.ingresses_view.store(Some(Arc::new(json)));
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.live.metrics
     }
@@ -418,10 +424,10 @@ impl Change {
                 ));
             }
             Kind::Admin => {
-                tracing::info!(address = %bound, "admin listener ready (/healthz /readyz /metrics)");
+                tracing::info!(address = %bound, "admin listener ready (/healthz /readyz /metrics /routes /certificates /ingresses)");
                 tokio::spawn(admin::accept_loop(
                     listener,
-                    live.metrics.clone(),
+                    live.clone(),
                     drain.clone(),
                     stop.clone(),
                 ));

@@ -19,6 +19,8 @@ pub(crate) struct Live {
     pub(crate) metrics: Metrics,
     /// The port the HTTPS listener is bound to (0: none), for redirects.
     pub(crate) https_port: AtomicU16,
+    /// The admin's /ingresses view, as discovery last rendered it (none without Kubernetes).
+    pub(crate) ingresses_view: arc_swap::ArcSwapOption<String>,
 }
 
 /// The lifecycle of HTTP client connections: readiness and the shutdown drain.

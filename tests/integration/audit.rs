@@ -283,6 +283,11 @@ async fn audit_of_a_live_cluster_agrees_with_what_run_serves() {
             "{ingress}"
         );
     }
+    // The admin's /ingresses view says what `gatehouse audit` says.
+    let view = admin_get(&client(), cluster.running.admin, "/ingresses").await;
+    assert_eq!(view.headers["content-type"], "application/json");
+    let served = verdicts(&String::from_utf8_lossy(&view.body));
+    assert_eq!(served, all, "the admin view and the audit agree");
     // The verdicts as metrics, beside the build and the process.
     for (verdict, n) in [("ok", 3.0), ("differs", 1.0), ("refused", 2.0)] {
         let series = format!("gatehouse_ingresses{{verdict=\"{verdict}\"}}");
