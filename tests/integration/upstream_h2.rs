@@ -72,10 +72,26 @@ where
     }
 }
 
-/// An HTTP/2-only upstream, over TLS with ALPN h2 when given a certificate.
-async fn h2_upstream(tls: Option<(&str, &str)>, goaway_after: Option<usize>) -> (SocketAddr, Seen) {
+/// Listens on a free local port; each accepted connection is counted in `connections` and
+/// served by `serve` on a task of its own.
+async fn accept_counting<F, Fut>(connections: Arc<AtomicUsize>, serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            connections.fetch_add(1, SeqCst);
+            tokio::spawn(serve(tcp));
+        }
+    });
+    addr
+}
+
+/// An HTTP/2-only upstream, over TLS with ALPN h2 when given a certificate.
+async fn h2_upstream(tls: Option<(&str, &str)>, goaway_after: Option<usize>) -> (SocketAddr, Seen) {
     let acceptor = tls.map(|(cert, key)| {
         use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
         let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
@@ -95,22 +111,20 @@ async fn h2_upstream(tls: Option<(&str, &str)>, goaway_after: Option<usize>) -> 
     });
     let seen = Seen::default();
     let keep = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            keep.connections.fetch_add(1, SeqCst);
-            let (acceptor, seen) = (acceptor.clone(), keep.clone());
-            tokio::spawn(async move {
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(stream) = a.accept(tcp).await {
-                            serve_h2(stream, seen, goaway_after).await
-                        }
+    let addr = accept_counting(seen.connections.clone(), move |tcp| {
+        let (acceptor, seen) = (acceptor.clone(), keep.clone());
+        async move {
+            match acceptor {
+                Some(a) => {
+                    if let Ok(stream) = a.accept(tcp).await {
+                        serve_h2(stream, seen, goaway_after).await
                     }
-                    None => serve_h2(tcp, seen, goaway_after).await,
                 }
-            });
+                None => serve_h2(tcp, seen, goaway_after).await,
+            }
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
@@ -237,33 +251,29 @@ async fn h2_over_tls_upstreams_negotiate_h2_by_alpn() {
 /// An HTTP/2 upstream (the h2 crate, to refuse streams at will) that resets every
 /// `refuse_every`-th stream with REFUSED_STREAM, unprocessed, and answers the others.
 async fn refusing_upstream(refuse_every: usize) -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Seen::default();
     let keep = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            keep.connections.fetch_add(1, SeqCst);
-            let seen = keep.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                    return;
-                };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let n = seen.requests.fetch_add(1, SeqCst) + 1;
-                    if n % refuse_every == 0 {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    }
-                    let body = format!("answered {} {}", req.method(), req.uri().path());
-                    let resp = http::Response::new(());
-                    if let Ok(mut stream) = respond.send_response(resp, false) {
-                        let _ = stream.send_data(Bytes::from(body), true);
-                    }
+    let addr = accept_counting(seen.connections.clone(), move |tcp| {
+        let seen = keep.clone();
+        async move {
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                let n = seen.requests.fetch_add(1, SeqCst) + 1;
+                if n % refuse_every == 0 {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
                 }
-            });
+                let body = format!("answered {} {}", req.method(), req.uri().path());
+                let resp = http::Response::new(());
+                if let Ok(mut stream) = respond.send_response(resp, false) {
+                    let _ = stream.send_data(Bytes::from(body), true);
+                }
+            }
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
@@ -320,32 +330,28 @@ const TOGETHER: usize = 6;
 /// `TOGETHER` such requests are open at once (or "alone" after 5 s); `/big` streams 64 MiB
 /// as fast as the proxy's windows allow; anything else answers "small".
 async fn stream_upstream(max_streams: u32) -> (SocketAddr, Streams) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Streams::default();
     let keep = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            keep.connections.fetch_add(1, SeqCst);
-            let seen = keep.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::Builder::new()
-                    .max_concurrent_streams(max_streams)
-                    .handshake::<_, Bytes>(tcp)
-                    .await
-                else {
-                    return;
-                };
-                while let Some(Ok((req, respond))) = conn.accept().await {
-                    tokio::spawn(answer_stream(
-                        req.uri().path().to_owned(),
-                        respond,
-                        seen.clone(),
-                    ));
-                }
-            });
+    let addr = accept_counting(seen.connections.clone(), move |tcp| {
+        let seen = keep.clone();
+        async move {
+            let Ok(mut conn) = h2::server::Builder::new()
+                .max_concurrent_streams(max_streams)
+                .handshake::<_, Bytes>(tcp)
+                .await
+            else {
+                return;
+            };
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(answer_stream(
+                    req.uri().path().to_owned(),
+                    respond,
+                    seen.clone(),
+                ));
+            }
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
