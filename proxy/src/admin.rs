@@ -1,5 +1,5 @@
-//! The admin listener: /healthz, /readyz, /metrics, and JSON views of what is served
-//! (/routes, /certificates, /ingresses).
+//! The admin listener: /healthz, /readyz, /metrics, JSON views of what is served
+//! (/routes, /certificates, /ingresses), and the status page at / that draws them.
 
 use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc};
 
@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin_views,
+    admin_page, admin_views,
     state::{Drain, Live},
 };
 
@@ -81,10 +81,12 @@ fn respond(live: &Live, drain: &Drain, req: &Request<Incoming>) -> Response<Full
             }
             r
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "try /healthz, /readyz, /metrics, /routes, /certificates or /ingresses\n",
-        ),
+        path => admin_page::file(path).unwrap_or_else(|| {
+            text(
+                StatusCode::NOT_FOUND,
+                "try / (the status page), /healthz, /readyz, /metrics, /routes, /certificates or /ingresses\n",
+            )
+        }),
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod access_log;
 mod admin;
+mod admin_page;
 mod admin_views;
 mod client;
 mod completion;

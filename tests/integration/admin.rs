@@ -1,6 +1,8 @@
 //! The admin listener's JSON views through the binary: routes with their endpoints and
 //! whether each is in rotation, and certificates soonest-expiring first.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::support::{binary::*, tls::*, *};
@@ -82,5 +84,170 @@ async fn routes_and_certificates_are_shown_as_served() {
     // Without Kubernetes there are no Ingresses to show.
     let got = admin_get(&client(), running.admin, "/ingresses").await;
     assert_eq!(got.status, 404);
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+/// The page as a real browser leaves it once its script has drawn the views: headless
+/// Chromium's DOM after the page's requests are answered.
+async fn rendered(admin: std::net::SocketAddr, query: &str, profile: &std::path::Path) -> String {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let out = tokio::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            // Root in CI has no user namespace for the sandbox; the page is our own.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            // Virtual time runs until the page's fetches are answered, then stops.
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            &format!("http://{admin}/{query}"),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("chromium answers within a minute")
+        .unwrap_or_else(|e| {
+            panic!("{chromium} does not start ({e}); .ci/run installs it: apt-get install chromium")
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rows of the table body with this id, as the browser serialised them.
+fn rows<'a>(dom: &'a str, tbody: &str) -> Vec<&'a str> {
+    let start = dom
+        .find(&format!("<tbody id=\"{tbody}\">"))
+        .unwrap_or_else(|| panic!("no {tbody} in {dom}"));
+    let body = &dom[start..];
+    let body = &body[..body.find("</tbody>").unwrap()];
+    body.split("<tr").skip(1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_draws_routes_refusals_and_expiry_in_a_real_browser() {
+    use crate::ingress::*;
+    use crate::support::kube_api::*;
+    use serde_json::json;
+
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    service(&api, "shop", "web", &web);
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["app.test"], (-1, 5));
+    api.apply(SECRETS, tls_secret("shop", "app-tls", &cert, &key));
+    api.apply(
+        INGRESSES,
+        json!({
+            "metadata": { "namespace": "shop", "name": "app", "creationTimestamp": "2026-01-01T00:00:00Z" },
+            "spec": {
+                "ingressClassName": "gatehouse",
+                "tls": [{ "hosts": ["app.test"], "secretName": "app-tls" }],
+                "rules": [{ "host": "app.test", "http": { "paths": [path("/", "Prefix", "web")] } }],
+            },
+        }),
+    );
+    // A misspelt allow-list: refused, its host answers 503. Its name carries markup, which
+    // the page must show as text.
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "admin",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({ "nginx.ingress.kubernetes.io/whitelist-soruce-range": "10.0.0.0/8<img src=x onerror=alert(1)>" }),
+            "admin.test",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    let (running, dir) = run_on("status-page", &[&api], ", https: \"127.0.0.1:0\"", "").await;
+    wait_ready(&running).await;
+    eventually_async(
+        "both Ingresses and the certificate are served",
+        Duration::from_secs(15),
+        || async {
+            let c = client();
+            let ingresses = admin_get(&c, running.admin, "/ingresses").await;
+            let certs = admin_get(&c, running.admin, "/certificates").await;
+            ingresses.status == 200
+                && serde_json::from_slice::<Value>(&ingresses.body)
+                    .map_or(0, |v| v.as_array().map_or(0, Vec::len))
+                    == 2
+                && String::from_utf8_lossy(&certs.body).contains("app-tls")
+        },
+    )
+    .await;
+
+    let dom = rendered(running.admin, "", &dir.join("chromium")).await;
+    assert!(!dom.contains("could not refresh"), "{dom}");
+    // Refused Ingresses first, with the refusal's reason, the markup shown as text.
+    let ingresses = rows(&dom, "ingresses-rows");
+    assert_eq!(ingresses.len(), 2, "{dom}");
+    assert!(
+        ingresses[0].contains("shop/admin") && ingresses[0].contains("class=\"refused\""),
+        "{}",
+        ingresses[0]
+    );
+    assert!(
+        ingresses[0].contains("whitelist-source-range"),
+        "the reason: {}",
+        ingresses[0]
+    );
+    assert!(
+        ingresses[1].contains("shop/app") && ingresses[1].contains("class=\"ok\""),
+        "{}",
+        ingresses[1]
+    );
+    assert!(!dom.contains("<img"), "Ingress text is never markup: {dom}");
+    // The certificate with its days left, marked as expiring.
+    let certs = rows(&dom, "certificates-rows");
+    assert_eq!(certs.len(), 1, "{dom}");
+    assert!(certs[0].contains("app-tls"), "{}", certs[0]);
+    assert!(
+        certs[0].contains("class=\"expiring\">4 days")
+            || certs[0].contains("class=\"expiring\">5 days"),
+        "{}",
+        certs[0]
+    );
+    // The routes, host → path → service → endpoint in rotation.
+    let routes = rows(&dom, "routes-rows");
+    let app = routes
+        .iter()
+        .find(|r| r.contains("<td>app.test</td>"))
+        .unwrap_or_else(|| panic!("app.test in {routes:?}"));
+    assert!(
+        app.contains("<td>/ (prefix)</td>") && app.contains(">shop/web:http<"),
+        "{app}"
+    );
+    assert!(
+        app.contains(&format!("127.0.0.1:{} in rotation", web.addr.port())),
+        "{app}"
+    );
+    // Needs attention: the refused Ingress and the expiring certificate, before the tables.
+    let attention = &dom[dom.find("attention-list").unwrap()..dom.find("ingresses-rows").unwrap()];
+    assert!(
+        attention.contains("Ingress shop/admin is refused"),
+        "{attention}"
+    );
+    assert!(
+        attention.contains("Certificate") && attention.contains("app-tls"),
+        "{attention}"
+    );
+
+    // A search from the address bar hides what does not match.
+    let dom = rendered(running.admin, "?q=app.test", &dir.join("chromium")).await;
+    let ingresses = rows(&dom, "ingresses-rows");
+    let admin_row = ingresses.iter().find(|r| r.contains("shop/admin")).unwrap();
+    assert!(admin_row.contains("hidden"), "{admin_row}");
+    let app_row = ingresses.iter().find(|r| r.contains("shop/app")).unwrap();
+    assert!(!app_row.contains("hidden"), "{app_row}");
     assert_eq!(running.terminate().await, Some(0));
 }
