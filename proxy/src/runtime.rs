@@ -424,7 +424,7 @@ impl Change {
                 ));
             }
             Kind::Admin => {
-                tracing::info!(address = %bound, "admin listener ready (/healthz /readyz /metrics /routes /certificates /ingresses)");
+                tracing::info!(address = %bound, "admin listener ready (status page at /; /healthz /readyz /metrics /routes /certificates /ingresses)");
                 tokio::spawn(admin::accept_loop(
                     listener,
                     live.clone(),

@@ -66,6 +66,7 @@ function ingresses(all, hosts, attention) {
   const rows = document.getElementById("ingresses-rows");
   const empty = document.getElementById("ingresses-empty");
   rows.replaceChildren();
+  rows.parentElement.hidden = all === null || all.length === 0;
   if (all === null) {
     empty.textContent = "Gatehouse runs without --kubernetes: no Ingresses.";
     empty.hidden = false;
@@ -112,24 +113,26 @@ function certificates(all, attention) {
   }
 }
 
-function endpoints(service, attention, where) {
+// Problems with endpoints, once per service and address however many paths share them:
+// what is wrong → where it is served.
+function endpoints(service, problems, where) {
+  const note = (what) => problems.set(what, [...(problems.get(what) || []), where]);
   const list = el("ul", undefined, "endpoints");
   for (const e of service.endpoints) {
     const state = e.in_rotation ? "in" : "out";
     list.append(el("li", `${e.address} ${e.in_rotation ? "in rotation" : "out of rotation"}`, state));
-    if (!e.in_rotation) {
-      attention.push([`Endpoint ${e.address} of service ${service.name} (${where}) is out of rotation`, "out"]);
-    }
+    if (!e.in_rotation) note(`Endpoint ${e.address} of service ${service.name} is out of rotation`);
   }
   if (service.endpoints.length === 0) {
     list.append(el("li", "no endpoints", "out"));
-    attention.push([`Service ${service.name} (${where}) has no endpoints`, "out"]);
+    note(`Service ${service.name} has no endpoints`);
   }
   return list;
 }
 
 function routes(view, attention) {
   const rows = document.getElementById("routes-rows");
+  const problems = new Map();
   rows.replaceChildren();
   for (const route of view.routes) {
     if (route.unavailable) {
@@ -140,13 +143,16 @@ function routes(view, attention) {
       const service = el("span", path.service.name);
       if (path.canary) service.append(el("span", ` (canary: ${path.canary.name})`));
       const cells = [route.host, `${path.path} (${path.match})`, service,
-        endpoints(path.service, attention, where), route.source];
+        endpoints(path.service, problems, where), route.source];
       rows.append(row(cells));
     }
   }
   if (view.default_service) {
     rows.append(row(["(any other host)", "/", view.default_service.name,
-      endpoints(view.default_service, attention, "default"), ""]));
+      endpoints(view.default_service, problems, "any other host"), ""]));
+  }
+  for (const [what, where] of problems) {
+    attention.push([`${what} (serves ${where.join(", ")})`, "out"]);
   }
 }
 
