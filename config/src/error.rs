@@ -19,7 +19,26 @@ impl Location {
     pub fn is_object(&self) -> bool {
         self.line == 0
     }
+
+    /// The place of what the Ingress `namespace/name` defines.
+    pub fn ingress(source: &str) -> Location {
+        Location {
+            file: format!("{INGRESS}{source}"),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// The namespace and name of the Ingress this is the place of, if it is one's.
+    pub fn ingress_name(&self) -> Option<(&str, &str)> {
+        match self.is_object() {
+            true => self.file.strip_prefix(INGRESS)?.split_once('/'),
+            false => None,
+        }
+    }
 }
+
+const INGRESS: &str = "Ingress ";
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -69,5 +88,23 @@ impl ConfigErrors {
             },
             message: message.into(),
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Location;
+
+    #[test]
+    fn an_ingress_place_names_its_ingress_and_a_file_place_none() {
+        let place = Location::ingress("shop/web");
+        assert_eq!(place.to_string(), "Ingress shop/web");
+        assert_eq!(place.ingress_name(), Some(("shop", "web")));
+        let file = Location {
+            file: "Ingress shop/web".into(),
+            line: 3,
+            column: 1,
+        };
+        assert_eq!(file.ingress_name(), None, "a file may be called anything");
     }
 }

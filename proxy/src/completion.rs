@@ -77,6 +77,8 @@ pub(crate) struct Completion {
     pub(crate) snapshot: Arc<Snapshot>,
     /// Index of the route's stats in the snapshot ([`Snapshot::stats`]).
     pub(crate) stats: usize,
+    /// The service the request was sent to (or would have been), once resolved.
+    pub(crate) service: Option<gatehouse_config::ServiceId>,
     pub(crate) conn: Arc<ConnInfo>,
     pub(crate) status: u16,
     pub(crate) bytes: u64,
@@ -98,6 +100,11 @@ impl Completion {
         let elapsed = self.start.elapsed();
         let stats = self.snapshot.stats(self.stats);
         stats.count(self.status);
+        if let Some(service) = self.service {
+            if let Some(counters) = self.snapshot.service_requests(self.stats, service) {
+                counters.count(self.status);
+            }
+        }
         stats.observe(elapsed.as_secs_f64());
         let incomplete = ending.incomplete();
         if let Some(reason) = incomplete {

@@ -1,7 +1,11 @@
 //! Prometheus metrics, owned by one injected [`Metrics`] value (no global registry), so
 //! each test gets its own.
 
+mod service_requests;
+
 use std::sync::OnceLock;
+
+pub(crate) use service_requests::{ServiceRequestTable, ServiceRequests};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -13,6 +17,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
+    pub(crate) service_requests: IntCounterVec,
     pub(crate) duration: HistogramVec,
     pub(crate) connect_errors: IntCounterVec,
     pub(crate) retries: IntCounterVec,
@@ -73,6 +78,11 @@ impl Metrics {
                 "http_requests_total",
                 "HTTP requests by route and status code",
                 &["route", "code"],
+            ),
+            service_requests: counters(
+                "service_requests_total",
+                "HTTP requests by the Ingress (namespace, name) that routed them, the Service they went to, and code class",
+                &["namespace", "ingress", "service", "code_class"],
             ),
             duration,
             connect_errors: counters(

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use gatehouse_config::{Config, HostPattern, Location, RoutingTable};
+use gatehouse_config::{Config, HostPattern, Location, RoutingTable, ServiceId};
 use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
@@ -11,7 +11,7 @@ use hyper_util::{
 
 use crate::{
     l4::key::L4Key,
-    metrics::{Metrics, RouteStats},
+    metrics::{Metrics, RouteStats, ServiceRequestTable, ServiceRequests},
     policy::{auth_cache::AuthAnswers, basic_auth::Credentials, client_limits::RouteLimits},
     tls::{
         certs::{CertStore, TlsError},
@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub(crate) l4_index: HashMap<L4Key, usize>,
     /// One per route, then the default service's, then the no-route stats.
     stats: Vec<Arc<RouteStats>>,
+    /// Requests by Ingress and Service, by the same index as `stats`.
+    service_requests: ServiceRequestTable,
     pub(crate) limits: ForwardLimits,
     pub(crate) server: auto::Builder<TokioExecutor>,
     /// Certificates of the HTTPS listener, chosen by SNI.
@@ -299,6 +301,11 @@ impl Snapshot {
                 }
             })
             .collect();
+        let service_requests = ServiceRequestTable::build(
+            &config,
+            &metrics.service_requests,
+            previous.map(|p| &p.service_requests),
+        );
         stats.push(Arc::new(RouteStats::new(metrics, "default")));
         stats.push(Arc::new(RouteStats::new(metrics, "none")));
         let t = &config.timeouts;
@@ -362,6 +369,7 @@ impl Snapshot {
             upstreams,
             by_name,
             stats,
+            service_requests,
             limits,
             server,
             certs,
@@ -392,6 +400,15 @@ impl Snapshot {
 
     pub(crate) fn stats(&self, i: usize) -> &RouteStats {
         &self.stats[i.min(self.stats.len() - 1)]
+    }
+
+    /// The counters of requests that the route of stats index `i` sent to `service`.
+    pub(crate) fn service_requests(
+        &self,
+        i: usize,
+        service: ServiceId,
+    ) -> Option<&ServiceRequests> {
+        self.service_requests.get(i, service)
     }
 
     pub(crate) fn default_stats(&self) -> usize {

@@ -2087,3 +2087,72 @@ async fn a_change_made_during_an_api_outage_is_served_within_a_second_of_its_end
     assert!(took < Duration::from_millis(1500), "took {took:?}");
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_ingress_and_service_and_a_deleted_ingress_takes_its_series() {
+    let cluster = start("ingress-requests-metric", false).await;
+    let api = &cluster.api;
+    let (web, canary) = (
+        TestUpstream::start("web").await,
+        TestUpstream::start("canary").await,
+    );
+    service(api, "shop", "web", &web);
+    service(api, "shop", "web-canary", &canary);
+    api.apply(
+        INGRESSES,
+        plain(
+            "shop",
+            "app",
+            "app.test",
+            json!([path("/", "Prefix", "web")]),
+        ),
+    );
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "app-canary",
+            "2026-01-01T00:00:01Z",
+            "gatehouse",
+            json!({ "nginx.ingress.kubernetes.io/canary": "true", "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary" }),
+            "app.test",
+            json!([path("/", "Prefix", "web-canary")]),
+        ),
+    );
+    until(&cluster, "the app is served", "app.test", "/", (200, "web")).await;
+    let canary_req = || {
+        get_req_at(
+            cluster.running.http,
+            "app.test",
+            "/",
+            &[("x-canary", "always")],
+        )
+    };
+    assert_eq!(send(&client(), canary_req()).await.status, 200);
+    for _ in 0..2 {
+        fetch(&cluster, "app.test", "/").await;
+    }
+    let series = |service: &str| {
+        format!("gatehouse_service_requests_total{{code_class=\"2xx\",ingress=\"app\",namespace=\"shop\",service=\"{service}\"}}")
+    };
+    // The main Service's requests (the wait's included) and the canary's, under the Ingress
+    // whose path they took; a host nobody routes counts nowhere here.
+    fetch(&cluster, "nobody.test", "/").await;
+    let web_count = cluster.running.metric(&series("web")).await.unwrap_or(0.0);
+    assert!(web_count >= 3.0, "{web_count}");
+    assert_eq!(
+        cluster.running.metric(&series("web-canary")).await,
+        Some(1.0)
+    );
+    let metrics = admin_get(&client(), cluster.running.admin, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(!text.contains("nobody.test"), "{text}");
+
+    api.delete(INGRESSES, "shop", "app");
+    until(&cluster, "the app is gone", "app.test", "/", (404, "")).await;
+    eventually_async("the deleted Ingress's series are gone", WAIT, || async {
+        cluster.running.metric(&series("web")).await.is_none()
+    })
+    .await;
+    assert_eq!(cluster.running.terminate().await, Some(0));
+}

@@ -293,7 +293,7 @@ pub fn merge(
             hosts: Some(hosts),
             default: false,
             strict: false,
-            location: object_location(&tls.source),
+            location: Location::ingress(&tls.source),
         });
     }
     (config, problems)
@@ -679,15 +679,7 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         unavailable: p.broken.clone(),
         host,
         paths: Vec::new(),
-        location: object_location(&p.source),
-    }
-}
-
-fn object_location(source: &str) -> Location {
-    Location {
-        file: format!("Ingress {source}"),
-        line: 0,
-        column: 0,
+        location: Location::ingress(&p.source),
     }
 }
 

@@ -66,6 +66,7 @@ pub(crate) async fn handle(
     let mut pending = Pending::new(Completion {
         snapshot: snapshot.clone(),
         stats: snapshot.none_stats(),
+        service: None,
         conn: conn.clone(),
         status: CLIENT_CLOSED_REQUEST,
         bytes: 0,
@@ -264,6 +265,7 @@ async fn serve(
     let resolved = resolve::resolve(snapshot, conn, client, &req, path)?;
     let stats = resolved.target.stats;
     completion.stats = stats;
+    completion.service = Some(resolved.target.service);
     let refused = |error| Refused::new(error, stats);
     let vars = resolved.vars(&req);
     let mut admitted = admit::admit(&resolved, live, &vars).map_err(refused)?;
