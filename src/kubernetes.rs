@@ -355,6 +355,7 @@ impl KubeRoutes {
         // The controller ConfigMap's global keys, over the file's.
         let mut file = file.clone();
         let mut fail_closed = None;
+        let mut defaults = controller_config::IngressDefaults::default();
         if let Some(map) = &self.controller_config {
             let source = format!("{}/{}", map.namespace, map.name);
             match discovery.config_map(map) {
@@ -363,6 +364,7 @@ impl KubeRoutes {
                     let applied = controller_config::apply(&data, &mut file, &source);
                     problems.extend(applied.problems);
                     fail_closed = applied.fail_closed;
+                    defaults = applied.defaults;
                 }
                 None => problems.push(format!(
                     "ConfigMap {source} (--configmap) does not exist; its settings are not applied until it is created"
@@ -387,6 +389,7 @@ impl KubeRoutes {
                     .service(ns, name)
                     .and_then(|s| routes::external_name(&s))
             },
+            &defaults,
         );
         problems.extend(merge_problems);
         let mut config = config;

@@ -35,6 +35,40 @@ pub struct Config {
     pub resolver: ResolverSettings,
     /// Idle connections to upstream endpoints, kept for the next request.
     pub upstream_keepalive: UpstreamKeepalive,
+    /// The TLS versions the HTTPS listener speaks.
+    pub tls_versions: TlsVersions,
+    /// How trusted proxies' forwarded headers are read and passed on.
+    pub forwarded: Forwarded,
+}
+
+/// The TLS versions the HTTPS listener speaks (ingress-nginx's `ssl-protocols`, within
+/// what is still safe).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TlsVersions {
+    #[default]
+    Tls12And13,
+    Tls12Only,
+    Tls13Only,
+}
+
+/// How a trusted proxy's forwarded headers are read and passed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The header the client's address is read from (ingress-nginx's
+    /// `forwarded-for-header`): X-Forwarded-For, or a CDN's single-address header.
+    pub client_header: http::HeaderName,
+    /// X-Forwarded-For to the upstream carries the whole chain with the peer appended
+    /// (`compute-full-forwarded-for: true`), or only the client's address.
+    pub full_chain: bool,
+}
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            client_header: http::HeaderName::from_static("x-forwarded-for"),
+            full_chain: true,
+        }
+    }
 }
 
 /// The sockets Gatehouse listens on.
@@ -478,6 +512,8 @@ pub enum HeaderOp {
 /// What `Strict-Transport-Security` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hsts {
+    /// Sent at all (ingress-nginx's `hsts: "false"` turns it off).
+    pub enabled: bool,
     pub max_age: Duration,
     pub include_subdomains: bool,
     pub preload: bool,
@@ -487,6 +523,7 @@ impl Default for Hsts {
     /// SPEC.md's: a year, this host only.
     fn default() -> Self {
         Hsts {
+            enabled: true,
             max_age: Duration::from_secs(31_536_000),
             include_subdomains: false,
             preload: false,

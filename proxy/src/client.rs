@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use gatehouse_config::CidrSet;
-use http::{HeaderMap, HeaderValue};
+use gatehouse_config::{CidrSet, Forwarded};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::conn::{canonical_ip, ConnInfo};
 
@@ -20,24 +20,34 @@ pub(crate) struct Client {
     pub(crate) ip_header: HeaderValue,
     /// The connection's peer is a trusted proxy: its forwarded headers are believed.
     pub(crate) via_trusted_proxy: bool,
+    /// The upstream gets the trusted proxy's X-Forwarded-For with the peer appended, not
+    /// only the client's address (`compute-full-forwarded-for`).
+    pub(crate) pass_chain: bool,
 }
 
 impl Client {
     /// Resolves the client of a request on `conn`.
-    pub(crate) fn resolve(conn: &ConnInfo, headers: &HeaderMap, trusted: &CidrSet) -> Self {
+    pub(crate) fn resolve(
+        conn: &ConnInfo,
+        headers: &HeaderMap,
+        trusted: &CidrSet,
+        forwarded: &Forwarded,
+    ) -> Self {
         let direct = || Client {
             ip: conn.peer_ip,
             ip_header: conn.peer_ip_header.clone(),
             via_trusted_proxy: false,
+            pass_chain: false,
         };
         if trusted.is_empty() || !trusted.contains(conn.peer_ip) {
             return direct();
         }
         let mut client = Client {
             via_trusted_proxy: true,
+            pass_chain: forwarded.full_chain,
             ..direct()
         };
-        if let Some(ip) = right_most_untrusted(headers, trusted) {
+        if let Some(ip) = right_most_untrusted(headers, &forwarded.client_header, trusted) {
             client.ip = ip;
             client.ip_header = HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a valid header value");
@@ -46,13 +56,17 @@ impl Client {
     }
 }
 
-/// Walks X-Forwarded-For from the right, skipping trusted proxies; the first untrusted
+/// Walks X-Forwarded-For (or the configured header) from the right, skipping trusted proxies; the first untrusted
 /// address is the client. If every address is trusted, the left-most is. An entry that is
 /// not an address ends the walk: a proxy chain that wrote garbage is not believed, and the
 /// connection's peer stays the client.
-fn right_most_untrusted(headers: &HeaderMap, trusted: &CidrSet) -> Option<IpAddr> {
+fn right_most_untrusted(
+    headers: &HeaderMap,
+    header: &HeaderName,
+    trusted: &CidrSet,
+) -> Option<IpAddr> {
     let mut last_trusted = None;
-    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+    for value in headers.get_all(header).iter().rev() {
         let text = value.to_str().ok()?;
         for entry in text.rsplit(',').map(str::trim).filter(|e| !e.is_empty()) {
             let ip = canonical_ip(parse_forwarded_ip(entry)?);
@@ -132,7 +146,7 @@ mod tests {
         for (peer, forwarded, proxies, want, via) in cases {
             let conn = ConnInfo::new(peer.parse().unwrap(), "127.0.0.1:80".parse().unwrap());
             let trusted = CidrSet::new(proxies.iter().map(|c| c.parse().unwrap()));
-            let client = Client::resolve(&conn, &xff(forwarded), &trusted);
+            let client = Client::resolve(&conn, &xff(forwarded), &trusted, &Forwarded::default());
             assert_eq!(
                 client.ip.to_string(),
                 want,
@@ -148,29 +162,41 @@ mod tests {
         let t = trusted();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            right_most_untrusted(&xff(&["203.0.113.1, 198.51.100.2, 10.0.0.5"]), &t),
+            right_most_untrusted(
+                &xff(&["203.0.113.1, 198.51.100.2, 10.0.0.5"]),
+                &X_FORWARDED_FOR,
+                &t
+            ),
             Some(ip("198.51.100.2"))
         );
         assert_eq!(
-            right_most_untrusted(&xff(&["203.0.113.1", "10.0.0.5, 192.168.1.1"]), &t),
+            right_most_untrusted(
+                &xff(&["203.0.113.1", "10.0.0.5, 192.168.1.1"]),
+                &X_FORWARDED_FOR,
+                &t
+            ),
             Some(ip("203.0.113.1"))
         );
         assert_eq!(
-            right_most_untrusted(&xff(&["10.0.0.7, 10.0.0.5"]), &t),
+            right_most_untrusted(&xff(&["10.0.0.7, 10.0.0.5"]), &X_FORWARDED_FOR, &t),
             Some(ip("10.0.0.7"))
         );
         assert_eq!(
-            right_most_untrusted(&xff(&["[2001:db8::1]:443, 10.0.0.5"]), &t),
+            right_most_untrusted(&xff(&["[2001:db8::1]:443, 10.0.0.5"]), &X_FORWARDED_FOR, &t),
             Some(ip("2001:db8::1"))
         );
         assert_eq!(
-            right_most_untrusted(&xff(&["::ffff:203.0.113.9"]), &t),
+            right_most_untrusted(&xff(&["::ffff:203.0.113.9"]), &X_FORWARDED_FOR, &t),
             Some(ip("203.0.113.9"))
         );
         assert_eq!(
-            right_most_untrusted(&xff(&["203.0.113.1, garbage, 10.0.0.5"]), &t),
+            right_most_untrusted(
+                &xff(&["203.0.113.1, garbage, 10.0.0.5"]),
+                &X_FORWARDED_FOR,
+                &t
+            ),
             None
         );
-        assert_eq!(right_most_untrusted(&xff(&[]), &t), None);
+        assert_eq!(right_most_untrusted(&xff(&[]), &X_FORWARDED_FOR, &t), None);
     }
 }

@@ -83,7 +83,8 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Rewrites a client request's headers for the upstream.
 ///
 /// X-Forwarded-For and X-Forwarded-Proto from a trusted proxy are kept (the peer is
-/// appended to X-Forwarded-For); from anyone else they are replaced, so an upstream that
+/// appended to X-Forwarded-For, unless only the client's address is to be passed on);
+/// from anyone else they are replaced, so an upstream that
 /// reads the left-most X-Forwarded-For is not fooled by what a client made up.
 pub(crate) fn to_upstream(
     headers: &mut HeaderMap,
@@ -98,14 +99,15 @@ pub(crate) fn to_upstream(
         headers.insert(header::UPGRADE, protocol);
     }
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if client.via_trusted_proxy && !prev.is_empty() => {
+        Some(prev) if client.pass_chain && !prev.is_empty() => {
             let mut v = Vec::with_capacity(prev.len() + 2 + conn.peer_ip_header.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(conn.peer_ip_header.as_bytes());
             HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.peer_ip_header.clone())
         }
-        _ => conn.peer_ip_header.clone(),
+        // The peer itself, or the client a trusted proxy named.
+        _ => client.ip_header.clone(),
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
     if !(client.via_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -242,7 +244,21 @@ mod tests {
             ip: ip.parse().unwrap(),
             ip_header: ip.parse().unwrap(),
             via_trusted_proxy: trusted,
+            pass_chain: trusted,
         }
+    }
+
+    /// The client as the request path resolves it from `headers` on `conn`.
+    fn resolved(conn: &ConnInfo, headers: &HeaderMap, trusted: bool, full_chain: bool) -> Client {
+        let proxies = match trusted {
+            true => gatehouse_config::CidrSet::new(["192.0.2.0/24".parse().unwrap()]),
+            false => gatehouse_config::CidrSet::default(),
+        };
+        let forwarded = gatehouse_config::Forwarded {
+            full_chain,
+            ..Default::default()
+        };
+        Client::resolve(conn, headers, &proxies, &forwarded)
     }
 
     #[test]
@@ -288,10 +304,12 @@ mod tests {
         ];
         for (incoming, trusted, tls, xff, xfp) in cases {
             let mut h = map(incoming);
+            let conn = conn(*tls);
+            let client = resolved(&conn, &h, *trusted, true);
             to_upstream(
                 &mut h,
-                &conn(*tls),
-                &client("203.0.113.5", *trusted),
+                &conn,
+                &client,
                 HeaderValue::from_static("a.example.com"),
                 None,
             );
@@ -300,9 +318,25 @@ mod tests {
                 h["x-forwarded-proto"], *xfp,
                 "{incoming:?} trusted={trusted} tls={tls}"
             );
-            assert_eq!(h["x-real-ip"], "203.0.113.5");
+            assert_eq!(h["x-real-ip"], client.ip.to_string().as_str());
             assert_eq!(h["x-forwarded-port"], "8443");
         }
+    }
+
+    #[test]
+    fn without_the_full_chain_the_upstream_gets_only_the_client_a_trusted_proxy_named() {
+        let mut h = map(&[("x-forwarded-for", "198.51.100.1, 203.0.113.5")]);
+        let conn = conn(false);
+        let client = resolved(&conn, &h, true, false);
+        to_upstream(
+            &mut h,
+            &conn,
+            &client,
+            HeaderValue::from_static("a.test"),
+            None,
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5");
+        assert_eq!(h["x-real-ip"], "203.0.113.5");
     }
 
     #[test]

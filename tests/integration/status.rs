@@ -336,10 +336,11 @@ async fn without_a_publish_flag_the_status_shows_the_nodes_the_replicas_run_on()
     assert_eq!(running.terminate().await, Some(0));
 }
 
-/// The controller ConfigMap (`--configmap`): global keys apply live, a key deciding who may
-/// reach what that is not built makes Ingress paths answer 503, others are reported.
+/// The controller ConfigMap (`--configmap`): global keys apply live (allow and block lists,
+/// body size, forwarded headers), an access key that cannot be read makes Ingress paths
+/// answer 503, keys not applied are reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_configmap_applies_live_and_fails_closed_on_access_keys() {
+async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_access_keys() {
     let api = KubeApi::start().await;
     classes(&api);
     let web = TestUpstream::start("web").await;
@@ -397,19 +398,85 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_access_keys()
     })
     .await;
 
-    // block-cidrs is not built: every Ingress path answers 503 while it is set.
+    // block-cidrs refuses its clients on every Ingress; the others are served.
     api.apply(
         CONFIG_MAPS,
-        map(json!({ "block-cidrs": "192.0.2.0/24", "enable-brotli": "true" })),
+        map(json!({ "block-cidrs": "127.0.0.3/32", "enable-brotli": "true" })),
     );
-    eventually_async("Ingress paths fail closed", WAIT, || async {
-        client_seen("127.0.0.3").await.0 == 503
+    eventually_async("block-cidrs applies", WAIT, || async {
+        client_seen("127.0.0.3").await.0 == 403
     })
     .await;
-    assert!(running.logged("block-cidrs decides who may reach every Ingress") >= 1);
+    assert_eq!(client_seen("127.0.0.4").await.0, 200);
+    // whitelist-source-range: the allow-list of Ingresses without their own.
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({ "whitelist-source-range": "127.0.0.4/32", "enable-brotli": "true" })),
+    );
+    eventually_async("whitelist-source-range applies", WAIT, || async {
+        client_seen("127.0.0.3").await.0 == 403
+    })
+    .await;
+    assert_eq!(client_seen("127.0.0.4").await.0, 200);
+    // A list that cannot be read fails closed.
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({ "whitelist-source-range": "127.0.0.4/33", "enable-brotli": "true" })),
+    );
+    eventually_async("Ingress paths fail closed", WAIT, || async {
+        client_seen("127.0.0.4").await.0 == 503
+    })
+    .await;
+    assert!(running.logged("whitelist-source-range (") >= 1);
+    // proxy-body-size, and X-Forwarded-For passed on as the client only.
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({
+            "proxy-body-size": "1k",
+            "use-forwarded-headers": "true",
+            "proxy-real-ip-cidr": "127.0.0.2/32",
+            "compute-full-forwarded-for": "false",
+            "enable-brotli": "true",
+        })),
+    );
+    let post = |size: usize| {
+        let http = running.http;
+        async move {
+            let req = http::Request::post("/")
+                .header("host", "shop.example.com")
+                .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                    b'x';
+                    size
+                ])))
+                .unwrap();
+            request_from("127.0.0.3", http, b"", req)
+                .await
+                .expect("an answer")
+                .status
+                .as_u16()
+        }
+    };
+    eventually_async("proxy-body-size applies", WAIT, || async {
+        post(4096).await == 413
+    })
+    .await;
+    assert_eq!(post(512).await, 200);
+    let req = get_req(
+        "shop.example.com",
+        "/",
+        &[("x-forwarded-for", "203.0.113.9")],
+    );
+    let got = request_from("127.0.0.2", running.http, b"", req)
+        .await
+        .expect("an answer");
+    let echoed: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(
+        echoed["headers"]["x-forwarded-for"], "203.0.113.9",
+        "{echoed}"
+    );
     api.apply(CONFIG_MAPS, map(json!({ "enable-brotli": "true" })));
     eventually_async("served again without it", WAIT, || async {
-        client_seen("127.0.0.3").await.0 == 200
+        client_seen("127.0.0.3").await.0 == 200 && post(4096).await == 200
     })
     .await;
     // Forwarded headers are no longer believed once the key is gone.

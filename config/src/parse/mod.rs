@@ -257,6 +257,8 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         limits,
         resolver,
         upstream_keepalive,
+        tls_versions: TlsVersions::default(),
+        forwarded: Forwarded::default(),
     })
 }
 
@@ -559,13 +561,13 @@ fn read_resolver(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> ResolverSettings 
     settings
 }
 
-/// `hsts: { max_age: 1y, include_subdomains: true, preload: false }`.
+/// `hsts: { enabled: true, max_age: 1y, include_subdomains: true, preload: false }`.
 fn read_hsts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Hsts {
     let mut h = Hsts::default();
     let Some(f) = r.section(
         node,
         "hsts",
-        &["max_age", "include_subdomains", "preload"],
+        &["enabled", "max_age", "include_subdomains", "preload"],
         &[],
     ) else {
         return h;
@@ -576,6 +578,7 @@ fn read_hsts(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Hsts {
             .unwrap_or(h.max_age);
     }
     for (key, slot) in [
+        ("enabled", &mut h.enabled),
         ("include_subdomains", &mut h.include_subdomains),
         ("preload", &mut h.preload),
     ] {

@@ -294,7 +294,7 @@ spec:
     }
 
     #[test]
-    fn a_config_map_reports_its_keys_and_an_access_key_refuses_every_ingress() {
+    fn a_config_map_reports_its_keys_and_an_unreadable_access_key_refuses_every_ingress() {
         let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: controller, namespace: ingress-nginx }\ndata:\n  hsts-max-age: \"600\"\n  enable-brotli: \"true\"\n";
         let (name, data) = read_config_map(text).unwrap();
         assert_eq!(name, "ingress-nginx/controller");
@@ -309,6 +309,16 @@ spec:
             .count();
         let mut data = data;
         data.insert("block-cidrs".into(), "192.0.2.0/24".into());
+        judge_config_map(&name, &data, &mut verdicts);
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| v.kind == VerdictKind::Ok)
+                .count(),
+            ok,
+            "a readable block list is applied, not refused"
+        );
+        data.insert("block-cidrs".into(), "192.0.2.0/33".into());
         judge_config_map(&name, &data, &mut verdicts);
         assert!(ok > 0 && verdicts.iter().all(|v| v.kind == VerdictKind::Refused));
         assert!(verdicts[0].notes[0].contains("block-cidrs"));

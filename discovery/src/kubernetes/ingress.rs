@@ -129,6 +129,8 @@ pub struct Policy {
     pub client_certs: Option<ClientCertRef>,
     /// `custom-http-errors` (unless `disable-proxy-intercept-errors`) with `default-backend`.
     pub error_pages: Option<ErrorPagesSpec>,
+    /// `disable-proxy-intercept-errors`: the ConfigMap's `custom-http-errors` do not apply.
+    pub intercept_disabled: bool,
     /// `upstream-vhost` (the upstream's Host) and `x-forwarded-prefix`.
     pub request_headers: Vec<(HeaderName, gatehouse_config::Template)>,
     /// `enable-cors` with its `cors-*`.
@@ -576,6 +578,7 @@ fn annotations(
     policy.client_certs = client_cert_ref(&found, ingress, &flag, problems, source)?;
     policy.external_auth = external_auth(&found)?;
     policy.error_pages = error_pages(&found, &flag)?;
+    policy.intercept_disabled = flag("disable-proxy-intercept-errors")? == Some(true);
     if flag("enable-cors")? == Some(true) {
         policy.cors = Some(cors(&found, &flag, problems, source)?);
     }

@@ -21,6 +21,7 @@ use gatehouse_config::{
 use k8s_openapi::api::core::v1::Secret;
 
 use super::{
+    controller_config::IngressDefaults,
     endpoints::PortRef,
     ingress::{www_twin, Backend, Balancing, IngressPath, PathKind, Translation},
     l4::L4Mapping,
@@ -78,6 +79,7 @@ pub fn merge(
     secret: &dyn Fn(&str, &str) -> Option<SecretPem>,
     auth_secret: &dyn Fn(&str, &str) -> Option<SecretData>,
     external: &dyn Fn(&str, &str) -> Option<ExternalName>,
+    defaults: &IngressDefaults,
 ) -> (Config, Vec<String>) {
     let mut config = file.clone();
     let mut problems = translation.problems.clone();
@@ -98,6 +100,18 @@ pub fn merge(
         ids: HashMap::new(),
         file_names: file.services.iter().map(|s| s.name.clone()).collect(),
     };
+    // First: error pages of the Ingresses are answered by it.
+    if config.default_service.is_none() {
+        if let Some((backend, source)) = &translation.default_backend {
+            match service_for(&mut config, &mut services, backend, &Balancing::default()) {
+                Some(id) => config.default_service = Some(id),
+                None => problems.push(format!(
+                    "Ingress {source}: defaultBackend port {:?} is not a valid port; ignored",
+                    backend.port
+                )),
+            }
+        }
+    }
     let mut routes: HashMap<(String, HostPattern), usize> = HashMap::new();
     // As ingress-nginx: once any Ingress of a host uses regex paths (use-regex or
     // rewrite-target), every prefix path of that host is a case-insensitive regex too,
@@ -193,7 +207,7 @@ pub fn merge(
         let index = *routes
             .entry((p.source.clone(), host.clone()))
             .or_insert_with(|| {
-                let mut route = route_for(p, host, &tls_hosts);
+                let mut route = route_for(p, host, &tls_hosts, defaults);
                 if let Some(auth) = &p.policy.basic_auth {
                     basic_auth::attach(&mut route, auth, auth_secret, &p.source, &mut problems);
                 }
@@ -212,8 +226,8 @@ pub fn merge(
                         &mut problems,
                     );
                 }
-                if let Some(spec) = &p.policy.error_pages {
-                    error_pages::attach(&mut config, &mut services, index, p, spec, &mut problems);
+                if let Some(spec) = error_pages::spec(p, defaults, &config, &mut problems) {
+                    error_pages::attach(&mut config, &mut services, index, p, &spec, &mut problems);
                 }
                 index
             });
@@ -234,18 +248,7 @@ pub fn merge(
     }
     apply_server_snippets(&mut config, translation, &routes, &mut problems);
     client_certs::report_overruled(&config, &mut problems);
-    add_www_twins(&mut config, translation, &routes, &tls_hosts);
-    if config.default_service.is_none() {
-        if let Some((backend, source)) = &translation.default_backend {
-            match service_for(&mut config, &mut services, backend, &Balancing::default()) {
-                Some(id) => config.default_service = Some(id),
-                None => problems.push(format!(
-                    "Ingress {source}: defaultBackend port {:?} is not a valid port; ignored",
-                    backend.port
-                )),
-            }
-        }
-    }
+    add_www_twins(&mut config, translation, &routes, &tls_hosts, defaults);
     add_l4(&mut config, &mut services, l4, &mut problems);
     let mut claimed: HashMap<&str, String> = HashMap::new();
     for tls in &translation.tls {
@@ -603,6 +606,7 @@ fn add_www_twins(
     translation: &Translation,
     routes: &HashMap<(String, HostPattern), usize>,
     tls_hosts: &HashSet<&str>,
+    defaults: &IngressDefaults,
 ) {
     for p in &translation.paths {
         let (true, None, Some(host)) = (p.policy.from_to_www, &p.broken, &p.host) else {
@@ -627,7 +631,7 @@ fn add_www_twins(
         let Ok(redirect) = Redirect::new(&format!("$scheme://{host}$request_uri"), 308) else {
             continue;
         };
-        let mut route = route_for(p, twin_host, tls_hosts);
+        let mut route = route_for(p, twin_host, tls_hosts, defaults);
         route.redirect = Some(redirect);
         route.app_root = None;
         route.paths.push(PathRule {
@@ -641,17 +645,39 @@ fn add_www_twins(
     }
 }
 
-/// The route of one Ingress for one host, with that Ingress's policy.
-fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> Route {
+/// The route of one Ingress for one host, with that Ingress's policy over the ConfigMap's
+/// defaults.
+fn route_for(
+    p: &IngressPath,
+    host: HostPattern,
+    tls_hosts: &HashSet<&str>,
+    defaults: &IngressDefaults,
+) -> Route {
     let has_tls = p.host.as_deref().is_some_and(|h| tls_hosts.contains(h));
+    let or_default = |own: &CidrSet, default: &CidrSet| match own.is_empty() {
+        true => default.clone(),
+        false => own.clone(),
+    };
+    // block-cidrs holds whatever the Ingress allows (stricter than nginx, where a location's
+    // own allow/deny replaces the http-level deny).
+    let deny = or_default(&p.policy.deny, &defaults.deny);
+    let deny = CidrSet::new(
+        deny.entries()
+            .iter()
+            .chain(defaults.block.entries())
+            .copied(),
+    );
     Route {
-        // ssl-redirect defaults to true where spec.tls gives the host a certificate; the
-        // data plane still redirects only while that certificate is valid.
-        https_redirect: p.policy.ssl_redirect.unwrap_or(has_tls),
+        // ssl-redirect defaults to true (or the ConfigMap's) where spec.tls gives the host
+        // a certificate; the data plane still redirects only while that certificate is valid.
+        https_redirect: p
+            .policy
+            .ssl_redirect
+            .unwrap_or(has_tls && defaults.ssl_redirect),
         force_https_redirect: p.policy.force_ssl_redirect,
         redirect_keeps_trailing_slash: p.policy.preserve_trailing_slash,
-        allow: p.policy.allow.clone(),
-        deny: p.policy.deny.clone(),
+        allow: or_default(&p.policy.allow, &defaults.allow),
+        deny,
         redirect: p.policy.redirect.clone(),
         app_root: p.policy.app_root.clone(),
         // Filled in by the merge, which reads the Secret.
@@ -663,7 +689,11 @@ fn route_for(p: &IngressPath, host: HostPattern, tls_hosts: &HashSet<&str>) -> R
         client_certs: None,
         passthrough: p.policy.passthrough,
         error_pages: None,
-        max_body: p.policy.max_body.unwrap_or(DEFAULT_MAX_BODY),
+        max_body: p
+            .policy
+            .max_body
+            .or(defaults.max_body)
+            .unwrap_or(DEFAULT_MAX_BODY),
         response_headers: p.policy.response_headers.clone(),
         header_ops: p.policy.snippet.response.clone(),
         request_headers: p

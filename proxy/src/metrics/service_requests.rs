@@ -158,8 +158,8 @@ mod tests {
                 let labels: Vec<String> = m
                     .get_label()
                     .iter()
-                    .filter(|l| !l.get_value().is_empty())
-                    .map(|l| format!("{}={}", l.get_name(), l.get_value()))
+                    .filter(|l| !l.value().is_empty())
+                    .map(|l| format!("{}={}", l.name(), l.value()))
                     .collect();
                 all.push((labels.join(","), m.get_counter().get_value() as u64));
             }

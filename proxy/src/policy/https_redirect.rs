@@ -72,7 +72,8 @@ pub(crate) fn add_hsts(headers: &mut HeaderMap, value: &HeaderValue) {
 
 /// Whether an HTTPS response for `route` gets HSTS.
 pub(crate) fn wants_hsts(snapshot: &Snapshot, route: &Route, host: &str, conn: &ConnInfo) -> bool {
-    (route.https_redirect || route.force_https_redirect)
+    snapshot.config.hsts.enabled
+        && (route.https_redirect || route.force_https_redirect)
         && conn.tls.is_some()
         && valid_certificate(snapshot, host)
 }
@@ -236,6 +237,7 @@ mod tests {
                 ip: "192.0.2.1".parse().unwrap(),
                 ip_header: HeaderValue::from_static("192.0.2.1"),
                 via_trusted_proxy: trusted,
+                pass_chain: trusted,
             };
             let got = https_location(
                 &snapshot,

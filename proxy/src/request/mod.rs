@@ -54,7 +54,13 @@ pub(crate) async fn handle(
     conn.state.request_started();
     let start = Instant::now();
     let snapshot = live.snapshot.load_full();
-    let client = Client::resolve(&conn, req.headers(), &snapshot.config.trusted_proxies);
+    let config = &snapshot.config;
+    let client = Client::resolve(
+        &conn,
+        req.headers(),
+        &config.trusted_proxies,
+        &config.forwarded,
+    );
     // Normalised once, here: routing, policy, the upstream and the log all see this path.
     let normalized = normalized_path(&req, &snapshot.config);
     let log = log_record(&snapshot.config, &conn, &client, &req, &normalized);

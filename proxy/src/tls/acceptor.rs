@@ -8,12 +8,12 @@ use dashmap::DashMap;
 use rustls::{
     server::{Acceptor, ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
     sign::CertifiedKey,
-    ServerConfig,
+    ServerConfig, SupportedProtocolVersion,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 
-use gatehouse_config::ServiceId;
+use gatehouse_config::{ServiceId, TlsVersions};
 
 use crate::{
     l4::L4Stats,
@@ -44,18 +44,39 @@ pub(crate) struct TlsServer {
     /// Passthrough connections are L4 sessions: they end with the grace period.
     pub(crate) l4: Arc<L4Shared>,
     pub(crate) passthrough_stats: L4Stats,
-    /// Hosts without client certificates.
-    plain: Arc<ServerConfig>,
-    /// Per client-certificate policy (by digest), a configuration that asks for one. Each
-    /// has its own session cache and ticket keys: a session resumed under one policy never
-    /// skips another's certificate.
-    asking: DashMap<u64, Arc<ServerConfig>>,
+    /// Hosts without client certificates, by the TLS versions spoken (`VERSIONS`' order).
+    plain: [Arc<ServerConfig>; 3],
+    /// Per client-certificate policy (by digest) and TLS versions, a configuration that asks
+    /// for one. Each has its own session cache and ticket keys: a session resumed under one
+    /// policy never skips another's certificate.
+    asking: DashMap<(u64, TlsVersions), Arc<ServerConfig>>,
+}
+
+const VERSIONS: [TlsVersions; 3] = [
+    TlsVersions::Tls12And13,
+    TlsVersions::Tls12Only,
+    TlsVersions::Tls13Only,
+];
+
+static TLS12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+static TLS13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
+fn protocol_versions(versions: TlsVersions) -> &'static [&'static SupportedProtocolVersion] {
+    match versions {
+        TlsVersions::Tls12And13 => rustls::DEFAULT_VERSIONS,
+        TlsVersions::Tls12Only => &TLS12,
+        TlsVersions::Tls13Only => &TLS13,
+    }
 }
 
 impl TlsServer {
     pub(crate) fn new(live: Arc<Live>, l4: Arc<L4Shared>) -> Result<Self, rustls::Error> {
         Ok(TlsServer {
-            plain: server_config(live.clone(), None)?,
+            plain: [
+                server_config(live.clone(), None, VERSIONS[0])?,
+                server_config(live.clone(), None, VERSIONS[1])?,
+                server_config(live.clone(), None, VERSIONS[2])?,
+            ],
             passthrough_stats: L4Stats::new(&live.metrics, "tls-passthrough"),
             l4,
             live,
@@ -84,15 +105,19 @@ impl TlsServer {
             }
         }
         let start = LazyConfigAcceptor::new(Acceptor::default(), Replay::new(hello, io)).await?;
-        let policy = {
+        let (policy, versions) = {
             let hello = start.client_hello();
             let sni = hello.server_name().map(str::to_ascii_lowercase);
             let snapshot = self.live.snapshot.load();
-            snapshot.client_auth.for_sni(sni.as_deref()).cloned()
+            let policy = snapshot.client_auth.for_sni(sni.as_deref()).cloned();
+            (policy, snapshot.config.tls_versions)
         };
         let config = match &policy {
-            Some(p) if p.asks() => self.asking(p).map_err(std::io::Error::other)?,
-            _ => self.plain.clone(),
+            Some(p) if p.asks() => self.asking(p, versions).map_err(std::io::Error::other)?,
+            _ => {
+                let i = VERSIONS.iter().position(|v| *v == versions).unwrap_or(0);
+                self.plain[i].clone()
+            }
         };
         Ok(Accepted::Terminated(
             Box::new(start.into_stream(config).await?),
@@ -100,15 +125,20 @@ impl TlsServer {
         ))
     }
 
-    fn asking(&self, policy: &ClientAuth) -> Result<Arc<ServerConfig>, rustls::Error> {
-        if let Some(config) = self.asking.get(&policy.digest) {
+    fn asking(
+        &self,
+        policy: &ClientAuth,
+        versions: TlsVersions,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let key = (policy.digest, versions);
+        if let Some(config) = self.asking.get(&key) {
             return Ok(config.clone());
         }
         if self.asking.len() >= MAX_ASKING {
             self.asking.clear();
         }
-        let config = server_config(self.live.clone(), Some(policy))?;
-        self.asking.insert(policy.digest, config.clone());
+        let config = server_config(self.live.clone(), Some(policy), versions)?;
+        self.asking.insert(key, config.clone());
         Ok(config)
     }
 }
@@ -162,15 +192,16 @@ where
     }
 }
 
-/// A server configuration of the HTTPS listener: TLS 1.2 and 1.3, ALPN h2 and
+/// A server configuration of the HTTPS listener: TLS 1.2 and/or 1.3, ALPN h2 and
 /// http/1.1, session resumption by tickets and by session ID; asking for a client
 /// certificate when `client_auth` says so.
 fn server_config(
     live: Arc<Live>,
     client_auth: Option<&ClientAuth>,
+    versions: TlsVersions,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let builder =
-        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(protocol_versions(versions))?;
     let builder = match client_auth {
         Some(policy) => builder.with_client_cert_verifier(policy.asker.clone()),
         None => builder.with_no_client_auth(),

@@ -6,9 +6,44 @@ use gatehouse_config::{Config, ErrorPages};
 
 use super::{service_for, Services};
 use crate::kubernetes::{
+    controller_config::IngressDefaults,
     endpoints::PortRef,
     ingress::{Backend, Balancing, ErrorPagesSpec, IngressPath},
 };
+
+/// The error pages of `p`'s Ingress: its own `custom-http-errors`, else the ConfigMap's
+/// (unless it disables intercepting errors), answered by its `default-backend` or the
+/// default service. The ConfigMap's codes with nothing to answer them are reported, not
+/// fatal: they are a global nicety, not the Ingress's own ask.
+pub(super) fn spec(
+    p: &IngressPath,
+    defaults: &IngressDefaults,
+    config: &Config,
+    problems: &mut Vec<String>,
+) -> Option<ErrorPagesSpec> {
+    let own = p.policy.error_pages.clone();
+    if p.policy.intercept_disabled || defaults.error_codes.is_empty() {
+        return own;
+    }
+    match own {
+        Some(spec) if !spec.codes.is_empty() => Some(spec),
+        Some(spec) => Some(ErrorPagesSpec {
+            codes: defaults.error_codes.clone(),
+            backend: spec.backend,
+        }),
+        None if config.default_service.is_some() => Some(ErrorPagesSpec {
+            codes: defaults.error_codes.clone(),
+            backend: None,
+        }),
+        None => {
+            problems.push(format!(
+                "Ingress {}: the ConfigMap's custom-http-errors need a default backend (default_service, or an Ingress defaultBackend); its upstream's error answers pass unchanged",
+                p.source
+            ));
+            None
+        }
+    }
+}
 
 /// Gives route `index` (of `p`'s Ingress) its error service, or makes it answer 503.
 pub(super) fn attach(

@@ -60,7 +60,15 @@ fn ingresses_sharing_a_host_keep_their_own_policy_and_the_file_wins_its_paths() 
         json!({ "rules": [rule("shared.example.com", json!([path("/admin", "Exact", "admin", json!({ "name": "http" }))]))] }),
     );
     let t = translate([&open, &closed], &ours());
-    let (config, problems) = merge(&file(), &t, &[], &no_secrets, &no_auth, &no_external);
+    let (config, problems) = merge(
+        &file(),
+        &t,
+        &[],
+        &no_secrets,
+        &no_auth,
+        &no_external,
+        &IngressDefaults::default(),
+    );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
 
     let public = table
@@ -116,6 +124,7 @@ fn regex_paths_are_case_insensitive_and_a_bad_one_is_skipped_alone() {
         &no_secrets,
         &no_auth,
         &no_external,
+        &IngressDefaults::default(),
     );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table
@@ -152,6 +161,7 @@ fn hostless_rules_catch_other_hosts_and_the_default_backend_is_the_default_servi
         &no_secrets,
         &no_auth,
         &no_external,
+        &IngressDefaults::default(),
     );
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table.find("whatever.test", "/x").expect("any host");
@@ -197,7 +207,15 @@ fn tls_secrets_become_certificates_and_turn_the_redirect_on_by_default() {
         (ns == "a" && name == "good").then(|| Ok(("CERT".to_owned(), "KEY".to_owned())))
     };
     let t = translate([&secure, &optout, &missing, &forced], &ours());
-    let (config, problems) = merge(&file(), &t, &[], &secrets, &no_auth, &no_external);
+    let (config, problems) = merge(
+        &file(),
+        &t,
+        &[],
+        &secrets,
+        &no_auth,
+        &no_external,
+        &IngressDefaults::default(),
+    );
 
     assert!(route(&config, "a/secure", "secure.example.com").https_redirect);
     assert!(!route(&config, "a/optout", "optout.example.com").https_redirect);
@@ -252,6 +270,7 @@ fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
         &no_secrets,
         &no_auth,
         &no_external,
+        &IngressDefaults::default(),
     );
     assert!(route(&config, "a/good", "good.example.com")
         .unavailable
@@ -292,6 +311,7 @@ fn configmap_ports_listen_on_the_proxy_ip_and_the_file_keeps_its_ports() {
         &no_secrets,
         &no_auth,
         &no_external,
+        &IngressDefaults::default(),
     );
     let pg = config
         .l4
@@ -333,7 +353,15 @@ fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
         json!({ "rules": [rule("c.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
     let t = translate([&sticky, &plain, &hashed], &ours());
-    let (config, _) = merge(&file(), &t, &[], &no_secrets, &no_auth, &no_external);
+    let (config, _) = merge(
+        &file(),
+        &t,
+        &[],
+        &no_secrets,
+        &no_auth,
+        &no_external,
+        &IngressDefaults::default(),
+    );
     let service_of = |source: &str, host: &str| {
         &config.services[route(&config, source, host).paths[0].service.0]
     };
@@ -377,6 +405,7 @@ fn an_external_name_backend_is_its_name_at_the_ingress_port() {
         &no_secrets,
         &no_auth,
         &external,
+        &IngressDefaults::default(),
     );
     assert!(problems.is_empty(), "{problems:?}");
     let names: Vec<String> = config
@@ -402,4 +431,70 @@ fn an_external_name_backend_is_its_name_at_the_ingress_port() {
             "legacy.example.internal:8443"
         ]
     );
+}
+
+#[test]
+fn the_config_maps_defaults_apply_where_an_ingress_says_nothing() {
+    let plain = ingress(
+        "a",
+        "plain",
+        "2026-01-01T00:00:00Z",
+        json!({}),
+        json!({ "rules": [rule("plain.test", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let own = ingress(
+        "b",
+        "own",
+        "2026-01-01T00:00:00Z",
+        json!({
+            "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8",
+            "nginx.ingress.kubernetes.io/proxy-body-size": "1k",
+            "nginx.ingress.kubernetes.io/disable-proxy-intercept-errors": "true",
+        }),
+        json!({ "rules": [rule("own.test", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let cidrs = |list: &[&str]| CidrSet::new(list.iter().map(|c| c.parse().unwrap()));
+    let defaults = IngressDefaults {
+        allow: cidrs(&["192.168.0.0/16"]),
+        deny: cidrs(&["192.168.9.0/24"]),
+        block: cidrs(&["203.0.113.0/24"]),
+        ssl_redirect: false,
+        max_body: Some(8 << 20),
+        error_codes: vec![503],
+    };
+    let mut file = file();
+    file.default_service = Some(ServiceId(0));
+    let t = translate([&plain, &own], &ours());
+    let (config, _) = merge(
+        &file,
+        &t,
+        &[],
+        &no_secrets,
+        &no_auth,
+        &no_external,
+        &defaults,
+    );
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+
+    let plain = route(&config, "a/plain", "plain.test");
+    assert!(plain.allow.contains(ip("192.168.1.1")) && !plain.allow.contains(ip("10.1.1.1")));
+    assert!(plain.deny.contains(ip("192.168.9.1")));
+    assert!(plain.deny.contains(ip("203.0.113.9")), "block-cidrs");
+    assert_eq!(plain.max_body, 8 << 20);
+    assert_eq!(
+        plain.error_pages.as_ref().map(|e| e.codes.clone()),
+        Some(vec![503])
+    );
+    assert!(!plain.https_redirect);
+
+    // The Ingress's own annotations win, except over block-cidrs, which holds everywhere.
+    let own = route(&config, "b/own", "own.test");
+    assert!(own.allow.contains(ip("10.1.1.1")) && !own.allow.contains(ip("192.168.1.1")));
+    assert!(own.deny.contains(ip("203.0.113.9")), "block-cidrs");
+    assert!(
+        own.deny.contains(ip("192.168.9.1")),
+        "its own allow-list leaves the global deny list, as in ingress-nginx"
+    );
+    assert_eq!(own.max_body, 1024);
+    assert!(own.error_pages.is_none(), "it disables intercepting errors");
 }
