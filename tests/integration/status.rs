@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, process::Stdio, time::Duration};
 use serde_json::{json, Value};
 
 use crate::{
-    ingress::{classes, ingress, path, run_on_with},
+    ingress::{classes, ingress, path, run_on_with, tls_secret},
     support::{binary::*, kube_api::*, *},
 };
 
@@ -489,5 +489,98 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
         1,
         "reported once"
     );
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+/// The ConfigMap's TLS keys, live: ssl-protocols narrows the versions spoken, hsts and
+/// ssl-redirect turn the header and the redirect off for Ingresses that do not say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_configmap_sets_tls_versions_hsts_and_the_https_redirect_live() {
+    use crate::support::tls::*;
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    crate::ingress::service(&api, "shop", "web", &web);
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["secure.test"], (-1, 30));
+    api.apply(SECRETS, tls_secret("shop", "secure-tls", &cert, &key));
+    api.apply(
+        INGRESSES,
+        json!({
+            "metadata": { "namespace": "shop", "name": "secure", "creationTimestamp": "2026-01-01T00:00:00Z" },
+            "spec": {
+                "ingressClassName": "gatehouse",
+                "tls": [{ "hosts": ["secure.test"], "secretName": "secure-tls" }],
+                "rules": [{ "host": "secure.test", "http": { "paths": [path("/", "Prefix", "web")] } }],
+            },
+        }),
+    );
+    let map = |data: Value| json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": data });
+    api.apply(CONFIG_MAPS, map(json!({})));
+    let (running, _dir) = run_on_with(
+        "configmap-tls",
+        &[&api],
+        ", https: \"127.0.0.1:0\"",
+        "",
+        &["--configmap=gatehouse/controller"],
+        Stdio::null(),
+    )
+    .await;
+    wait_ready(&running).await;
+    let https = running.https.expect("an HTTPS listener");
+    let speaks = |version: &'static rustls::SupportedProtocolVersion| {
+        let ca = &ca;
+        async move {
+            connect(
+                ca.client_speaking(&[version], &[]),
+                https,
+                Some("secure.test"),
+                "secure.test",
+            )
+            .await
+            .ok()
+        }
+    };
+    let plain_status = || async {
+        let req = get_req_at(running.http, "secure.test", "/", &[]);
+        send(&client(), req).await.status.as_u16()
+    };
+    eventually_async(
+        "the certificate is served, HTTP redirected",
+        WAIT,
+        || async { plain_status().await == 308 },
+    )
+    .await;
+    let tls12 = speaks(&rustls::version::TLS12)
+        .await
+        .expect("TLS 1.2 by default");
+    let got = h1_over(tls12, "secure.test").await;
+    assert!(got.headers.contains_key("strict-transport-security"));
+
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({ "ssl-protocols": "TLSv1.3", "hsts": "false", "ssl-redirect": "false" })),
+    );
+    eventually_async("TLS 1.2 is no longer spoken", WAIT, || async {
+        speaks(&rustls::version::TLS12).await.is_none()
+    })
+    .await;
+    let tls13 = speaks(&rustls::version::TLS13)
+        .await
+        .expect("TLS 1.3 still");
+    let got = h1_over(tls13, "secure.test").await;
+    assert_eq!(got.status, 200);
+    assert!(
+        !got.headers.contains_key("strict-transport-security"),
+        "hsts: false"
+    );
+    assert_eq!(plain_status().await, 200, "ssl-redirect: false");
+
+    api.apply(CONFIG_MAPS, map(json!({})));
+    eventually_async("TLS 1.2 again once the key is gone", WAIT, || async {
+        speaks(&rustls::version::TLS12).await.is_some()
+    })
+    .await;
+    assert_eq!(plain_status().await, 308);
     assert_eq!(running.terminate().await, Some(0));
 }

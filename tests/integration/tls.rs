@@ -60,22 +60,6 @@ async fn https(proxy: &Proxy) -> std::net::SocketAddr {
     proxy.gatehouse.https_addr().await.expect("https listener")
 }
 
-/// One HTTP/1.1 request over an established TLS stream.
-async fn h1_over(
-    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    host: &str,
-) -> Got {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("/")
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    collect(sender.send_request(req).await.unwrap()).await
-}
-
 #[tokio::test]
 async fn sni_picks_exact_then_wildcard_then_default() {
     let up = TestUpstream::start("a").await;

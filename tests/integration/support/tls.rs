@@ -55,6 +55,15 @@ impl TestCa {
 
     /// A client configuration that trusts this CA.
     pub fn client(&self, alpn: &[&[u8]]) -> ClientConfig {
+        self.client_speaking(rustls::DEFAULT_VERSIONS, alpn)
+    }
+
+    /// A client configuration that trusts this CA and speaks only `versions`.
+    pub fn client_speaking(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> ClientConfig {
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
@@ -62,7 +71,7 @@ impl TestCa {
         let mut config = ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -282,4 +291,21 @@ pub async fn tls_upstream_for(
         }
     });
     (addr, seen)
+}
+
+/// One HTTP/1.1 GET of `/` over an established TLS stream.
+pub async fn h1_over(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    host: &str,
+) -> super::Got {
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    super::collect(sender.send_request(req).await.unwrap()).await
 }
