@@ -9,12 +9,12 @@ use std::{
     sync::Arc,
 };
 
-use gatehouse_config::{Config, L4Protocol, Service, ServicePort};
+use gatehouse_config::{Config, L4Listener, L4Protocol, Service, ServicePort};
 use gatehouse_discovery::kubernetes::{
     self,
     audit::PASSTHROUGH_NEEDS_FLAG,
     controller_config,
-    events::{self, Notice, Refusals},
+    events::{self, Findings, Notice},
     ingress::{translate, ClassSelection, VerdictKind},
     l4::mappings,
     lease::{self, Election},
@@ -65,7 +65,7 @@ pub struct Publisher {
     status: Option<StatusWriter>,
     events: mpsc::UnboundedSender<Notice>,
     /// What the Events said so far, while leading.
-    told: Refusals,
+    told: Findings,
     class_flag: Option<String>,
 }
 
@@ -135,18 +135,18 @@ impl Publisher {
 
     /// Sends the Events and status writes that the watched objects and the Ingresses
     /// refused now call for, if this replica leads.
-    pub fn sync(&mut self, discovery: &Discovery, refused: &Refusals) {
+    pub fn sync(&mut self, discovery: &Discovery, findings: &Findings) {
         if !*self.leading.borrow() {
             // A replica that leads again tells the refusals of that time afresh.
             self.told.clear();
             return;
         }
-        let notices = events::changes(&self.told, refused);
+        let notices = events::changes(&self.told, findings);
         if !notices.is_empty() {
             for notice in notices {
                 let _ = self.events.send(notice);
             }
-            self.told = refused.clone();
+            self.told = findings.clone();
         }
         let Some(status) = &self.status else { return };
         let addresses = match &status.source {
@@ -257,7 +257,7 @@ pub async fn start(
                 options.election.identity.clone(),
                 stop.clone(),
             ),
-            told: Refusals::new(),
+            told: Findings::new(),
             class_flag: options.ingress_class.clone(),
         }
     });
@@ -280,16 +280,16 @@ pub struct KubeRoutes {
     controller_config: Option<ConfigMapRef>,
     /// Problems reported last time, so each is logged when it appears, not on every rebuild.
     reported: BTreeSet<String>,
-    /// The Ingresses refused by the last build, and why (for Events).
-    refused: Refusals,
+    /// What was wrong with which object at the last build (for Events).
+    findings: Findings,
     /// Which served services take endpoints from which Service port.
     users: HashMap<ServiceKey, Vec<(String, PortRef)>>,
 }
 
 impl KubeRoutes {
-    /// The Ingresses refused by the last build, and why.
-    pub fn refused(&self) -> &Refusals {
-        &self.refused
+    /// What was wrong with which object at the last build.
+    pub fn findings(&self) -> &Findings {
+        &self.findings
     }
 
     pub fn new(options: &KubeOptions) -> Self {
@@ -306,7 +306,7 @@ impl KubeRoutes {
             l4_maps,
             controller_config: options.controller_config.clone(),
             reported: BTreeSet::new(),
-            refused: Refusals::new(),
+            findings: Findings::new(),
             users: HashMap::new(),
         }
     }
@@ -333,7 +333,7 @@ impl KubeRoutes {
             ("differs", count(VerdictKind::Differs)),
             ("refused", count(VerdictKind::Refused)),
         ]);
-        self.refused = verdicts
+        let refused: std::collections::BTreeMap<String, String> = verdicts
             .iter()
             .filter(|v| v.kind == VerdictKind::Refused)
             .map(|v| {
@@ -407,6 +407,8 @@ impl KubeRoutes {
             tracing::warn!("{problem}");
         }
         self.reported = problems;
+        // Ports of TCP/UDP services ConfigMaps that could not be opened.
+        let mut unbound = Vec::new();
         let users = users(&config);
         let endpoints = |service: &Service| {
             let reference = service.kubernetes.as_ref()?;
@@ -430,22 +432,22 @@ impl KubeRoutes {
             ) {
                 (Ok(()), _) => break,
                 (Err(ApplyError::Bind { what, addr, source }), Some(mut without)) => {
-                    let before = without.l4.len();
-                    without
-                        .l4
-                        .retain(|l| !(l.location.is_object() && l.listen == addr));
-                    if without.l4.len() == before {
+                    let from_map = |l: &L4Listener| l.location.is_object() && l.listen == addr;
+                    let Some(map) = without.l4.iter().find(|l| from_map(l)) else {
                         return Err(ApplyError::Bind { what, addr, source });
-                    }
-                    tracing::error!(
-                        "cannot listen on {addr} for a TCP/UDP services ConfigMap entry ({source}); that port stays closed, everything else is applied. Free the port or change the entry"
-                    );
+                    };
+                    let map = map.location.to_string();
+                    without.l4.retain(|l| !from_map(l));
+                    let line = format!("{map}: cannot listen on {addr} ({source}); that port stays closed, everything else is applied. Free the port or change the entry");
+                    tracing::error!("{line}");
+                    unbound.push(line);
                     config = without;
                 }
                 (Err(e), _) => return Err(e),
             }
         }
         self.users = users;
+        self.findings = events::findings(self.reported.iter().chain(&unbound), &refused);
         Ok(())
     }
 

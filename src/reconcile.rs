@@ -75,7 +75,7 @@ pub async fn reconcile(
             _ = stop.cancelled() => break,
             _ = status_ticks.tick(), if synced && publisher.is_some() => {
                 if let (Some(p), Some(d), Some(k)) = (publisher.as_mut(), &discovery, &kube_routes) {
-                    p.sync(d, k.refused());
+                    p.sync(d, k.findings());
                 }
                 continue;
             }

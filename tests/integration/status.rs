@@ -144,12 +144,17 @@ async fn one_replica_writes_ingress_status_and_another_takes_over_when_it_dies()
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
 }
 
-/// Events on `shop/name`: (type, reason, note), oldest first.
+/// Events on the Ingress `name`: (type, reason, note), oldest first.
 fn events_on(api: &KubeApi, name: &str) -> Vec<(String, String, String)> {
+    events_of(api, "Ingress", name)
+}
+
+/// Events on the object of `kind` named `name`: (type, reason, note), oldest first.
+fn events_of(api: &KubeApi, kind: &str, name: &str) -> Vec<(String, String, String)> {
     let mut all: Vec<(u64, (String, String, String))> = api
         .objects(EVENTS)
         .into_iter()
-        .filter(|e| e["regarding"]["name"] == name && e["regarding"]["kind"] == "Ingress")
+        .filter(|e| e["regarding"]["name"] == name && e["regarding"]["kind"] == kind)
         .map(|e| {
             let rv = e["metadata"]["resourceVersion"]
                 .as_str()
@@ -582,5 +587,93 @@ async fn the_controller_configmap_sets_tls_versions_hsts_and_the_https_redirect_
     })
     .await;
     assert_eq!(plain_status().await, 308);
+    assert_eq!(running.terminate().await, Some(0));
+}
+
+/// Besides refusals: an annotation ignored and a TLS Secret missing (Warning `Differs` on
+/// the Ingress), a ConfigMap key not applied and a TCP port that cannot be opened (Warning
+/// `NotApplied` on the ConfigMap), each told once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_name_ignored_annotations_missing_secrets_unapplied_keys_and_closed_ports() {
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    crate::ingress::service(&api, "shop", "web", &web);
+    api.apply(
+        INGRESSES,
+        json!({
+            "metadata": {
+                "namespace": "shop", "name": "uploads", "creationTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": { "nginx.ingress.kubernetes.io/proxy-buffer-size": "16k" },
+            },
+            "spec": {
+                "ingressClassName": "gatehouse",
+                "tls": [{ "hosts": ["uploads.test"], "secretName": "absent-tls" }],
+                "rules": [{ "host": "uploads.test", "http": { "paths": [path("/", "Prefix", "web")] } }],
+            },
+        }),
+    );
+    api.apply(
+        CONFIG_MAPS,
+        json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": { "enable-brotli": "true" } }),
+    );
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    api.apply(
+        CONFIG_MAPS,
+        json!({ "metadata": { "namespace": "gatehouse", "name": "tcp-services" },
+                "data": { taken.to_string(): "shop/web:http" } }),
+    );
+    let (running, _dir) = run_on_with(
+        "events-kinds",
+        &[&api],
+        "",
+        "",
+        &[
+            "--configmap=gatehouse/controller",
+            "--tcp-services-configmap=gatehouse/tcp-services",
+        ],
+        Stdio::null(),
+    )
+    .await;
+    wait_ready(&running).await;
+    let has = |events: &[(String, String, String)], reason: &str, words: &str| {
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == reason && n.contains(words))
+    };
+    eventually("the Ingress's differences are told", WAIT, || {
+        let events = events_on(&api, "uploads");
+        has(&events, "Differs", "proxy-buffer-size is not supported")
+            && has(&events, "Differs", "Secret shop/absent-tls does not exist")
+    })
+    .await;
+    eventually("the ConfigMaps' problems are told", WAIT, || {
+        has(
+            &events_of(&api, "ConfigMap", "controller"),
+            "NotApplied",
+            "key enable-brotli: is not applied",
+        ) && has(
+            &events_of(&api, "ConfigMap", "tcp-services"),
+            "NotApplied",
+            &format!("cannot listen on 127.0.0.1:{taken}"),
+        )
+    })
+    .await;
+    // Rebuilds for other reasons tell nothing again.
+    let told = api.objects(EVENTS).len();
+    api.apply(INGRESSES, app("shop", "gatehouse"));
+    eventually_async("the other Ingress is served", WAIT, || async {
+        send(
+            &client(),
+            get_req_at(running.http, "shop.example.com", "/", &[]),
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+    assert_eq!(api.objects(EVENTS).len(), told, "{:?}", api.objects(EVENTS));
+    drop(holder);
     assert_eq!(running.terminate().await, Some(0));
 }
