@@ -13,6 +13,10 @@ for overlay in "$here"/overlays/*/; do
   kubectl kustomize "$overlay" > "$out/$name.yaml"
   echo "rendered overlay $name: $(grep -c '^kind:' "$out/$name.yaml") objects"
 done
+# The Prometheus Operator's objects are custom resources (no schema here): rendered only;
+# tests/integration/deploy.rs checks the alerts use metrics Gatehouse exports.
+kubectl kustomize "$here/monitoring" > /dev/null
+echo "rendered monitoring: PodMonitor and PrometheusRule"
 # The Argo CD Application is a custom resource: no schema for it here.
 kubernetes-validate --strict --quiet -k "$version" "$out"/*.yaml \
   "$here/examples/ingress-tls.yaml" "$here/examples/tcp-udp-services.yaml"

@@ -89,6 +89,11 @@ enum Command {
         /// How long a leader that stopped renewing keeps the Lease (e.g. 15s).
         #[arg(long, env = "GATEHOUSE_ELECTION_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
         election_ttl: std::time::Duration,
+        /// The admin listener's address (ADDRESS:PORT), over the file's `listen.admin`: in
+        /// the host network, the pod's own address (`$(POD_IP):9901`) keeps it off the
+        /// node's other addresses.
+        #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN")]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Judge Ingresses before moving them from ingress-nginx: for each, `ok` (served as
     /// ingress-nginx serves it), `differs` (served, each difference named) or `refused`
@@ -224,6 +229,7 @@ fn main() -> ExitCode {
             publish_status_address,
             election_id,
             election_ttl,
+            admin_listen,
         } => {
             let pod = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
             let namespace_of_pod =
@@ -282,7 +288,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             }
-            runtime.block_on(run(config, watcher, kube))
+            runtime.block_on(run(config, watcher, kube, admin_listen))
         }
     }
 }
@@ -348,6 +354,7 @@ async fn run(
     config: Option<Config>,
     watcher: Option<FileWatcher>,
     kube: Option<KubeOptions>,
+    admin_listen: Option<std::net::SocketAddr>,
 ) -> ExitCode {
     // Signal handlers first: until they are installed, SIGHUP's default action ends the
     // process, so a reload asked for while the listeners start would kill the proxy.
@@ -379,6 +386,10 @@ async fn run(
             }
         },
     };
+    let mut config = config;
+    if let Some(admin) = admin_listen {
+        config.listen.admin = Some(admin);
+    }
     let gatehouse = match Gatehouse::start(config, Metrics::new()).await {
         Ok(g) => g,
         Err(e) => {
@@ -416,6 +427,7 @@ async fn run(
     let sources = gatehouse::Sources {
         file: watcher,
         kubernetes: kube,
+        admin_listen,
     };
     if let Err(e) = gatehouse::reconcile(&gatehouse, sources, stop).await {
         tracing::error!("{e}");

@@ -19,6 +19,8 @@ pub struct Sources {
     pub file: Option<FileWatcher>,
     /// `--kubernetes`: Ingresses of our class and EndpointSlices.
     pub kubernetes: Option<KubeOptions>,
+    /// `--admin-listen`: the admin listener's address, whatever the file says.
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the loop could not keep serving.
@@ -84,8 +86,13 @@ pub async fn reconcile(
                 continue;
             }
             Some(update) = async { updates.as_mut()?.recv().await } => {
-                let update = update.and_then(|c| match kubernetes::check(&c, discovery.is_some()) {
-                    Ok(()) => Ok(c),
+                let update = update.and_then(|mut c| match kubernetes::check(&c, discovery.is_some()) {
+                    Ok(()) => {
+                        if let Some(admin) = sources.admin_listen {
+                            c.listen.admin = Some(admin);
+                        }
+                        Ok(c)
+                    }
                     Err(e) => Err(ConfigErrors::whole_file("the configuration", e)),
                 });
                 match update {

@@ -557,3 +557,32 @@ async fn a_rule_that_can_never_match_is_flagged_by_check_and_in_the_log() {
     .await;
     assert_eq!(running.terminate().await, Some(0));
 }
+
+/// `--admin-listen` puts the admin listener where the file does not say, and keeps it
+/// there across reloads (the host-network overlay gives it the pod's own address).
+#[tokio::test]
+async fn admin_listen_overrides_the_files_admin_address_across_reloads() {
+    let port = free_port().await;
+    let text = |extra: &str| {
+        format!("listen: {{ http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\naccess_log: off\nshutdown: {{ drain_delay: 0s }}\n{extra}")
+    };
+    let config = temp_file("admin-listen", &text(""));
+    let address = format!("127.0.0.3:{port}");
+    let running = run_with(&config, &["--admin-listen", &address], Stdio::null()).await;
+    assert_eq!(
+        running.admin.to_string(),
+        address,
+        "the flag wins over the file"
+    );
+    let c = client();
+    assert_eq!(admin_get(&c, running.admin, "/healthz").await.status, 200);
+    std::fs::write(&config, text("reject_encoded_slash: true\n")).unwrap();
+    wait_for_metric(
+        &c,
+        running.admin,
+        "gatehouse_config_reloads_total{result=\"success\"} 1",
+        "the reload on the flag's address",
+    )
+    .await;
+    assert_eq!(running.terminate().await, Some(0));
+}

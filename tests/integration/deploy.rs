@@ -212,3 +212,174 @@ fn the_dashboard_only_charts_metrics_gatehouse_exports() {
         assert!(charted.contains(name), "no panel for gatehouse_{name}");
     }
 }
+
+/// The objects an overlay renders to (`kubectl kustomize`, as `kubectl apply -k` sees them).
+fn rendered(overlay: &str) -> Vec<Yaml<'static>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(overlay);
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl kustomize {overlay}: {e} (.ci/run installs kubectl)"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Yaml::load_from_str(Box::leak(text.into_boxed_str())).unwrap()
+}
+
+fn of_kind<'a>(objects: &'a [Yaml<'static>], kind: &str) -> Vec<&'a Yaml<'static>> {
+    objects
+        .iter()
+        .filter(|o| o["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+/// The Deployment overlay: a Deployment (no DaemonSet) with the base's pod, behind a
+/// LoadBalancer Service whose address goes into Ingress status, in a namespace enforcing
+/// the restricted Pod Security level, which its pod meets.
+#[test]
+fn the_loadbalancer_overlay_runs_the_base_pod_as_a_restricted_deployment() {
+    let objects = rendered("deploy/overlays/loadbalancer");
+    assert!(of_kind(&objects, "DaemonSet").is_empty());
+    let deployment = of_kind(&objects, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let base = &docs("deploy/base/daemonset.yaml")[0]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        strs(&container["args"]),
+        strs(&base["containers"][0]["args"]),
+        "the base's pod, copied"
+    );
+    assert_eq!(pod["priorityClassName"].as_str(), Some("gatehouse-edge"));
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e.as_mapping_get("value")?.as_str()?)))
+        .collect();
+    assert!(
+        env.contains(&("GATEHOUSE_PUBLISH_SERVICE", "gatehouse/gatehouse")),
+        "{env:?}"
+    );
+    let service = of_kind(&objects, "Service")[0];
+    assert_eq!(service["spec"]["type"].as_str(), Some("LoadBalancer"));
+    assert_eq!(service["metadata"]["name"].as_str(), Some("gatehouse"));
+    let namespace = of_kind(&objects, "Namespace")[0];
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].as_str(),
+        Some("restricted")
+    );
+    // What the restricted level checks.
+    assert!(!pod.contains_mapping_key("hostNetwork") && !pod.contains_mapping_key("hostPID"));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(strs(&security["capabilities"]["drop"]), ["ALL"]);
+    assert!(strs(&security["capabilities"]["add"])
+        .iter()
+        .all(|c| *c == "NET_BIND_SERVICE"));
+    for port in container["ports"].as_vec().unwrap() {
+        assert!(
+            !port.contains_mapping_key("hostPort"),
+            "no host ports: {port:?}"
+        );
+    }
+    for volume in pod["volumes"].as_vec().unwrap() {
+        assert!(!volume.contains_mapping_key("hostPath"), "no host paths");
+    }
+}
+
+/// In the host network the admin listener (status page, metrics) takes the pod's address,
+/// not every address of the node.
+#[test]
+fn the_hostnetwork_overlay_keeps_the_admin_listener_off_the_nodes_other_addresses() {
+    let objects = rendered("deploy/overlays/hostnetwork");
+    let daemonset = of_kind(&objects, "DaemonSet")[0];
+    let pod = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    let env: Vec<(&str, Option<&str>)> = pod["containers"][0]["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?,
+                e.as_mapping_get("value").and_then(Yaml::as_str),
+            ))
+        })
+        .collect();
+    let at = |name: &str| env.iter().position(|(n, _)| *n == name);
+    assert_eq!(
+        env[at("GATEHOUSE_ADMIN_LISTEN").expect("set")].1,
+        Some("$(POD_IP):9901")
+    );
+    assert!(
+        at("POD_IP") < at("GATEHOUSE_ADMIN_LISTEN"),
+        "defined before it is used"
+    );
+    let config = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["gatehouse.yaml"].as_str())
+        .unwrap();
+    let config = gatehouse_config::parse(config, "hostnetwork").unwrap();
+    assert!(
+        config.listen.admin.is_some_and(|a| a.ip().is_loopback()),
+        "without the variable: loopback, never 0.0.0.0"
+    );
+}
+
+/// The Prometheus Operator's alerts: the ones an edge team is paged for, over metrics
+/// Gatehouse exports.
+#[test]
+fn the_alerts_cover_errors_refusals_expiry_and_reloads_with_exported_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rule = &docs("deploy/monitoring/prometheusrule.yaml")[0];
+    let registered = std::fs::read_to_string(root.join("proxy/src/metrics.rs")).unwrap();
+    let names = regex::Regex::new(r"gatehouse_([a-z0-9_]+)").unwrap();
+    let mut alerts = Vec::new();
+    for rule in rule["spec"]["groups"][0]["rules"].as_vec().unwrap() {
+        let expr = rule["expr"].as_str().expect("expr");
+        for m in names.captures_iter(expr) {
+            assert!(
+                registered.contains(&format!("\"{}\"", &m[1])),
+                "alert {:?} uses gatehouse_{}, which Gatehouse does not export",
+                rule["alert"],
+                &m[1]
+            );
+        }
+        alerts.push((rule["alert"].as_str().unwrap().to_owned(), expr.to_owned()));
+    }
+    for (what, metric) in [
+        (
+            "5xx ratio",
+            "gatehouse_service_requests_total{code_class=\"5xx\"}",
+        ),
+        (
+            "refused Ingresses",
+            "gatehouse_ingresses{verdict=\"refused\"}",
+        ),
+        ("certificates within 14 days", "14 * 86400"),
+        (
+            "failed reloads",
+            "gatehouse_config_reloads_total{result=\"error\"}",
+        ),
+    ] {
+        assert!(
+            alerts.iter().any(|(_, e)| e.contains(metric)),
+            "no alert on {what}: {alerts:?}"
+        );
+    }
+    let podmonitor = &docs("deploy/monitoring/podmonitor.yaml")[0];
+    assert_eq!(
+        podmonitor["spec"]["podMetricsEndpoints"][0]["port"].as_str(),
+        Some("admin"),
+        "the port the pod names admin"
+    );
+}

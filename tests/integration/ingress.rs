@@ -1015,6 +1015,7 @@ async fn the_reconcile_loop_runs_in_process_and_stops_when_told() {
     let http = gatehouse.http_addr().await.unwrap();
     let sources = gatehouse::Sources {
         file: None,
+        admin_listen: None,
         kubernetes: Some(KubeOptions {
             kubeconfigs: vec![api.kubeconfig(&temp_dir("in-process"))],
             namespaces: vec!["shop".to_owned()],
