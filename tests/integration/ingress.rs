@@ -957,16 +957,16 @@ async fn path_tricks_meet_the_policy_of_the_path_the_upstream_serves() {
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
 
-/// The README's table of annotation fates says what the code's table says, row for row.
+/// The docs' table of annotation fates says what the code's table says, row for row.
 #[test]
-fn the_readme_lists_every_annotation_with_its_fate() {
+fn the_docs_list_every_annotation_with_its_fate() {
     use gatehouse_discovery::kubernetes::ingress::{Fate, FATES};
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("### Every ingress-nginx annotation")
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md"))
+        .unwrap();
+    let section = docs
+        .split("## Every ingress-nginx annotation")
         .nth(1)
-        .expect("the README has the annotation table");
+        .expect("docs/kubernetes.md has the annotation table");
     let documented: Vec<(String, String)> = section
         .lines()
         .skip_while(|l| !l.starts_with("| `"))

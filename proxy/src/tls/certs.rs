@@ -11,7 +11,7 @@ use gatehouse_config::{Config, HostPattern, Location, TlsEntry, TlsSource};
 use rustls::{crypto::CryptoProvider, sign::CertifiedKey};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-/// The crypto provider: aws-lc-rs (see README for the measurement behind the choice).
+/// The crypto provider: aws-lc-rs (see docs/development.md for the measurement behind the choice).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

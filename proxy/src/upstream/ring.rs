@@ -103,7 +103,7 @@ mod tests {
             "only the leaving endpoint's keys move"
         );
         let fraction = moved.len() as f64 / 100_000.0;
-        // The figure the README quotes (`cargo test -p gatehouse-proxy ring -- --nocapture`).
+        // The figure docs/behaviour.md quotes (`cargo test -p gatehouse-proxy ring -- --nocapture`).
         eprintln!(
             "one endpoint of ten leaving moved {:.2} % of 100,000 keys",
             fraction * 100.0

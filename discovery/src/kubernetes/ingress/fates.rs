@@ -2,7 +2,7 @@
 //! operator loses), or refused (the Ingress answers 503 rather than be served without a
 //! policy that decides who may reach what, or where a request goes). A name that is not in
 //! the table is refused too: a typo such as `whitelist-soruce-range` must not quietly drop
-//! an allow-list. The README's migration table is checked against this one by a test.
+//! an allow-list. The table in docs/kubernetes.md is checked against this one by a test.
 
 /// What Gatehouse does with one annotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ pub(super) fn protocol(
     read: &dyn Fn(&str, &str) -> Option<SecretData>,
 ) -> Result<UpstreamProtocol, String> {
     // nginx verifies against $proxy_host, a name no pod certificate carries; the Service's
-    // in-cluster name is what one does. (A departure, said in the README.)
+    // in-cluster name is what one does. (A departure, said in docs/kubernetes.md.)
     let name = spec
         .name
         .clone()
