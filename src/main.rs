@@ -61,9 +61,10 @@ enum Command {
             requires = "kubernetes"
         )]
         enable_ssl_passthrough: bool,
-        /// The ingress-nginx controller ConfigMap (NAMESPACE/NAME) whose global keys apply:
-        /// hsts*, proxy-*-timeout, keep-alive, upstream-keepalive-*, limit-*-status-code,
-        /// use-forwarded-headers with proxy-real-ip-cidr; other keys are reported.
+        /// The ingress-nginx controller ConfigMap (NAMESPACE/NAME) whose global keys apply,
+        /// live: hsts*, ssl-redirect, ssl-protocols, proxy-body-size, custom-http-errors,
+        /// whitelist/denylist-source-range, block-cidrs, timeouts, keep-alives, forwarded
+        /// headers, limit status codes (docs/kubernetes.md); other keys are reported.
         #[arg(long, env = "GATEHOUSE_CONFIGMAP", value_parser = kube::config_map_ref, requires = "kubernetes")]
         configmap: Option<ConfigMapRef>,
         /// Write this Service's load-balancer addresses (NAMESPACE/NAME) into the status of
@@ -121,7 +122,7 @@ enum Command {
         enable_ssl_passthrough: bool,
         /// The controller ConfigMap (`kubectl get configmap -n ingress-nginx
         /// ingress-nginx-controller -o yaml`): its keys Gatehouse does not apply are listed,
-        /// and one that makes every Ingress fail closed refuses them all.
+        /// and an access list that cannot be read refuses every Ingress.
         #[arg(long)]
         configmap: Option<PathBuf>,
         /// `table` (default) or `json`: [{namespace, name, verdict, notes}].
