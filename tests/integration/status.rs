@@ -351,6 +351,25 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
     let web = TestUpstream::start("web").await;
     crate::ingress::service(&api, "shop", "web", &web);
     api.apply(INGRESSES, app("shop", "gatehouse"));
+    // A Service without endpoints, for the ConfigMap's custom-http-errors.
+    api.apply(
+        SERVICES,
+        json!({ "metadata": { "namespace": "shop", "name": "gone" },
+                "spec": { "ports": [{ "name": "http", "port": 80 }] } }),
+    );
+    api.apply(
+        INGRESSES,
+        ingress(
+            "shop",
+            "gone",
+            "2026-01-01T00:00:00Z",
+            "gatehouse",
+            json!({}),
+            "gone.example.com",
+            json!([path("/", "Prefix", "gone")]),
+        ),
+    );
+    let fallback = TestUpstream::start("fallback").await;
     let map = |data: Value| json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": data });
     api.apply(
         CONFIG_MAPS,
@@ -364,7 +383,10 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
         "configmap",
         &[&api],
         "",
-        "",
+        &format!(
+            "services: {{ fallback: {{ endpoints: [\"{}\"] }} }}\ndefault_service: fallback\n",
+            fallback.addr
+        ),
         &["--configmap=gatehouse/controller"],
         Stdio::null(),
     )
@@ -433,7 +455,21 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
     })
     .await;
     assert!(running.logged("whitelist-source-range (") >= 1);
-    // proxy-body-size, and X-Forwarded-For passed on as the client only.
+    let gone = || async {
+        let got = send(
+            &client(),
+            get_req_at(running.http, "gone.example.com", "/", &[]),
+        )
+        .await;
+        let echoed: Value = serde_json::from_slice(&got.body).unwrap_or(Value::Null);
+        (
+            got.status.as_u16(),
+            echoed["upstream"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    assert_eq!(gone().await.0, 503, "no endpoints, no error pages yet");
+    // proxy-body-size, X-Forwarded-For passed on as the client only, the client read from
+    // another header, and error pages for every Ingress from the default service.
     api.apply(
         CONFIG_MAPS,
         map(json!({
@@ -441,6 +477,7 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
             "use-forwarded-headers": "true",
             "proxy-real-ip-cidr": "127.0.0.2/32",
             "compute-full-forwarded-for": "false",
+            "custom-http-errors": "503",
             "enable-brotli": "true",
         })),
     );
@@ -466,6 +503,11 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
     })
     .await;
     assert_eq!(post(512).await, 200);
+    assert_eq!(
+        gone().await.1,
+        "fallback",
+        "custom-http-errors: the default service answers"
+    );
     let req = get_req(
         "shop.example.com",
         "/",
@@ -479,6 +521,31 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
         echoed["headers"]["x-forwarded-for"], "203.0.113.9",
         "{echoed}"
     );
+    // forwarded-for-header: a CDN's single-address header names the client.
+    api.apply(
+        CONFIG_MAPS,
+        map(json!({
+            "use-forwarded-headers": "true",
+            "proxy-real-ip-cidr": "127.0.0.2/32",
+            "forwarded-for-header": "X-Client-IP",
+            "enable-brotli": "true",
+        })),
+    );
+    let from_cdn = || async {
+        let req = get_req("shop.example.com", "/", &[("x-client-ip", "198.51.100.7")]);
+        let got = request_from("127.0.0.2", running.http, b"", req)
+            .await
+            .expect("an answer");
+        let echoed: Value = serde_json::from_slice(&got.body).unwrap_or(Value::Null);
+        echoed["headers"]["x-real-ip"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    eventually_async("the client is read from X-Client-IP", WAIT, || async {
+        from_cdn().await == "198.51.100.7"
+    })
+    .await;
     api.apply(CONFIG_MAPS, map(json!({ "enable-brotli": "true" })));
     eventually_async("served again without it", WAIT, || async {
         client_seen("127.0.0.3").await.0 == 200 && post(4096).await == 200
