@@ -165,7 +165,8 @@ async fn audit_judges_a_file_of_ingresses_of_every_version() {
     .await;
     assert!(table.contains("The controller ConfigMap:\n  - ConfigMap ingress-nginx/ingress-nginx-controller: key enable-brotli: is not applied"), "{table}");
     assert!(!table.contains("hsts-max-age"), "{table}");
-    let blocking = map("  block-cidrs: 192.0.2.0/24\n");
+    // A block list that cannot be read refuses every Ingress (a readable one is applied).
+    let blocking = map("  block-cidrs: 192.0.2.0/33\n");
     let (code, out, _) = audit(
         &[
             "--ingresses",
