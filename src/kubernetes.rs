@@ -57,7 +57,7 @@ pub enum StatusOptions {
 }
 
 /// What this replica writes to the cluster while it leads: Ingress status (when asked
-/// for) and Events on refused Ingresses.
+/// for) and Events on the Ingresses and ConfigMaps it cannot serve as written.
 pub struct Publisher {
     leading: watch::Receiver<bool>,
     /// The election, which gives the Lease up when stopped.
@@ -133,11 +133,11 @@ impl Publisher {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.election).await;
     }
 
-    /// Sends the Events and status writes that the watched objects and the Ingresses
-    /// refused now call for, if this replica leads.
+    /// Sends the Events and status writes that the watched objects and what is wrong with
+    /// them now call for, if this replica leads.
     pub fn sync(&mut self, discovery: &Discovery, findings: &Findings) {
         if !*self.leading.borrow() {
-            // A replica that leads again tells the refusals of that time afresh.
+            // A replica that leads again tells the problems of that time afresh.
             self.told.clear();
             return;
         }
