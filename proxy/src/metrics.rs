@@ -3,11 +3,12 @@
 
 mod service_requests;
 
-use std::sync::OnceLock;
+use std::{collections::HashMap, sync::OnceLock};
 
 pub(crate) use service_requests::{ServiceRequestTable, ServiceRequests};
 
 use prometheus::{
+    core::{Collector, MetricVec, MetricVecBuilder},
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
@@ -200,6 +201,15 @@ impl Metrics {
         self.kubernetes_events.with_label_values(&[kind]).inc();
     }
 
+    /// Removes every series of the route label `route` (a host no route has any more).
+    pub(crate) fn remove_route(&self, route: &str) {
+        remove_where(&self.requests, "route", route);
+        remove_where(&self.duration, "route", route);
+        remove_where(&self.incomplete, "route", route);
+        remove_where(&self.limited, "route", route);
+        remove_where(&self.canary, "route", route);
+    }
+
     /// Counts one refusal (`allowlist`, `denylist`, `untrusted_proxy`, `proxy_header`).
     pub(crate) fn deny(&self, reason: &str) {
         self.denied.with_label_values(&[reason]).inc();
@@ -298,6 +308,22 @@ impl RouteStats {
         self.duration
             .get_or_init(|| self.durations.with_label_values(&[self.label.as_str()]))
             .observe(seconds);
+    }
+}
+
+/// Removes the series of `vec` whose label `name` is `value`, whatever its other labels.
+fn remove_where<T: MetricVecBuilder>(vec: &MetricVec<T>, name: &str, value: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get(name) == Some(&value) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 

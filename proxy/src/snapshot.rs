@@ -301,6 +301,18 @@ impl Snapshot {
                 }
             })
             .collect();
+        // A host no route has any more takes its series with it: hosts come and go with
+        // Ingresses (preview environments), and the series must not pile up.
+        if let Some(prev) = previous {
+            let kept: std::collections::HashSet<&str> = stats.iter().map(|s| s.label()).collect();
+            for gone in prev.stats[..prev.stats.len() - 2]
+                .iter()
+                .map(|s| s.label())
+                .filter(|label| !kept.contains(label))
+            {
+                metrics.remove_route(gone);
+            }
+        }
         let service_requests = ServiceRequestTable::build(
             &config,
             &metrics.service_requests,

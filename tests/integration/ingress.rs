@@ -2151,9 +2151,17 @@ async fn requests_are_counted_by_ingress_and_service_and_a_deleted_ingress_takes
 
     api.delete(INGRESSES, "shop", "app");
     until(&cluster, "the app is gone", "app.test", "/", (404, "")).await;
+    assert!(
+        text.contains("route=\"app.test\""),
+        "the host's own series: {text}"
+    );
     eventually_async("the deleted Ingress's series are gone", WAIT, || async {
         cluster.running.metric(&series("web")).await.is_none()
     })
     .await;
+    // ...and so are its host's, every metric with that route label.
+    let metrics = admin_get(&client(), cluster.running.admin, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(!text.contains("route=\"app.test\""), "{text}");
     assert_eq!(cluster.running.terminate().await, Some(0));
 }
