@@ -659,7 +659,7 @@ async fn the_controller_configmap_sets_tls_versions_hsts_and_the_https_redirect_
 
 /// Besides refusals: an annotation ignored and a TLS Secret missing (Warning `Differs` on
 /// the Ingress), a ConfigMap key not applied and a TCP port that cannot be opened (Warning
-/// `NotApplied` on the ConfigMap), each told once.
+/// `NotApplied` on the ConfigMap), each told once; a Normal `Applied` once fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_name_ignored_annotations_missing_secrets_unapplied_keys_and_closed_ports() {
     let api = KubeApi::start().await;
@@ -741,6 +741,21 @@ async fn events_name_ignored_annotations_missing_secrets_unapplied_keys_and_clos
     })
     .await;
     assert_eq!(api.objects(EVENTS).len(), told, "{:?}", api.objects(EVENTS));
+    // Fixed: the key removed and the port freed; the next build applies both, and each
+    // ConfigMap gets a Normal Event.
     drop(holder);
+    api.apply(
+        CONFIG_MAPS,
+        json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": {} }),
+    );
+    let applied = |name: &str| {
+        events_of(&api, "ConfigMap", name)
+            .iter()
+            .any(|(t, r, _)| t == "Normal" && r == "Applied")
+    };
+    eventually("Normal Events once applied whole", WAIT, || {
+        applied("controller") && applied("tcp-services")
+    })
+    .await;
     assert_eq!(running.terminate().await, Some(0));
 }

@@ -2,8 +2,8 @@
 //! describe` what the proxy's log says: a Warning when an Ingress is refused (its paths
 //! answer 503), when something in it is not served as written (an annotation ignored, a
 //! TLS Secret missing), when a ConfigMap key is not applied or its TCP/UDP port cannot be
-//! opened; a Normal event when a refused Ingress is served again. Notes are the log's
-//! words. Only changes are reported, so a problem is one Event however often the routes
+//! opened; a Normal event when a refused Ingress is served again, or an object's problems
+//! are all gone. Notes are the log's words. Only changes are reported, so a problem is one Event however often the routes
 //! are rebuilt.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,15 +144,21 @@ pub fn changes(before: &Findings, now: &Findings) -> Vec<Notice> {
         }
     }
     for (object, old) in before {
-        let still_refused = now.get(object).is_some_and(|f| f.refused.is_some());
-        if old.refused.is_some() && !still_refused {
-            out.push(Notice {
-                regarding: object.clone(),
-                warning: false,
-                reason: "Served",
-                note: "served again: nothing in it is refused now".to_owned(),
-            });
-        }
+        let now = now.get(object).unwrap_or(&empty);
+        let (reason, note) = match (object.kind, old.refused.is_some()) {
+            (Kind::Ingress, true) if now.refused.is_none() => {
+                ("Served", "served again: nothing in it is refused now")
+            }
+            _ if *now != empty => continue,
+            (Kind::Ingress, _) => ("Served", "served as written now: nothing in it differs"),
+            (Kind::ConfigMap, _) => ("Applied", "applied whole now: every key and port of it"),
+        };
+        out.push(Notice {
+            regarding: object.clone(),
+            warning: false,
+            reason,
+            note: note.to_owned(),
+        });
     }
     out
 }
@@ -291,10 +297,19 @@ mod tests {
         // Refused for another reason: told again.
         let a2 = findings(&[], &refused(&[("shop/a", "annotation z refused")]));
         assert_eq!(changes(&a, &a2).len(), 1);
+        // Its differences gone: a Normal Event says it is served as written.
+        let got = changes(&b, &Findings::new());
+        assert_eq!(
+            (got.len(), got[0].warning, got[0].reason),
+            (1, false, "Served")
+        );
+        assert!(got[0].note.contains("as written"), "{:?}", got[0]);
         let c = findings(
             &["ConfigMap edge/tcp: cannot listen on 0.0.0.0:22".to_owned()],
             &BTreeMap::new(),
         );
+        let got = changes(&c, &Findings::new());
+        assert_eq!((got[0].warning, got[0].reason), (false, "Applied"));
         let got = changes(&Findings::new(), &c);
         assert_eq!(
             (got[0].regarding.kind, got[0].reason),
