@@ -945,3 +945,27 @@ fn hsts_defaults_to_spec_and_says_what_it_is_told() {
     let e = errors(&format!("{base}hsts: {{ preload: yes }}\n")).join("\n");
     assert!(e.contains("hsts.preload must be `true` or `false`"), "{e}");
 }
+
+#[test]
+fn tls_versions_and_forwarded_headers_are_read_and_bad_values_named() {
+    let base = "listen: { http: \"127.0.0.1:80\" }\nservices: {}\nroutes: []\n";
+    let c = parse(base, "t.yaml").unwrap();
+    assert_eq!(c.tls_versions, gatehouse_config::TlsVersions::Tls12And13);
+    assert!(c.forwarded.full_chain);
+    assert_eq!(c.forwarded.client_header, "x-forwarded-for");
+    let c = parse(
+        &format!("{base}tls_versions: \"1.3\"\nforwarded: {{ client_header: CF-Connecting-IP, full_chain: false }}\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.tls_versions, gatehouse_config::TlsVersions::Tls13Only);
+    assert_eq!(c.forwarded.client_header, "cf-connecting-ip");
+    assert!(!c.forwarded.full_chain);
+    let e = errors(&format!("{base}tls_versions: \"1.1 1.2\"\n")).join("\n");
+    assert!(e.contains("tls_versions: `1.1` is not offered"), "{e}");
+    let e = errors(&format!(
+        "{base}forwarded: {{ client_header: \"bad header\" }}\n"
+    ))
+    .join("\n");
+    assert!(e.contains("`bad header` is not a header name"), "{e}");
+}

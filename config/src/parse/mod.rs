@@ -80,6 +80,8 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
             "client_limits",
             "resolver",
             "upstream_keepalive",
+            "tls_versions",
+            "forwarded",
         ],
         &[],
     )?;
@@ -229,6 +231,14 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         .get("upstream_keepalive")
         .map(|n| read_upstream_keepalive(r, n))
         .unwrap_or_default();
+    let tls_versions = top
+        .get("tls_versions")
+        .and_then(|n| r.parsed(n, "tls_versions", parse_tls_versions))
+        .unwrap_or_default();
+    let forwarded = top
+        .get("forwarded")
+        .map(|n| read_forwarded(r, n))
+        .unwrap_or_default();
     let resolver = top
         .get("resolver")
         .map(|n| read_resolver(r, n))
@@ -257,8 +267,8 @@ fn read_config(r: &mut Reader<'_>, doc: &MarkedYaml<'_>) -> Option<Config> {
         limits,
         resolver,
         upstream_keepalive,
-        tls_versions: TlsVersions::default(),
-        forwarded: Forwarded::default(),
+        tls_versions,
+        forwarded,
     })
 }
 
@@ -493,6 +503,50 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
         d if d.is_zero() => Err("must be longer than zero".to_owned()),
         d => Ok(d),
     }
+}
+
+/// `tls_versions: "1.2 1.3"` (or `"1.3"`, or `"1.2"`; commas or spaces between).
+fn parse_tls_versions(text: &str) -> Result<TlsVersions, String> {
+    let (mut tls12, mut tls13) = (false, false);
+    for version in text.split([',', ' ']).filter(|v| !v.is_empty()) {
+        match version {
+            "1.2" => tls12 = true,
+            "1.3" => tls13 = true,
+            other => {
+                return Err(format!(
+                    "`{other}` is not offered: Gatehouse speaks TLS \"1.2\" and \"1.3\" only"
+                ))
+            }
+        }
+    }
+    match (tls12, tls13) {
+        (true, true) => Ok(TlsVersions::Tls12And13),
+        (true, false) => Ok(TlsVersions::Tls12Only),
+        (false, true) => Ok(TlsVersions::Tls13Only),
+        (false, false) => Err("name \"1.2\", \"1.3\" or both".to_owned()),
+    }
+}
+
+/// `forwarded: { client_header: X-Forwarded-For, full_chain: true }`.
+fn read_forwarded(r: &mut Reader<'_>, node: &MarkedYaml<'_>) -> Forwarded {
+    let mut f = Forwarded::default();
+    let Some(fields) = r.section(node, "forwarded", &["client_header", "full_chain"], &[]) else {
+        return f;
+    };
+    if let Some(header) = fields.get("client_header").and_then(|n| {
+        r.parsed(n, "forwarded.client_header", |s| {
+            HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not a header name"))
+        })
+    }) {
+        f.client_header = header;
+    }
+    if let Some(full) = fields
+        .get("full_chain")
+        .and_then(|n| r.boolean(n, "forwarded.full_chain"))
+    {
+        f.full_chain = full;
+    }
+    f
 }
 
 /// `upstream_keepalive: { connections: 256, timeout: 4s, requests: 0 }`.
