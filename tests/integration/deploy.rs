@@ -383,3 +383,38 @@ fn the_alerts_cover_errors_refusals_expiry_and_reloads_with_exported_metrics() {
         "the port the pod names admin"
     );
 }
+
+/// The admin port answers only chosen namespaces; every other port, TCP/UDP services
+/// ports included whatever they become, stays open to all.
+#[test]
+fn the_network_policy_closes_only_the_admin_port() {
+    let objects = rendered("deploy/overlays/hostport");
+    let policy = of_kind(&objects, "NetworkPolicy")[0];
+    let selector = &policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"];
+    assert_eq!(selector.as_str(), Some("gatehouse"));
+    let rules = policy["spec"]["ingress"].as_vec().unwrap();
+    // (protocol, port) → open to all, or only to some sources.
+    let reach = |protocol: &str, port: i64| -> Option<bool> {
+        rules.iter().find_map(|rule| {
+            let covers = rule["ports"].as_vec()?.iter().any(|p| {
+                let from = p["port"].as_integer().unwrap_or(0);
+                let to = p
+                    .as_mapping_get("endPort")
+                    .and_then(Yaml::as_integer)
+                    .unwrap_or(from);
+                p["protocol"].as_str() == Some(protocol) && (from..=to).contains(&port)
+            });
+            covers.then(|| !rule.contains_mapping_key("from"))
+        })
+    };
+    for port in [80, 443, 8080, 8443, 5432, 9900, 9902, 65535] {
+        assert_eq!(reach("TCP", port), Some(true), "TCP {port} open to all");
+    }
+    assert_eq!(reach("UDP", 53), Some(true));
+    assert_eq!(reach("UDP", 9901), Some(true));
+    assert_eq!(
+        reach("TCP", 9901),
+        Some(false),
+        "the admin port, from chosen namespaces only"
+    );
+}
