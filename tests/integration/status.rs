@@ -425,35 +425,45 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
     })
     .await;
 
-    // block-cidrs refuses its clients on every Ingress; the others are served.
-    api.apply(
-        CONFIG_MAPS,
-        map(json!({ "block-cidrs": "127.0.0.3/32", "enable-brotli": "true" })),
-    );
-    eventually_async("block-cidrs applies", WAIT, || async {
-        client_seen("127.0.0.3").await.0 == 403
-    })
-    .await;
-    assert_eq!(client_seen("127.0.0.4").await.0, 200);
-    // whitelist-source-range: the allow-list of Ingresses without their own.
-    api.apply(
-        CONFIG_MAPS,
-        map(json!({ "whitelist-source-range": "127.0.0.4/32", "enable-brotli": "true" })),
-    );
-    eventually_async("whitelist-source-range applies", WAIT, || async {
-        client_seen("127.0.0.3").await.0 == 403
-    })
-    .await;
-    assert_eq!(client_seen("127.0.0.4").await.0, 200);
-    // A list that cannot be read fails closed.
-    api.apply(
-        CONFIG_MAPS,
-        map(json!({ "whitelist-source-range": "127.0.0.4/33", "enable-brotli": "true" })),
-    );
-    eventually_async("Ingress paths fail closed", WAIT, || async {
-        client_seen("127.0.0.4").await.0 == 503
-    })
-    .await;
+    // The access lists, live: (key, value, a client and its answer, a client still served).
+    for (key, value, client, answer, served) in [
+        // block-cidrs refuses its clients on every Ingress.
+        (
+            "block-cidrs",
+            "127.0.0.3/32",
+            "127.0.0.3",
+            403,
+            Some("127.0.0.4"),
+        ),
+        // whitelist-source-range: the allow-list of Ingresses without their own.
+        (
+            "whitelist-source-range",
+            "127.0.0.4/32",
+            "127.0.0.3",
+            403,
+            Some("127.0.0.4"),
+        ),
+        // A list that cannot be read fails closed.
+        (
+            "whitelist-source-range",
+            "127.0.0.4/33",
+            "127.0.0.4",
+            503,
+            None,
+        ),
+    ] {
+        api.apply(
+            CONFIG_MAPS,
+            map(json!({ (key): value, "enable-brotli": "true" })),
+        );
+        eventually_async(&format!("{key}: {value} applies"), WAIT, || async {
+            client_seen(client).await.0 == answer
+        })
+        .await;
+        if let Some(other) = served {
+            assert_eq!(client_seen(other).await.0, 200, "{key}: {value}");
+        }
+    }
     assert!(running.logged("whitelist-source-range (") >= 1);
     let gone = || async {
         let got = send(
