@@ -5,7 +5,7 @@ use std::{io::Read, path::Path};
 
 use gatehouse_discovery::kubernetes::{
     self,
-    audit::{judge, judge_config_map, live, read, read_config_map, Input},
+    audit::{judge_config_map, live, read, read_config_map, translation, Input},
     ingress::{Verdict, VerdictKind},
 };
 
@@ -45,12 +45,13 @@ pub async fn run(options: &AuditOptions<'_>) -> Result<(String, bool), String> {
     for skipped in &input.skipped {
         eprintln!("skipped: {skipped}");
     }
-    let mut verdicts = judge(&input.ingresses, options.class, options.ssl_passthrough);
+    let translation = translation(&input.ingresses, options.class);
+    let mut verdicts = kubernetes::audit::verdicts(&translation, options.ssl_passthrough);
     let mut map_notes = Vec::new();
     if let Some(path) = options.configmap {
         let (name, data) = read_config_map(&read_text(path)?)
             .map_err(|e| format!("cannot read the ConfigMap in {}: {e}", path.display()))?;
-        map_notes = judge_config_map(&name, &data, &mut verdicts);
+        map_notes = judge_config_map(&name, &data, &translation, &mut verdicts);
     }
     let refused = verdicts.iter().any(|v| v.kind == VerdictKind::Refused);
     let text = match options.json {

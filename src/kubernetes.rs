@@ -12,7 +12,7 @@ use std::{
 use gatehouse_config::{Config, L4Listener, L4Protocol, Service, ServicePort};
 use gatehouse_discovery::kubernetes::{
     self,
-    audit::PASSTHROUGH_NEEDS_FLAG,
+    audit::{BLOCK_HOLDS, PASSTHROUGH_NEEDS_FLAG},
     controller_config,
     events::{self, Findings, Notice},
     ingress::{translate, ClassSelection, VerdictKind},
@@ -324,8 +324,31 @@ impl KubeRoutes {
             ClassSelection::from_classes(classes.iter().map(|c| &**c), self.class_flag.as_deref());
         let ingresses = discovery.ingresses();
         let translation = translate(ingresses.iter().map(|i| &**i), &selection);
-        // As `gatehouse audit` judges them, passthrough refusals included.
-        let verdicts = kubernetes::audit::verdicts(&translation, self.ssl_passthrough);
+        let mut problems = Vec::new();
+        // The controller ConfigMap's global keys, over the file's.
+        let mut file = file.clone();
+        let mut applied = controller_config::Applied::default();
+        if let Some(map) = &self.controller_config {
+            let source = format!("{}/{}", map.namespace, map.name);
+            match discovery.config_map(map) {
+                Some(m) => {
+                    let data = m.data.clone().unwrap_or_default();
+                    applied = controller_config::apply(&data, &mut file, &source);
+                    problems.append(&mut applied.problems);
+                }
+                None => problems.push(format!(
+                    "ConfigMap {source} (--configmap) does not exist; its settings are not applied until it is created"
+                )),
+            }
+        }
+        // As `gatehouse audit` judges them, passthrough refusals and the ConfigMap included.
+        let mut verdicts = kubernetes::audit::verdicts(&translation, self.ssl_passthrough);
+        kubernetes::audit::judge_applied(&applied, &translation, &mut verdicts);
+        for v in &verdicts {
+            if v.notes.iter().any(|n| n == BLOCK_HOLDS) {
+                problems.push(format!("Ingress {}/{}: {BLOCK_HOLDS}", v.namespace, v.name));
+            }
+        }
         gatehouse.set_ingresses_view(crate::audit::json(&verdicts));
         let count = |k| verdicts.iter().filter(|v| v.kind == k).count();
         gatehouse.metrics().set_ingress_verdicts(&[
@@ -341,7 +364,6 @@ impl KubeRoutes {
                 (format!("{}/{}", v.namespace, v.name), why)
             })
             .collect();
-        let mut problems = Vec::new();
         let mut l4 = Vec::new();
         for (map, protocol) in &self.l4_maps {
             match discovery.config_map(map) {
@@ -349,25 +371,6 @@ impl KubeRoutes {
                 None => problems.push(format!(
                     "ConfigMap {}/{} (--{protocol}-services-configmap) does not exist; no {protocol} ports from it until it is created",
                     map.namespace, map.name
-                )),
-            }
-        }
-        // The controller ConfigMap's global keys, over the file's.
-        let mut file = file.clone();
-        let mut fail_closed = None;
-        let mut defaults = controller_config::IngressDefaults::default();
-        if let Some(map) = &self.controller_config {
-            let source = format!("{}/{}", map.namespace, map.name);
-            match discovery.config_map(map) {
-                Some(m) => {
-                    let data = m.data.clone().unwrap_or_default();
-                    let applied = controller_config::apply(&data, &mut file, &source);
-                    problems.extend(applied.problems);
-                    fail_closed = applied.fail_closed;
-                    defaults = applied.defaults;
-                }
-                None => problems.push(format!(
-                    "ConfigMap {source} (--configmap) does not exist; its settings are not applied until it is created"
                 )),
             }
         }
@@ -389,14 +392,14 @@ impl KubeRoutes {
                     .service(ns, name)
                     .and_then(|s| routes::external_name(&s))
             },
-            &defaults,
+            &applied.defaults,
         );
         problems.extend(merge_problems);
         let mut config = config;
         if !self.ssl_passthrough {
             refuse_passthrough(&mut config, &mut problems);
         }
-        if let Some(why) = fail_closed {
+        if let Some(why) = applied.fail_closed {
             for route in config.routes.iter_mut().filter(|r| r.location.is_object()) {
                 route.unavailable.get_or_insert_with(|| why.clone());
             }

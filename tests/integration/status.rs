@@ -465,6 +465,21 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
         }
     }
     assert!(running.logged("whitelist-source-range (") >= 1);
+    // The admin view says so of every Ingress, as `gatehouse audit --configmap` would.
+    let view = admin_get(&client(), running.admin, "/ingresses").await;
+    let all: Value = serde_json::from_slice(&view.body).unwrap();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    for v in all {
+        assert_eq!(v["verdict"], "refused", "{v}");
+        assert!(
+            v["notes"][0]
+                .as_str()
+                .unwrap()
+                .contains("whitelist-source-range (`127.0.0.4/33`"),
+            "{v}"
+        );
+    }
     let gone = || async {
         let got = send(
             &client(),

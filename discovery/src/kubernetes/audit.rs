@@ -5,10 +5,10 @@ use k8s_openapi::api::networking::v1::Ingress;
 use saphyr::{LoadableYamlNode, Scalar, Yaml};
 use serde_json::{Map, Value};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    controller_config,
+    controller_config::{self, Applied},
     ingress::{legacy, translate, ClassSelection, Translation, Verdict, VerdictKind},
 };
 
@@ -103,11 +103,12 @@ pub fn read_config_map(text: &str) -> Result<(String, BTreeMap<String, String>),
     Ok((name, data))
 }
 
-/// What the controller ConfigMap means for an audit: its keys Gatehouse does not apply,
-/// and, when a key makes every Ingress path fail closed, every verdict refused.
+/// What the controller ConfigMap means for an audit: its keys Gatehouse does not apply
+/// (returned), and what it changes in the verdicts ([`judge_applied`]).
 pub fn judge_config_map(
     name: &str,
     data: &BTreeMap<String, String>,
+    translation: &Translation,
     verdicts: &mut [Verdict],
 ) -> Vec<String> {
     // Only what the keys say matters here, not what they change.
@@ -116,13 +117,42 @@ pub fn judge_config_map(
         return Vec::new();
     };
     let applied = controller_config::apply(data, &mut scratch, name);
+    judge_applied(&applied, translation, verdicts);
+    applied.problems
+}
+
+/// Where block-cidrs holds and ingress-nginx would drop it: an Ingress with its own allow or
+/// deny list replaces the http-level `deny` in nginx.
+pub const BLOCK_HOLDS: &str = "the ConfigMap's block-cidrs refuses its clients here too; ingress-nginx drops it where an Ingress has its own allow or deny list (Gatehouse keeps it: a blocked address stays blocked)";
+
+/// What an applied controller ConfigMap changes in the verdicts, as `run` serves it: a key
+/// that makes every Ingress path fail closed refuses them all; block-cidrs over an Ingress
+/// with its own allow or deny list is a difference.
+pub fn judge_applied(applied: &Applied, translation: &Translation, verdicts: &mut [Verdict]) {
     if let Some(why) = &applied.fail_closed {
         for v in verdicts.iter_mut() {
             v.kind = VerdictKind::Refused;
             v.notes.insert(0, why.clone());
         }
+        return;
     }
-    applied.problems
+    if applied.defaults.block.is_empty() {
+        return;
+    }
+    let own_lists: BTreeSet<&str> = translation
+        .paths
+        .iter()
+        .filter(|p| !p.policy.allow.is_empty() || !p.policy.deny.is_empty())
+        .map(|p| p.source.as_str())
+        .collect();
+    for v in verdicts.iter_mut() {
+        if own_lists.contains(format!("{}/{}", v.namespace, v.name).as_str()) {
+            v.notes.push(BLOCK_HOLDS.to_owned());
+            if v.kind == VerdictKind::Ok {
+                v.kind = VerdictKind::Differs;
+            }
+        }
+    }
 }
 
 /// The objects of a document: a List's (or an array's) items, or the object itself.
@@ -172,6 +202,11 @@ fn to_json(node: &Yaml<'_>) -> Value {
 /// Judges `ingresses`: those of `class` (`None`: all of them), with passthrough allowed or
 /// not, as `run --kubernetes` with the same flags would serve them.
 pub fn judge(ingresses: &[Ingress], class: Option<&str>, ssl_passthrough: bool) -> Vec<Verdict> {
+    verdicts(&translation(ingresses, class), ssl_passthrough)
+}
+
+/// The translation `run` would make of `ingresses`, those of `class` (`None`: all).
+pub fn translation(ingresses: &[Ingress], class: Option<&str>) -> Translation {
     let selection = match class {
         Some(c) => ClassSelection::from_classes([], Some(c)),
         None => ClassSelection {
@@ -179,7 +214,7 @@ pub fn judge(ingresses: &[Ingress], class: Option<&str>, ssl_passthrough: bool) 
             default: true,
         },
     };
-    verdicts(&translate(ingresses, &selection), ssl_passthrough)
+    translate(ingresses, &selection)
 }
 
 /// The verdicts of a translation as `run` serves it: an Ingress asking for passthrough is
@@ -299,8 +334,9 @@ spec:
         let (name, data) = read_config_map(text).unwrap();
         assert_eq!(name, "ingress-nginx/controller");
         let input = read(YAML).unwrap();
-        let mut verdicts = judge(&input.ingresses, Some("nginx"), true);
-        let problems = judge_config_map(&name, &data, &mut verdicts);
+        let t = translation(&input.ingresses, Some("nginx"));
+        let mut verdicts = super::verdicts(&t, true);
+        let problems = judge_config_map(&name, &data, &t, &mut verdicts);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("enable-brotli"));
         let ok = verdicts
@@ -309,7 +345,7 @@ spec:
             .count();
         let mut data = data;
         data.insert("block-cidrs".into(), "192.0.2.0/24".into());
-        judge_config_map(&name, &data, &mut verdicts);
+        judge_config_map(&name, &data, &t, &mut verdicts);
         assert_eq!(
             verdicts
                 .iter()
@@ -319,9 +355,42 @@ spec:
             "a readable block list is applied, not refused"
         );
         data.insert("block-cidrs".into(), "192.0.2.0/33".into());
-        judge_config_map(&name, &data, &mut verdicts);
+        judge_config_map(&name, &data, &t, &mut verdicts);
         assert!(ok > 0 && verdicts.iter().all(|v| v.kind == VerdictKind::Refused));
         assert!(verdicts[0].notes[0].contains("block-cidrs"));
+    }
+
+    #[test]
+    fn block_cidrs_over_an_ingress_with_its_own_list_is_a_difference() {
+        let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: listed
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: l.example.com
+    http:
+      paths:
+      - { path: /, pathType: Prefix, backend: { service: { name: web, port: { number: 80 } } } }
+"#;
+        let input = read(&format!("{YAML}---{text}")).unwrap();
+        let t = translation(&input.ingresses, Some("nginx"));
+        let mut verdicts = super::verdicts(&t, true);
+        let data = BTreeMap::from([("block-cidrs".to_owned(), "192.0.2.0/24".to_owned())]);
+        assert!(judge_config_map("ns/c", &data, &t, &mut verdicts).is_empty());
+        let of = |name: &str| verdicts.iter().find(|v| v.name == name).unwrap().clone();
+        assert_eq!(of("listed").kind, VerdictKind::Differs);
+        assert_eq!(of("listed").notes, [BLOCK_HOLDS]);
+        assert_eq!(
+            of("old").kind,
+            VerdictKind::Ok,
+            "no list of its own: as ingress-nginx"
+        );
     }
 
     #[test]
