@@ -100,7 +100,8 @@ pub fn merge(
         ids: HashMap::new(),
         file_names: file.services.iter().map(|s| s.name.clone()).collect(),
     };
-    // First: error pages of the Ingresses are answered by it.
+    // The oldest Ingress's defaultBackend first: the error pages of the Ingresses placed
+    // below are answered by it when they name no default-backend of their own.
     if config.default_service.is_none() {
         if let Some((backend, source)) = &translation.default_backend {
             match service_for(&mut config, &mut services, backend, &Balancing::default()) {
