@@ -498,3 +498,36 @@ fn the_config_maps_defaults_apply_where_an_ingress_says_nothing() {
     assert_eq!(own.max_body, 1024);
     assert!(own.error_pages.is_none(), "it disables intercepting errors");
 }
+
+#[test]
+fn error_pages_are_answered_by_another_ingresses_default_backend() {
+    let fallback = ingress(
+        "a",
+        "fallback",
+        "2026-01-01T00:00:00Z",
+        json!({}),
+        json!({ "defaultBackend": { "service": { "name": "errors", "port": { "number": 80 } } } }),
+    );
+    let pages = ingress(
+        "b",
+        "pages",
+        "2026-01-02T00:00:00Z",
+        json!({ "nginx.ingress.kubernetes.io/custom-http-errors": "503" }),
+        json!({ "rules": [rule("pages.test", json!([path("/", "Prefix", "web", port(80))]))] }),
+    );
+    let t = translate([&fallback, &pages], &ours());
+    let (config, problems) = merge(
+        &file(),
+        &t,
+        &[],
+        &no_secrets,
+        &no_auth,
+        &no_external,
+        &IngressDefaults::default(),
+    );
+    let route = route(&config, "b/pages", "pages.test");
+    assert_eq!(route.unavailable, None, "{problems:?}");
+    let pages = route.error_pages.as_ref().expect("error pages");
+    assert_eq!(Some(pages.service), config.default_service);
+    assert_eq!(pages.codes, [503]);
+}
