@@ -97,6 +97,8 @@ async fn rendered(admin: std::net::SocketAddr, query: &str, profile: &std::path:
             // Root in CI has no user namespace for the sandbox; the page is our own.
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often give /dev/shm 64 MiB, too little for Chromium.
+            "--disable-dev-shm-usage",
             "--no-first-run",
             &format!("--user-data-dir={}", profile.display()),
             // Virtual time runs until the page's fetches are answered, then stops.
