@@ -13,6 +13,21 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The API test server with our IngressClasses and the Service shop/web of one pod (the
+/// returned upstream).
+async fn api_with_web() -> (KubeApi, TestUpstream) {
+    let api = KubeApi::start().await;
+    classes(&api);
+    let web = TestUpstream::start("web").await;
+    crate::ingress::service(&api, "shop", "web", &web);
+    (api, web)
+}
+
+/// The controller ConfigMap gatehouse/controller with `data`.
+fn controller_map(data: Value) -> Value {
+    json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": data })
+}
+
 /// The addresses an Ingress's status shows, as `ip` or `hostname` strings.
 fn shown(api: &KubeApi, name: &str) -> BTreeSet<String> {
     let Some(object) = api.get(INGRESSES, "shop", name) else {
@@ -171,10 +186,7 @@ fn events_of(api: &KubeApi, kind: &str, name: &str) -> Vec<(String, String, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_ingress_gets_one_warning_event_and_a_normal_one_when_served_again() {
-    let api = KubeApi::start().await;
-    classes(&api);
-    let web = TestUpstream::start("web").await;
-    crate::ingress::service(&api, "shop", "web", &web);
+    let (api, _web) = api_with_web().await;
     let typo = |annotations: Value| {
         ingress(
             "shop",
@@ -346,10 +358,7 @@ async fn without_a_publish_flag_the_status_shows_the_nodes_the_replicas_run_on()
 /// answer 503, keys not applied are reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_access_keys() {
-    let api = KubeApi::start().await;
-    classes(&api);
-    let web = TestUpstream::start("web").await;
-    crate::ingress::service(&api, "shop", "web", &web);
+    let (api, _web) = api_with_web().await;
     api.apply(INGRESSES, app("shop", "gatehouse"));
     // A Service without endpoints, for the ConfigMap's custom-http-errors.
     api.apply(
@@ -370,7 +379,7 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
         ),
     );
     let fallback = TestUpstream::start("fallback").await;
-    let map = |data: Value| json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": data });
+    let map = controller_map;
     api.apply(
         CONFIG_MAPS,
         map(json!({
@@ -594,10 +603,7 @@ async fn the_controller_configmap_applies_live_and_fails_closed_on_unreadable_ac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_configmap_sets_tls_versions_hsts_and_the_https_redirect_live() {
     use crate::support::tls::*;
-    let api = KubeApi::start().await;
-    classes(&api);
-    let web = TestUpstream::start("web").await;
-    crate::ingress::service(&api, "shop", "web", &web);
+    let (api, _web) = api_with_web().await;
     let ca = TestCa::new();
     let (cert, key) = ca.leaf(&["secure.test"], (-1, 30));
     api.apply(SECRETS, tls_secret("shop", "secure-tls", &cert, &key));
@@ -612,7 +618,7 @@ async fn the_controller_configmap_sets_tls_versions_hsts_and_the_https_redirect_
             },
         }),
     );
-    let map = |data: Value| json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": data });
+    let map = controller_map;
     api.apply(CONFIG_MAPS, map(json!({})));
     let (running, _dir) = run_on_with(
         "configmap-tls",
@@ -687,10 +693,7 @@ async fn the_controller_configmap_sets_tls_versions_hsts_and_the_https_redirect_
 /// `NotApplied` on the ConfigMap), each told once; a Normal `Applied` once fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_name_ignored_annotations_missing_secrets_unapplied_keys_and_closed_ports() {
-    let api = KubeApi::start().await;
-    classes(&api);
-    let web = TestUpstream::start("web").await;
-    crate::ingress::service(&api, "shop", "web", &web);
+    let (api, _web) = api_with_web().await;
     api.apply(
         INGRESSES,
         json!({
@@ -707,7 +710,7 @@ async fn events_name_ignored_annotations_missing_secrets_unapplied_keys_and_clos
     );
     api.apply(
         CONFIG_MAPS,
-        json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": { "enable-brotli": "true" } }),
+        controller_map(json!({ "enable-brotli": "true" })),
     );
     let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let taken = holder.local_addr().unwrap().port();
@@ -769,10 +772,7 @@ async fn events_name_ignored_annotations_missing_secrets_unapplied_keys_and_clos
     // Fixed: the key removed and the port freed; the next build applies both, and each
     // ConfigMap gets a Normal Event.
     drop(holder);
-    api.apply(
-        CONFIG_MAPS,
-        json!({ "metadata": { "namespace": "gatehouse", "name": "controller" }, "data": {} }),
-    );
+    api.apply(CONFIG_MAPS, controller_map(json!({})));
     let applied = |name: &str| {
         events_of(&api, "ConfigMap", name)
             .iter()

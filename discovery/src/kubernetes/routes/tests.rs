@@ -32,6 +32,19 @@ fn no_external(_: &str, _: &str) -> Option<ExternalName> {
     None
 }
 
+/// The test file and `t`, without Secrets, ExternalNames, ports or a controller ConfigMap.
+fn merge_alone(t: &Translation) -> (Config, Vec<String>) {
+    merge(
+        &file(),
+        t,
+        &[],
+        &no_secrets,
+        &no_auth,
+        &no_external,
+        &IngressDefaults::default(),
+    )
+}
+
 fn route<'a>(config: &'a Config, source: &str, host: &str) -> &'a Route {
     config
         .routes
@@ -60,15 +73,7 @@ fn ingresses_sharing_a_host_keep_their_own_policy_and_the_file_wins_its_paths() 
         json!({ "rules": [rule("shared.example.com", json!([path("/admin", "Exact", "admin", json!({ "name": "http" }))]))] }),
     );
     let t = translate([&open, &closed], &ours());
-    let (config, problems) = merge(
-        &file(),
-        &t,
-        &[],
-        &no_secrets,
-        &no_auth,
-        &no_external,
-        &IngressDefaults::default(),
-    );
+    let (config, problems) = merge_alone(&t);
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
 
     let public = table
@@ -117,15 +122,7 @@ fn regex_paths_are_case_insensitive_and_a_bad_one_is_skipped_alone() {
             path("/broken(", "ImplementationSpecific", "web", port(80)),
         ]))] }),
     );
-    let (config, problems) = merge(
-        &file(),
-        &translate([&i], &ours()),
-        &[],
-        &no_secrets,
-        &no_auth,
-        &no_external,
-        &IngressDefaults::default(),
-    );
+    let (config, problems) = merge_alone(&translate([&i], &ours()));
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table
         .find("re.example.com", "/APP/users")
@@ -154,15 +151,7 @@ fn hostless_rules_catch_other_hosts_and_the_default_backend_is_the_default_servi
             "rules": [{ "http": { "paths": [path("/", "Prefix", "catchall", port(80))] } }],
         }),
     );
-    let (config, _) = merge(
-        &file(),
-        &translate([&i], &ours()),
-        &[],
-        &no_secrets,
-        &no_auth,
-        &no_external,
-        &IngressDefaults::default(),
-    );
+    let (config, _) = merge_alone(&translate([&i], &ours()));
     let table = gatehouse_config::RoutingTable::compile(&config.routes).expect("compiles");
     let m = table.find("whatever.test", "/x").expect("any host");
     assert_eq!(config.routes[m.route].host, HostPattern::Any);
@@ -263,15 +252,7 @@ fn a_broken_annotation_makes_only_its_own_routes_unavailable() {
         json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/33" }),
         json!({ "rules": [rule("bad.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
-    let (config, _) = merge(
-        &file(),
-        &translate([&good, &bad], &ours()),
-        &[],
-        &no_secrets,
-        &no_auth,
-        &no_external,
-        &IngressDefaults::default(),
-    );
+    let (config, _) = merge_alone(&translate([&good, &bad], &ours()));
     assert!(route(&config, "a/good", "good.example.com")
         .unavailable
         .is_none());
@@ -353,15 +334,7 @@ fn ingresses_balancing_one_service_differently_get_an_upstream_each() {
         json!({ "rules": [rule("c.example.com", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
     let t = translate([&sticky, &plain, &hashed], &ours());
-    let (config, _) = merge(
-        &file(),
-        &t,
-        &[],
-        &no_secrets,
-        &no_auth,
-        &no_external,
-        &IngressDefaults::default(),
-    );
+    let (config, _) = merge_alone(&t);
     let service_of = |source: &str, host: &str| {
         &config.services[route(&config, source, host).paths[0].service.0]
     };
@@ -516,15 +489,7 @@ fn error_pages_are_answered_by_another_ingresses_default_backend() {
         json!({ "rules": [rule("pages.test", json!([path("/", "Prefix", "web", port(80))]))] }),
     );
     let t = translate([&fallback, &pages], &ours());
-    let (config, problems) = merge(
-        &file(),
-        &t,
-        &[],
-        &no_secrets,
-        &no_auth,
-        &no_external,
-        &IngressDefaults::default(),
-    );
+    let (config, problems) = merge_alone(&t);
     let route = route(&config, "b/pages", "pages.test");
     assert_eq!(route.unavailable, None, "{problems:?}");
     let pages = route.error_pages.as_ref().expect("error pages");
